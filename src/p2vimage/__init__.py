@@ -1,0 +1,53 @@
+"""p2vimage: turn a disk image of a physical Windows machine into a KVM guest, offline.
+
+Public API::
+
+    import p2vimage
+    info = p2vimage.inspect("server.img")          # -> Inspection
+    info = p2vimage.inspect_hives("SYSTEM")         # bare hive files, no disk
+
+Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
+"""
+
+from .api import inspect
+from .errors import (
+    ApplianceError,
+    BadInputError,
+    ConversionError,
+    CorruptHiveError,
+    CorruptImageError,
+    Interrupted,
+    MissingDependencyError,
+    MultipleRootsError,
+    NoOperatingSystemError,
+    NotReadyError,
+    P2VError,
+    SourceNotFoundError,
+    SourceUnreadableError,
+    UnsupportedFormatError,
+    UsageError,
+)
+from .inspection import Inspection, inspect_hives
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "inspect",
+    "inspect_hives",
+    "Inspection",
+    "P2VError",
+    "UsageError",
+    "BadInputError",
+    "SourceNotFoundError",
+    "SourceUnreadableError",
+    "UnsupportedFormatError",
+    "NoOperatingSystemError",
+    "MultipleRootsError",
+    "CorruptHiveError",
+    "CorruptImageError",
+    "ConversionError",
+    "ApplianceError",
+    "MissingDependencyError",
+    "NotReadyError",
+    "Interrupted",
+]

@@ -1,0 +1,136 @@
+"""Command-line front end: one place for exit codes, error lines, --json and --debug.
+
+Conventions for every command (the README has the table):
+  0 success / ready, 1 ``check`` found the image not ready, 2 usage error,
+  3 bad input, 4 the conversion could not be done, 130 interrupted.
+Errors print one line ``p2vimage: error: ...`` on stderr; ``--debug`` adds the
+traceback.  ``--json`` prints exactly one JSON document on stdout, also on
+error (``{"error": {...}}``), so pipelines never parse prose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from . import __version__, api
+from .errors import (
+    EXIT_CONVERSION,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    P2VError,
+)
+
+PROG = "p2vimage"
+
+
+class InternalError(P2VError):
+    """An unexpected exception: a bug, reported in one line like any other error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and libguestfs details")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Turn a disk image of a physical Windows machine into a KVM guest, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "inspect",
+        help="describe the Windows installation on a disk image (read-only)",
+        description="Describe the Windows installation on a disk image. The image is "
+        "opened read-only; its bytes never change.",
+    )
+    p.add_argument("image", metavar="IMAGE", help="disk image: raw/dd, qcow2, vmdk, vhd, vhdx")
+    p.add_argument(
+        "--source-format",
+        metavar="FMT",
+        help="format of IMAGE (default: detected; a disk with an MBR is always raw)",
+    )
+    p.add_argument("--root", metavar="DEV", help="which Windows to use when there are several")
+    _common(p)
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    insp = api.inspect(args.image, source_format=args.source_format, root=args.root)
+    return EXIT_OK, insp.to_dict(), insp.summary_lines()
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
+        format=f"{PROG}: %(message)s",
+        stream=sys.stderr,
+    )
+    # SIGTERM unwinds like Ctrl-C, so every ``finally`` cleans up partial outputs.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    func: Callable[[argparse.Namespace], tuple[int, Any, list[str]]] = args.func
+    try:
+        code, doc, lines = func(args)
+    except KeyboardInterrupt:
+        return _fail(args, Interrupted("interrupted; nothing was written"), EXIT_INTERRUPTED)
+    except P2VError as exc:
+        return _fail(args, exc, exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - a bug must still end in one line
+        wrapped = InternalError(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)"
+        )
+        return _fail(args, wrapped, EXIT_CONVERSION)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in lines:
+            print(line)
+    return code
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    if getattr(args, "json", False):
+        doc = {"error": {"type": type(exc).__name__, "message": message, "exit_code": code}}
+        json.dump(doc, sys.stdout)
+        sys.stdout.write("\n")
+    return code
+
+
+def run() -> None:
+    """Console-script entry point."""
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Exceptions, one class per failure a user or a calling tool must tell apart.
+
+Every exception carries the CLI exit code of its family, so the command line
+front end never has to guess: ``exit_code`` is the contract documented in the
+README (0 success, 1 not ready, 2 usage, 3 bad input, 4 conversion impossible,
+130 interrupted).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_CONVERSION = 4
+EXIT_INTERRUPTED = 130
+
+
+class P2VError(Exception):
+    """Base of every error p2vimage raises on purpose.
+
+    The message is one line a user can act on; it never needs a traceback.
+    """
+
+    exit_code = EXIT_CONVERSION
+
+
+# --- exit 2: usage -----------------------------------------------------------
+
+
+class UsageError(P2VError):
+    """An option or argument that cannot be right (also raised by the library)."""
+
+    exit_code = EXIT_USAGE
+
+
+# --- exit 3: bad input ---------------------------------------------------------
+
+
+class BadInputError(P2VError):
+    """The input cannot be used: missing, unreadable, unsupported, not Windows, corrupt."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class SourceNotFoundError(BadInputError):
+    """The source path does not exist."""
+
+
+class SourceUnreadableError(BadInputError):
+    """The source exists but cannot be read (permissions, a directory, I/O error)."""
+
+
+class UnsupportedFormatError(BadInputError):
+    """The source is not a disk image format we can read, or is empty/truncated."""
+
+
+class NoOperatingSystemError(BadInputError):
+    """The disk holds no Windows installation (no OS at all, or another OS)."""
+
+
+class MultipleRootsError(BadInputError):
+    """Several Windows installations were found and ``--root`` did not choose one."""
+
+
+class CorruptHiveError(BadInputError):
+    """A registry hive cannot be opened or lacks what every Windows hive has."""
+
+
+class CorruptImageError(BadInputError):
+    """The disk or a filesystem on it is damaged in a way that stops the work."""
+
+
+# --- exit 4: the conversion cannot be done -------------------------------------
+
+
+class ConversionError(P2VError):
+    """The input is fine but the requested result cannot be produced."""
+
+    exit_code = EXIT_CONVERSION
+
+
+class ApplianceError(ConversionError):
+    """The libguestfs appliance could not be started or failed mid-job."""
+
+
+class MissingDependencyError(P2VError):
+    """A system package this machine lacks; the message names the Debian package."""
+
+    exit_code = EXIT_CONVERSION
+
+
+# --- exit 1: check found the image not ready ------------------------------------
+
+
+class NotReadyError(P2VError):
+    """``check`` ran to the end and found error-severity findings."""
+
+    exit_code = EXIT_NOT_READY
+
+
+class Interrupted(P2VError):
+    """The job was interrupted (SIGINT/SIGTERM); partial outputs were removed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_NOT_READY",
+    "EXIT_USAGE",
+    "EXIT_BAD_INPUT",
+    "EXIT_CONVERSION",
+    "EXIT_INTERRUPTED",
+    "P2VError",
+    "UsageError",
+    "BadInputError",
+    "SourceNotFoundError",
+    "SourceUnreadableError",
+    "UnsupportedFormatError",
+    "NoOperatingSystemError",
+    "MultipleRootsError",
+    "CorruptHiveError",
+    "CorruptImageError",
+    "ConversionError",
+    "ApplianceError",
+    "MissingDependencyError",
+    "NotReadyError",
+    "Interrupted",
+]

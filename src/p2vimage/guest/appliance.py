@@ -1,0 +1,390 @@
+"""The job: one libguestfs appliance, the source behind it, mounts and hives.
+
+Every step receives the :class:`Job`; none opens an appliance of its own, so a
+whole inspection or conversion costs one launch (``appliance_launches``).
+
+Launch fallback: on hosts where KVM exists but qemu cannot use it (nested
+virtualisation that aborts with "failed to set MSR 0x10a"), libguestfs fails
+the launch.  A failed libguestfs handle cannot be launched again (it forgets
+its drives), so we build a fresh handle with ``force_tcg`` and retry once,
+logging why.  A user's ``LIBGUESTFS_BACKEND_SETTINGS`` is honoured as set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import deps
+from ..errors import (
+    ApplianceError,
+    CorruptHiveError,
+    CorruptImageError,
+    MultipleRootsError,
+    NoOperatingSystemError,
+    UsageError,
+)
+from ..sources.image import SourceImage
+from .registry import Hive
+
+log = logging.getLogger("p2vimage")
+
+TCG_SETTING = "force_tcg"
+
+
+@dataclass(frozen=True)
+class Drive:
+    path: str
+    format: str
+    readonly: bool
+    name: str = ""
+
+
+@dataclass
+class LaunchStats:
+    launch_attempts: int = 0
+    appliance_launches: int = 0
+    accelerator: str | None = None  # "kvm" or "tcg"
+    fallback_reason: str | None = None
+
+
+def _tcg_forced(settings: list[str]) -> bool:
+    return any(s.strip() == TCG_SETTING for s in settings)
+
+
+def launch_with_fallback(
+    new_handle: Callable[[list[str] | None], Any],
+    stats: LaunchStats,
+    env_settings: str | None = None,
+) -> Any:
+    """Launch an appliance, retrying once under TCG when the first launch fails.
+
+    ``new_handle(extra_settings)`` builds a configured handle (drives added);
+    ``extra_settings`` is None for the first try and ``["force_tcg"]`` for the
+    retry.  The retry happens only when TCG was not already in force: a TCG
+    launch that fails is a real error, not an accelerator problem.
+    """
+    if env_settings is None:
+        env_settings = os.environ.get("LIBGUESTFS_BACKEND_SETTINGS", "")
+    user_settings = [s for s in env_settings.split(":") if s]
+    first_is_tcg = _tcg_forced(user_settings)
+    g = new_handle(None)
+    stats.launch_attempts += 1
+    try:
+        g.launch()
+        stats.appliance_launches += 1
+        stats.accelerator = "tcg" if first_is_tcg else "kvm-or-default"
+        return _quiet(g)
+    except RuntimeError as exc:
+        first_error = _launch_error_text(g, exc)
+        _close_quietly(g)
+        if first_is_tcg:
+            raise ApplianceError(f"the libguestfs appliance failed to start: {first_error}") from exc
+    log.warning(
+        "appliance launch failed (%s); KVM is probably unusable on this host, "
+        "retrying once with TCG software emulation (slower)",
+        first_error,
+    )
+    stats.fallback_reason = first_error
+    g = new_handle([TCG_SETTING])
+    stats.launch_attempts += 1
+    try:
+        g.launch()
+    except RuntimeError as exc:
+        second_error = _launch_error_text(g, exc)
+        _close_quietly(g)
+        raise ApplianceError(
+            f"the libguestfs appliance failed to start, with KVM ({first_error}) and with TCG "
+            f"({second_error}); run libguestfs-test-tool for details"
+        ) from exc
+    stats.appliance_launches += 1
+    stats.accelerator = "tcg"
+    return _quiet(g)
+
+
+def _quiet(g: Any) -> Any:
+    """After launch, stop the verbose appliance chatter used to explain launch failures."""
+    if hasattr(g, "set_verbose"):
+        g.set_verbose(False)
+    return g
+
+
+def _capture_launch_errors(g: Any, guestfs: Any) -> None:
+    """Keep qemu's own error lines, so a failed launch says *why* (e.g. the MSR abort).
+
+    libguestfs only reports "guestfs_launch failed"; the reason is in the
+    appliance's output, which it passes to event callbacks in verbose mode.
+    """
+    lines: list[str] = []
+    g._p2v_launch_errors = lines  # read by _launch_error_text
+
+    def on_event(_ev: int, _eh: int, buf: bytes | str, _array: Any) -> None:
+        text = buf.decode(errors="replace") if isinstance(buf, bytes) else str(buf)
+        for line in text.splitlines():
+            low = line.lower()
+            if "qemu" in low and ("error" in low or "abort" in low or "assert" in low):
+                lines.append(line.strip())
+
+    g.set_verbose(True)
+    g.set_event_callback(on_event, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY)
+
+
+def _launch_error_text(g: Any, exc: Exception) -> str:
+    captured = getattr(g, "_p2v_launch_errors", None)
+    if captured:
+        return captured[0]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def _close_quietly(g: Any) -> None:
+    try:
+        g.close()
+    except Exception:  # noqa: BLE001 - a dead handle may refuse anything
+        pass
+
+
+@dataclass
+class Job:
+    """One unit of work on one machine's disks.
+
+    ``writable=False``: the source is attached read-only (libguestfs keeps
+    writes in a throw-away snapshot).  ``writable=True``: a qcow2 overlay over
+    the source is created in the job's work directory and attached instead, so
+    changes land in the overlay and never in the source.
+    """
+
+    sources: list[SourceImage]
+    writable: bool = False
+    root: str | None = None
+    workdir: Path | None = None
+    stats: LaunchStats = field(default_factory=LaunchStats)
+    g: Any = None
+    overlays: list[Path] = field(default_factory=list)
+    root_device: str | None = None
+    hives: dict[str, Hive] = field(default_factory=dict)
+    _own_workdir: bool = False
+    _mounted: bool = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ensure_workdir(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="p2vimage-"))
+            self._own_workdir = True
+        return self.workdir
+
+    def _drives(self) -> list[Drive]:
+        if not self.writable:
+            return [Drive(str(s.path), s.format, True, s.path.name) for s in self.sources]
+        wd = self._ensure_workdir()
+        drives = []
+        qemu_img = deps.require_program("qemu-img")
+        for i, s in enumerate(self.sources):
+            overlay = wd / f"overlay-{i}.qcow2"
+            if not overlay.exists():
+                subprocess.run(
+                    [qemu_img, "create", "-q", "-f", "qcow2", "-F", s.format,
+                     "-b", str(s.path.resolve()), str(overlay)],
+                    check=True,
+                    capture_output=True,
+                )
+                self.overlays.append(overlay)
+            drives.append(Drive(str(overlay), "qcow2", False, s.path.name))
+        return drives
+
+    def launch(self) -> None:
+        """Start the one appliance of this job (KVM, else TCG)."""
+        if self.g is not None:
+            return
+        guestfs = deps.guestfs()
+        drives = self._drives()
+
+        def new_handle(extra: list[str] | None) -> Any:
+            g = guestfs.GuestFS(python_return_dict=True)
+            _capture_launch_errors(g, guestfs)
+            if extra:
+                current = [s for s in g.get_backend_settings() if s]
+                g.set_backend_settings(current + [s for s in extra if s not in current])
+            for d in drives:
+                g.add_drive_opts(d.path, format=d.format, readonly=d.readonly)
+            return g
+
+        self.g = launch_with_fallback(new_handle, self.stats)
+
+    def close(self) -> None:
+        if self.g is not None:
+            try:
+                if self._mounted:
+                    self.g.umount_all()
+                self.g.shutdown()
+            except RuntimeError as exc:
+                log.debug("appliance shutdown: %s", exc)
+            _close_quietly(self.g)
+            self.g = None
+        self.hives.clear()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    # -- the Windows root ---------------------------------------------------------
+
+    def find_root(self) -> str:
+        """Inspect the disks and settle on one Windows installation."""
+        self.launch()
+        g = self.g
+        try:
+            roots = g.inspect_os()
+        except RuntimeError as exc:
+            msg = str(exc)
+            if "hivex" in msg.lower() or "hive" in msg.lower():
+                bad = self._find_corrupt_hive()
+                raise CorruptHiveError(
+                    f"registry hive {bad[0]} on {bad[1]} cannot be opened: {bad[2]}"
+                    if bad
+                    else f"a registry hive of the guest cannot be opened: {msg}"
+                ) from exc
+            raise CorruptImageError(f"cannot inspect the disk: {msg}") from exc
+        windows = [r for r in roots if g.inspect_get_type(r) == "windows"]
+        if self.root is not None:
+            if self.root not in roots:
+                raise UsageError(
+                    f"--root {self.root}: no operating system there "
+                    f"(found: {', '.join(roots) or 'none'})"
+                )
+            if self.root not in windows:
+                raise NoOperatingSystemError(
+                    f"--root {self.root} holds {g.inspect_get_type(self.root)}, not Windows"
+                )
+            self.root_device = self.root
+            return self.root
+        if not windows:
+            raise NoOperatingSystemError(self._no_windows_message(roots))
+        if len(windows) > 1:
+            desc = ", ".join(f"{r} ({g.inspect_get_product_name(r)})" for r in windows)
+            raise MultipleRootsError(
+                f"several Windows installations found: {desc}; choose one with --root DEVICE"
+            )
+        self.root_device = windows[0]
+        return windows[0]
+
+    def _find_corrupt_hive(self) -> tuple[str, str, str] | None:
+        """Name the hive that broke libguestfs inspection (which only says "Hivex.Error")."""
+        g = self.g
+        wd = self._ensure_workdir()
+        try:
+            g.umount_all()  # a failed inspect_os can leave its mount behind
+        except RuntimeError:
+            pass
+        for dev, fstype in sorted(g.list_filesystems().items()):
+            if fstype != "ntfs":
+                continue
+            try:
+                g.mount_ro(dev, "/")
+            except RuntimeError:
+                continue
+            try:
+                for top in g.ls("/"):
+                    if top.lower() not in ("windows", "winnt"):
+                        continue
+                    for name in ("system", "software"):
+                        try:
+                            path = g.case_sensitive_path(f"/{top}/system32/config/{name}")
+                            if not g.is_file(path):
+                                continue
+                            local = wd / "probe.hive"
+                            g.download(path, str(local))
+                        except RuntimeError:
+                            continue
+                        try:
+                            Hive(local, name=path)
+                        except CorruptHiveError as exc:
+                            return path, dev, f"not a valid hive ({str(exc).rsplit(': ', 1)[-1]})"
+            finally:
+                g.umount_all()
+        return None
+
+    def _no_windows_message(self, roots: list[str]) -> str:
+        g = self.g
+        if roots:
+            other = ", ".join(
+                f"{g.inspect_get_type(r)} ({g.inspect_get_distro(r)} "
+                f"{g.inspect_get_product_name(r)}) on {r}"
+                for r in roots
+            )
+            return f"no Windows installation found; the disk holds {other}"
+        parts = g.list_partitions()
+        if not parts:
+            return "no Windows installation found: the disk has no partitions"
+        fs = {d: t for d, t in g.list_filesystems().items() if t not in ("unknown", "swap", "")}
+        if not fs:
+            return "no Windows installation found: no partition holds a filesystem"
+        kinds = ", ".join(f"{d}: {t}" for d, t in sorted(fs.items()))
+        return f"no Windows installation found (filesystems: {kinds})"
+
+    def mount_root(self) -> None:
+        """Mount the root's filesystems (read-only for a read-only job)."""
+        root = self.root_device or self.find_root()
+        if self._mounted:
+            return
+        mps = self.g.inspect_get_mountpoints(root)
+        for mp in sorted(mps, key=len):
+            try:
+                if self.writable:
+                    self.g.mount(mps[mp], mp)
+                else:
+                    self.g.mount_ro(mps[mp], mp)
+            except RuntimeError as exc:
+                msg = str(exc)
+                if "hiberfil" in msg.lower() or "unclean" in msg.lower():
+                    raise CorruptImageError(
+                        f"{mps[mp]}: Windows was hibernated or not shut down cleanly; "
+                        "boot the source machine and shut it down fully, then capture again"
+                    ) from exc
+                raise CorruptImageError(f"cannot mount {mps[mp]}: {msg}") from exc
+        self._mounted = True
+
+    # -- hives ----------------------------------------------------------------------
+
+    def hive(self, which: str) -> Hive:
+        """SYSTEM or SOFTWARE hive, downloaded once and opened with hivex."""
+        key = which.upper()
+        if key in self.hives:
+            return self.hives[key]
+        self.mount_root()
+        g = self.g
+        root = self.root_device
+        guest_path = (
+            g.inspect_get_windows_system_hive(root)
+            if key == "SYSTEM"
+            else g.inspect_get_windows_software_hive(root)
+        )
+        local = self._ensure_workdir() / f"{key.lower()}.hive"
+        try:
+            g.download(guest_path, str(local))
+        except RuntimeError as exc:
+            raise CorruptHiveError(f"cannot read the {key} hive {guest_path}: {exc}") from exc
+        hive = Hive(local, write=self.writable, name=f"{key} ({guest_path})")
+        hive.guest_path = guest_path  # type: ignore[attr-defined]
+        self.hives[key] = hive
+        return hive
+
+    def commit_hives(self) -> None:
+        """Commit every changed hive and upload it back, once, at the end of a job."""
+        for hive in self.hives.values():
+            if hive.dirty:
+                hive.commit()
+                self.g.upload(str(hive.path), hive.guest_path)  # type: ignore[attr-defined]

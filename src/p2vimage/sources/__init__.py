@@ -1,0 +1,1 @@
+"""How bytes come in: disk image files (raw and qemu formats); later Clonezilla directories."""

@@ -1,0 +1,137 @@
+"""Recognise a source disk image *before* any appliance starts.
+
+Rules (see the README's safety section):
+- a file whose first sector carries the MBR/GPT boot signature is raw, even if
+  it also carries another format's magic: a raw disk can hold a fake qcow2
+  header, and letting qemu probe it would read (or write through) a backing
+  file the image names;
+- a recognised container magic is confirmed with ``qemu-img info -f FMT``;
+- anything else is raw (a blank disk, a partition-less capture), and the
+  inspection then says what is (not) on it;
+- empty, missing, unreadable and directory sources are refused with their own
+  error class, without launching anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import deps
+from ..errors import (
+    SourceNotFoundError,
+    SourceUnreadableError,
+    UnsupportedFormatError,
+    UsageError,
+)
+
+SUPPORTED_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "qed")
+FORMAT_ALIASES = {"dd": "raw", "img": "raw", "vhd": "vpc"}
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    path: Path
+    format: str
+    virtual_size: int
+    actual_size: int
+    detected: bool  # False when the user named the format
+
+
+def _sniff(head: bytes, tail: bytes) -> str | None:
+    """Container format named by the file's magic, or None."""
+    if head[:4] == b"QFI\xfb":
+        return "qcow2"
+    if head[:4] == b"KDMV" or head.startswith(b"# Disk DescriptorFile"):
+        return "vmdk"
+    if head[:8] == b"vhdxfile":
+        return "vhdx"
+    if head[:8] == b"conectix" or tail[-512:-504] == b"conectix":
+        return "vpc"
+    if len(head) >= 0x44 and head[0x40:0x44] == b"\x7f\x10\xda\xbe":
+        return "vdi"
+    if head[:4] == b"QED\x00":
+        return "qed"
+    return None
+
+
+def _has_boot_signature(head: bytes) -> bool:
+    return len(head) >= 512 and head[510:512] == b"\x55\xaa"
+
+
+def normalise_format(fmt: str) -> str:
+    f = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+    if f not in SUPPORTED_FORMATS:
+        raise UsageError(
+            f"unsupported --source-format '{fmt}' (use one of: {', '.join(SUPPORTED_FORMATS)})"
+        )
+    return f
+
+
+def qemu_img_info(path: Path, fmt: str) -> dict:
+    """``qemu-img info`` with an explicit format and the whole backing chain checked."""
+    qemu_img = deps.require_program("qemu-img")
+    proc = subprocess.run(
+        [qemu_img, "info", "--output=json", "--backing-chain", "-f", fmt, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img info failed"])[-1]
+        msg = msg.removeprefix("qemu-img: ")
+        raise UnsupportedFormatError(f"{path}: not a usable {fmt} image: {msg}")
+    info = json.loads(proc.stdout)
+    return info[0] if isinstance(info, list) else info
+
+
+def open_source(path: str | os.PathLike[str], source_format: str | None = None) -> SourceImage:
+    """Check a source and settle its format; raises a BadInputError subclass."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise SourceUnreadableError(f"{p}: cannot access: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnsupportedFormatError(f"{p}: is a directory, not a disk image")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise UnsupportedFormatError(f"{p}: not a regular file or block device")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(65536)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 512))
+            tail = f.read(512)
+    except PermissionError:
+        raise SourceUnreadableError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise SourceUnreadableError(f"{p}: cannot read: {exc.strerror}") from None
+    if size == 0:
+        raise UnsupportedFormatError(f"{p}: the file is empty")
+    if size < 512:
+        raise UnsupportedFormatError(f"{p}: only {size} bytes, too small to be a disk image")
+
+    if source_format:
+        fmt = normalise_format(source_format)
+        detected = False
+    else:
+        sniffed = _sniff(head, tail)
+        fmt = "raw" if (sniffed is None or _has_boot_signature(head)) else sniffed
+        detected = True
+    if fmt == "raw":
+        if size % 512:
+            raise UnsupportedFormatError(
+                f"{p}: {size} bytes is not a whole number of 512-byte sectors "
+                "(truncated capture, or a format we do not recognise)"
+            )
+        return SourceImage(p, "raw", size, st.st_blocks * 512, detected)
+    info = qemu_img_info(p, fmt)
+    return SourceImage(
+        p, fmt, int(info.get("virtual-size", 0)), int(info.get("actual-size", 0)), detected
+    )

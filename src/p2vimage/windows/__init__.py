@@ -1,0 +1,1 @@
+"""Facts about, and changes to, a Windows installation: one module per topic."""

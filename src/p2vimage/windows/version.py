@@ -1,0 +1,60 @@
+"""Windows version, edition and architecture, from the SOFTWARE and SYSTEM hives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..guest.registry import Hive
+
+CURRENT_VERSION = r"Microsoft\Windows NT\CurrentVersion"
+
+
+@dataclass
+class WindowsVersion:
+    product_name: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    build: int | None = None
+    service_pack: str | None = None
+    edition: str | None = None
+    installation_type: str | None = None
+    product_type: str | None = None  # SYSTEM ProductOptions: WinNT (client) / ServerNT / LanmanNT
+
+
+def read_software_version(software: Hive) -> WindowsVersion:
+    cv = software.node(CURRENT_VERSION)
+    v = WindowsVersion()
+    if cv is None:
+        return v
+    v.product_name = software.get_str(cv, "ProductName")
+    major = software.get_int(cv, "CurrentMajorVersionNumber")
+    minor = software.get_int(cv, "CurrentMinorVersionNumber")
+    if major is None:
+        m = re.match(r"^\s*(\d+)\.(\d+)", software.get_str(cv, "CurrentVersion") or "")
+        if m:
+            major, minor = int(m.group(1)), int(m.group(2))
+    v.major, v.minor = major, minor
+    build = software.get_str(cv, "CurrentBuildNumber") or software.get_str(cv, "CurrentBuild")
+    if build and build.strip().isdigit():
+        v.build = int(build)
+    v.service_pack = software.get_str(cv, "CSDVersion") or None
+    v.edition = software.get_str(cv, "EditionID") or None
+    v.installation_type = software.get_str(cv, "InstallationType") or None
+    return v
+
+
+def read_system_arch(system: Hive, control_set: str) -> str | None:
+    """``x86``/``x64``/``ia64`` from Session Manager\\Environment\\PROCESSOR_ARCHITECTURE."""
+    env = system.node(f"{control_set}\\Control\\Session Manager\\Environment")
+    arch = (system.get_str(env, "PROCESSOR_ARCHITECTURE") or "").upper()
+    return {"X86": "x86", "AMD64": "x64", "IA64": "ia64", "ARM64": "arm64"}.get(arch)
+
+
+def read_product_type(system: Hive, control_set: str) -> str | None:
+    return system.get_str(system.node(f"{control_set}\\Control\\ProductOptions"), "ProductType")
+
+
+def read_hostname(system: Hive, control_set: str) -> str | None:
+    node = system.node(f"{control_set}\\Control\\ComputerName\\ComputerName")
+    return system.get_str(node, "ComputerName")
