@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__, api
+from . import __version__, api, interrupt
 from .errors import (
     EXIT_CONVERSION,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    Interrupted,
     P2VError,
 )
 
@@ -82,10 +80,6 @@ def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     return EXIT_OK, insp.to_dict(), insp.summary_lines()
 
 
-def _raise_interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,12 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # SIGTERM unwinds like Ctrl-C, so every ``finally`` cleans up partial outputs.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     func: Callable[[argparse.Namespace], tuple[int, Any, list[str]]] = args.func
     try:
-        code, doc, lines = func(args)
+        with interrupt.handling_signals():
+            code, doc, lines = func(args)
+            interrupt.check()
     except KeyboardInterrupt:
-        return _fail(args, Interrupted("interrupted; nothing was written"), EXIT_INTERRUPTED)
+        return _fail(args, interrupt.as_error(), EXIT_INTERRUPTED)
     except P2VError as exc:
         return _fail(args, exc, exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - a bug must still end in one line
@@ -108,8 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)"
         )
         return _fail(args, wrapped, EXIT_CONVERSION)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         json.dump(doc, sys.stdout, indent=2, sort_keys=False, default=str)
         sys.stdout.write("\n")

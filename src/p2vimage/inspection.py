@@ -167,7 +167,8 @@ class Inspection:
             "Driver cabinets:  "
             + (", ".join(os.path.basename(c.path) for c in self.driver_cabinets) or "none")
         )
-        lines.append(f"RTC in UTC:       {'yes' if self.real_time_is_universal else 'no (localtime)'}")
+        rtc = "yes" if self.real_time_is_universal else "no (localtime)"
+        lines.append(f"RTC in UTC:       {rtc}")
         return lines
 
 

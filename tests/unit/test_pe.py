@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import sys
@@ -249,11 +248,6 @@ def test_payload_changes_the_file() -> None:
     assert a != b and read_pe(a) == read_pe(b)
 
 
-def _file_available() -> bool:
-    return shutil.which("file") is not None
-
-
-@pytest.mark.skipif(not _file_available(), reason="the `file` command is not installed")
 @pytest.mark.parametrize(
     ("machine", "kind", "expected"),
     [

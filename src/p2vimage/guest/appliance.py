@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import deps
+from .. import deps, interrupt
 from ..errors import (
     ApplianceError,
     CorruptHiveError,
@@ -86,7 +86,9 @@ def launch_with_fallback(
         first_error = _launch_error_text(g, exc)
         _close_quietly(g)
         if first_is_tcg:
-            raise ApplianceError(f"the libguestfs appliance failed to start: {first_error}") from exc
+            raise ApplianceError(
+                f"the libguestfs appliance failed to start: {first_error}"
+            ) from exc
     log.warning(
         "appliance launch failed (%s); KVM is probably unusable on this host, "
         "retrying once with TCG software emulation (slower)",
@@ -113,6 +115,9 @@ def _quiet(g: Any) -> Any:
     """After launch, stop the verbose appliance chatter used to explain launch failures."""
     if hasattr(g, "set_verbose"):
         g.set_verbose(False)
+    handle = getattr(g, "_p2v_event_handle", None)
+    if handle is not None:
+        g.delete_event_callback(handle)
     return g
 
 
@@ -133,7 +138,9 @@ def _capture_launch_errors(g: Any, guestfs: Any) -> None:
                 lines.append(line.strip())
 
     g.set_verbose(True)
-    g.set_event_callback(on_event, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY)
+    g._p2v_event_handle = g.set_event_callback(
+        on_event, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY
+    )
 
 
 def _launch_error_text(g: Any, exc: Exception) -> str:
@@ -224,6 +231,7 @@ class Job:
             return g
 
         self.g = launch_with_fallback(new_handle, self.stats)
+        interrupt.check()
 
     def close(self) -> None:
         if self.g is not None:

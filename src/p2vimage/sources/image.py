@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,30 @@ def _sniff(head: bytes, tail: bytes) -> str | None:
 
 def _has_boot_signature(head: bytes) -> bool:
     return len(head) >= 512 and head[510:512] == b"\x55\xaa"
+
+
+def _check_qcow2_extent(p: Path, head: bytes, size: int) -> None:
+    """A qcow2 whose L1 or refcount table lies past the end of the file is truncated.
+
+    ``qemu-img info`` reads only the header and would accept it; the appliance
+    would then fail much later with an I/O error.
+    """
+    if len(head) < 72:
+        raise UnsupportedFormatError(f"{p}: truncated qcow2 header")
+    cluster_bits = struct.unpack_from(">I", head, 20)[0]
+    l1_size, l1_offset, rc_offset, rc_clusters = struct.unpack_from(">IQQI", head, 36)
+    if not 9 <= cluster_bits <= 21:
+        raise UnsupportedFormatError(f"{p}: corrupt qcow2 header (cluster_bits {cluster_bits})")
+    ends = {
+        "L1 table": l1_offset + 8 * l1_size,
+        "refcount table": rc_offset + (rc_clusters << cluster_bits),
+    }
+    for what, end in ends.items():
+        if end > size:
+            raise UnsupportedFormatError(
+                f"{p}: truncated qcow2 image: its {what} ends at byte {end}, "
+                f"the file has {size} bytes"
+            )
 
 
 def normalise_format(fmt: str) -> str:
@@ -131,6 +156,8 @@ def open_source(path: str | os.PathLike[str], source_format: str | None = None) 
                 "(truncated capture, or a format we do not recognise)"
             )
         return SourceImage(p, "raw", size, st.st_blocks * 512, detected)
+    if fmt == "qcow2":
+        _check_qcow2_extent(p, head, size)
     info = qemu_img_info(p, fmt)
     return SourceImage(
         p, fmt, int(info.get("virtual-size", 0)), int(info.get("actual-size", 0)), detected

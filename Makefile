@@ -1,0 +1,25 @@
+# Two set-up-free entry points: `make demo` and `make test` (both install what is missing).
+.PHONY: setup demo test lint fixtures clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+setup:
+	@bash scripts/setup.sh
+
+fixtures: setup
+	@$(PY) -m fixtures
+
+demo: setup
+	@$(PY) -m fixtures win2003-x86 >/dev/null
+	@$(PY) scripts/demo.py
+
+test: setup
+	@$(VENV)/bin/ruff check src tests fixtures benchmarks scripts
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(VENV)/bin/ruff check src tests fixtures benchmarks scripts
+
+clean:
+	rm -rf fixtures/.cache demo-output

@@ -1,0 +1,95 @@
+"""Shared test fixtures: cached fixture images, one appliance per session, hash guards."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared"
+REALDATA = SHARED / "realdata"
+P2VIMAGE = Path(sys.executable).with_name("p2vimage")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run the installed console script, as a user would."""
+    return subprocess.run(
+        [str(P2VIMAGE), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, Path]:
+    """Every fixture image (built once, in one appliance launch, then cached)."""
+    from fixtures.images import ensure
+
+    return ensure(log=lambda m: print(m, file=sys.stderr))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sources_never_change(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every fixture image's bytes are the same after the whole session as before."""
+    from fixtures.images import SPECS
+
+    existing = [s.path() for s in SPECS.values() if s.path().exists()]
+    before = {p: sha256(p) for p in existing}
+    yield
+    changed = [p.name for p, h in before.items() if p.exists() and sha256(p) != h]
+    assert not changed, f"source images were modified: {changed}"
+
+
+@pytest.fixture(scope="session")
+def real_hives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The real SYSTEM hives from ../shared/realdata/registry, decompressed copies."""
+    src = REALDATA / "registry"
+    assert src.is_dir(), f"missing test data {src}"
+    out = tmp_path_factory.mktemp("real-hives")
+    hives: dict[str, Path] = {}
+    for f in sorted(src.iterdir()):
+        if "SYSTEM" not in f.name:
+            continue
+        name = f.name.removesuffix(".xz")
+        dest = out / name
+        if f.suffix == ".xz":
+            dest.write_bytes(lzma.decompress(f.read_bytes()))
+        else:
+            shutil.copyfile(f, dest)
+        hives[name] = dest
+    return hives
+
+
+@pytest.fixture(scope="session")
+def demo_job(images: dict[str, Path]) -> Iterator[object]:
+    """One read-only appliance on the demo image, shared by every read-only test."""
+    from fixtures.images import DEMO
+    from p2vimage.guest.appliance import Job
+    from p2vimage.sources.image import open_source
+
+    job = Job([open_source(images[DEMO])], writable=False)
+    job.launch()
+    yield job
+    job.close()
