@@ -10,6 +10,7 @@ reporting success.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,12 +28,27 @@ def _handler(signum: int, _frame: Any) -> None:
 
 @contextmanager
 def handling_signals() -> Iterator[None]:
-    """Install the SIGINT/SIGTERM handlers for the duration of one command."""
+    """Install the SIGINT/SIGTERM handlers for the duration of one command.
+
+    The C binding reports an exception raised in a callback through
+    ``sys.excepthook``; the one we install keeps our own KeyboardInterrupt
+    quiet (it was recorded, and :func:`check` turns it into Interrupted), so
+    the user sees one error line, not a trace.
+    """
     _received.clear()
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_hook = sys.excepthook
+
+    def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(etype, KeyboardInterrupt) and _received:
+            return
+        old_hook(etype, value, tb)
+
+    sys.excepthook = hook
     try:
         yield
     finally:
+        sys.excepthook = old_hook
         for s, h in old.items():
             signal.signal(s, h)
 
