@@ -3,6 +3,7 @@
 
 VENV := .venv
 PY := $(VENV)/bin/python
+LINT_DIRS := $(wildcard src tests fixtures benchmarks scripts)
 
 setup:
 	@bash scripts/setup.sh
@@ -15,11 +16,11 @@ demo: setup
 	@$(PY) scripts/demo.py
 
 test: setup
-	@$(VENV)/bin/ruff check src tests fixtures benchmarks scripts
+	@$(VENV)/bin/ruff check $(LINT_DIRS)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	@$(VENV)/bin/ruff check src tests fixtures benchmarks scripts
+	@$(VENV)/bin/ruff check $(LINT_DIRS)
 
 clean:
 	rm -rf fixtures/.cache demo-output

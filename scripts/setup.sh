@@ -32,6 +32,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import guestfs, hivex" 2>
 fi
 stamp=.venv/.p2vimage-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  # (grep drops pip's notes about this machine's optional local package mirrors)
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+    | { grep -v "^WARNING: Location 'file://" || true; } >&2
+  test "${PIPESTATUS[0]}" -eq 0
   touch "$stamp"
 fi

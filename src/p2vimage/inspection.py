@@ -201,6 +201,8 @@ def fill_from_hives(insp: Inspection, system: Hive, software: Hive | None) -> In
             if getattr(insp, f) is None:
                 setattr(insp, f, getattr(ver, f))
     insp.product_type = version.read_product_type(system, ccs)
+    if insp.edition is None and (insp.major is None or insp.major < 6):
+        insp.edition = version.read_edition(system, ccs, insp.product_type)
     insp.arch = insp.arch or version.read_system_arch(system, ccs)
     insp.hostname = insp.hostname or version.read_hostname(system, ccs)
     hal = hal_mod.read_hal(system, ccs)

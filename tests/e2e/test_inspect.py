@@ -33,6 +33,7 @@ def test_demo_version_fields(demo_inspection) -> None:
     assert i.service_pack == PROFILE.csd_version
     assert i.arch == PROFILE.arch
     assert i.product_type == PROFILE.product_type
+    assert i.edition == PROFILE.edition
     assert i.hostname == PROFILE.hostname
     assert i.system_root.strip("/").lower() == PROFILE.systemroot.lower()
     assert i.is_nt5

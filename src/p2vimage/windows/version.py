@@ -55,6 +55,36 @@ def read_product_type(system: Hive, control_set: str) -> str | None:
     return system.get_str(system.node(f"{control_set}\\Control\\ProductOptions"), "ProductType")
 
 
+# ProductOptions\ProductSuite names that identify an NT 5.x edition (no EditionID then).
+_SUITE_EDITIONS = {
+    "enterprise": "Enterprise",
+    "datacenter": "Datacenter",
+    "blade": "Web",
+    "small business": "Small Business",
+    "small business(restricted)": "Small Business",
+    "personal": "Home",
+    "embeddednt": "Embedded",
+}
+
+
+def read_edition(system: Hive, control_set: str, product_type: str | None) -> str | None:
+    """NT 5.x edition from ProductOptions (Vista+ has EditionID in SOFTWARE instead).
+
+    Windows derives the edition shown to users from ``ProductSuite`` (e.g.
+    "Enterprise", "Blade" = Web Edition); a server with no such suite is Standard,
+    a workstation with none is Professional.
+    """
+    suites = system.get_list(system.node(f"{control_set}\\Control\\ProductOptions"), "ProductSuite")
+    for s in suites:
+        if s.lower() in _SUITE_EDITIONS:
+            return _SUITE_EDITIONS[s.lower()]
+    if product_type in ("ServerNT", "LanmanNT"):
+        return "Standard"
+    if product_type == "WinNT":
+        return "Professional"
+    return None
+
+
 def read_hostname(system: Hive, control_set: str) -> str | None:
     node = system.node(f"{control_set}\\Control\\ComputerName\\ComputerName")
     return system.get_str(node, "ComputerName")
