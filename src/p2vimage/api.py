@@ -33,6 +33,7 @@ def inspect_job(job: Job) -> Inspection:
         insp.partition_table = None
     insp.firmware = _firmware(g, disk, insp.partition_table)
     insp.driver_cabinets = _driver_cabinets(g, insp.system_root, insp.arch)
+    insp.drive_letters = {k.upper(): v for k, v in g.inspect_get_drive_mappings(root).items()}
     fill_from_hives(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"))
     return insp
 

@@ -107,6 +107,7 @@ class Inspection:
     nics: list[nics_mod.Nic] = field(default_factory=list)
     virtio_drivers: list[VirtioDriver] = field(default_factory=list)
     driver_cabinets: list[Cabinet] = field(default_factory=list)
+    drive_letters: dict[str, str] = field(default_factory=dict)
     real_time_is_universal: bool = False
     has_driver_database: bool = False
     appliance_launches: int | None = None

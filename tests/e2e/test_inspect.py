@@ -57,10 +57,10 @@ def test_demo_control_sets_and_hal(demo_inspection) -> None:
 
 
 def test_demo_storage(demo_inspection) -> None:
-    dev, _inst, svc, desc = PROFILE.boot_controller
-    assert demo_inspection.boot_storage_drivers == [svc]
+    bc = PROFILE.boot_controller
+    assert demo_inspection.boot_storage_drivers == [bc.service]
     (ctrl,) = demo_inspection.storage_controllers
-    assert (ctrl.description, ctrl.hardware_id, ctrl.start) == (desc, dev, 0)
+    assert (ctrl.description, ctrl.hardware_id, ctrl.start) == (bc.description, bc.device, 0)
 
 
 def test_demo_nic(demo_inspection) -> None:

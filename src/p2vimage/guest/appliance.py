@@ -178,6 +178,7 @@ class Job:
     root_device: str | None = None
     hives: dict[str, Hive] = field(default_factory=dict)
     _own_workdir: bool = False
+    _roots: list[str] | None = None
     _mounted: bool = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -255,7 +256,9 @@ class Job:
         self.launch()
         g = self.g
         try:
-            roots = g.inspect_os()
+            if self._roots is None:
+                self._roots = list(g.inspect_os())  # once per appliance: it scans every fs
+            roots = self._roots
         except RuntimeError as exc:
             msg = str(exc)
             if "hivex" in msg.lower() or "hive" in msg.lower():
@@ -342,6 +345,17 @@ class Job:
             return "no Windows installation found: no partition holds a filesystem"
         kinds = ", ".join(f"{d}: {t}" for d, t in sorted(fs.items()))
         return f"no Windows installation found (filesystems: {kinds})"
+
+    def use_root(self, root: str) -> None:
+        """Switch this job to another root of the same appliance (tests inspect many disks
+        with one launch); unmounts and forgets the previous root's hives."""
+        if self._mounted:
+            self.g.umount_all()
+            self._mounted = False
+        self.hives.clear()
+        self.root = root
+        self.root_device = None
+        self.find_root()
 
     def mount_root(self) -> None:
         """Mount the root's filesystems (read-only for a read-only job)."""
