@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import profiles
+from fixtures import profiles, winspec
 from p2vimage.api import inspect_job
 from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import ControlSets
@@ -24,7 +24,15 @@ from p2vimage.windows.pe import read_pe
 from tests.unit.test_real_hives import EXPECTED as DUMP
 from tests.unit.test_real_hives import PHYSICAL_PREFIXES
 
-MAIN = ["win2000-x86", "winxp-x86", "win2003-x86", "win2003r2-x64", "win7-x86", "win2019-x64"]
+MAIN = [
+    "win2000-x86",
+    "winxp-x86",
+    "win2003-x86",
+    "win2003r2-x64",
+    "win7-x86",
+    "win7-x64",
+    "win2019-x64",
+]
 DISKS = [*MAIN, "win2003-x86-2disk", "win2003-x86-2disk-disk2"]
 IDE_SERVICES = {"atapi", "intelide", "pciide"}
 
@@ -156,7 +164,7 @@ def test_nt5_profiles_have_no_ide_critical_devices(job, name: str) -> None:
         }
         assert not services & IDE_SERVICES, (cs, services & IDE_SERVICES)
         bc = profiles.PROFILES[name].boot_controller
-        key = bc.cddb_key or profiles.cddb_key(bc.device)
+        key = bc.cddb_key or winspec.cddb_key(bc.device)
         entry = hive.node(key, cddb)
         assert hive.get_str(entry, "Service") == bc.service
         assert hive.get_int(hive.node(f"{cs}\\Services\\{bc.service}"), "Start") == 0
@@ -222,8 +230,9 @@ def test_newest_wins_cases_are_staged(job) -> None:
 
 def test_two_disk_machine(inspections) -> None:
     i = inspections["win2003-x86-2disk"]
-    assert i.drive_letters["C"] == "/dev/sdg1"
-    assert i.drive_letters["D"] == "/dev/sdh1"
+    index = DISKS.index("win2003-x86-2disk")
+    assert i.drive_letters["C"] == f"/dev/sd{chr(ord('a') + index)}1"
+    assert i.drive_letters["D"] == f"/dev/sd{chr(ord('a') + index + 1)}1"
 
 
 def test_second_ensure_builds_nothing(images) -> None:
