@@ -83,7 +83,7 @@ def test_demo_nic(demo_inspection) -> None:
 def test_demo_drivers_and_cabinets(demo_inspection, demo_job) -> None:
     assert demo_inspection.virtio_drivers == []
     names = [Path(c.path).name for c in demo_inspection.driver_cabinets]
-    assert names == sorted(name for name, _ in PROFILE.driver_cache)
+    assert names == sorted(c.name for c in PROFILE.driver_cache)
     for c in demo_inspection.driver_cabinets:
         assert c.size == demo_job.g.filesize(c.path) > 0
     assert demo_inspection.real_time_is_universal is PROFILE.real_time_is_universal
