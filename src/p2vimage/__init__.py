@@ -10,6 +10,7 @@ Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
 """
 
 from .api import inspect
+from .convert import ConversionReport, convert
 from .errors import (
     ApplianceError,
     BadInputError,
@@ -33,6 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "inspect",
+    "convert",
+    "ConversionReport",
     "inspect_hives",
     "Inspection",
     "P2VError",

@@ -16,6 +16,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, api, interrupt
@@ -25,6 +26,7 @@ from .errors import (
     EXIT_OK,
     EXIT_USAGE,
     P2VError,
+    UsageError,
 )
 
 PROG = "p2vimage"
@@ -72,7 +74,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DEV", help="which Windows to use when there are several")
     _common(p)
     p.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser(
+        "convert",
+        help="convert a captured disk image into a KVM guest (disk, libvirt XML, report)",
+        description="Convert the disk image(s) of a physical Windows machine into a KVM "
+        "guest. The sources are never written: changes go to an overlay and a new output.",
+    )
+    c.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="disk image(s); several = one machine with several disks")
+    c.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output disk (further disks: OUT-2, OUT-3, ...)")
+    c.add_argument("--format", default="qcow2", choices=("qcow2", "raw"))
+    c.add_argument("--size", metavar="SIZE", help="grow the system disk to SIZE (e.g. 21G)")
+    c.add_argument("--source-format", metavar="FMT")
+    c.add_argument("--name", metavar="NAME", help="libvirt domain name (default: hostname)")
+    c.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 2G or 2048 (MiB)")
+    c.add_argument("--vcpus", type=int, metavar="N")
+    c.add_argument("--bus", default="auto",
+                   choices=("auto", "virtio-blk", "virtio-scsi", "ide", "sata"))
+    c.add_argument("--nic", default="auto", choices=("auto", "virtio", "e1000", "rtl8139"))
+    c.add_argument("--network", default="network=default",
+                   metavar="network=NAME|bridge=NAME")
+    c.add_argument("--virtio-win", metavar="ISO|DIR")
+    c.add_argument("--driver-file", action="append", metavar="PATH")
+    c.add_argument("--keep-nics", action="store_true")
+    c.add_argument("--keep-mac", action="store_true")
+    c.add_argument("--mac", metavar="MAC")
+    c.add_argument("--ip", action="append", metavar="CONN=ADDR/PREFIX,gw=...,dns=...")
+    c.add_argument("--no-firstboot", action="store_true")
+    c.add_argument("--smbios", metavar="FILE")
+    c.add_argument("--xml", metavar="OUT.xml", help="domain XML path (default: OUT.xml)")
+    c.add_argument("--report", metavar="OUT.json", help="report path (default: OUT.json)")
+    c.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    c.add_argument("--root", metavar="DEV")
+    _common(c)
+    c.set_defaults(func=cmd_convert)
     return parser
+
+
+# Options of the synopsis whose step is not built yet: refused, never silently ignored.
+_NOT_YET = {
+    "virtio_win": ("--virtio-win", "virtio driver staging"),
+    "driver_file": ("--driver-file", "IDE driver staging"),
+    "keep_nics": ("--keep-nics", "network identity"),
+    "keep_mac": ("--keep-mac", "network identity"),
+    "mac": ("--mac", "network identity"),
+    "ip": ("--ip", "network identity"),
+    "no_firstboot": ("--no-firstboot", "network identity"),
+    "smbios": ("--smbios", "network identity"),
+}
+
+
+def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    from . import libvirt_xml
+    from .convert import convert, parse_size
+
+    for attr, (flag, topic) in _NOT_YET.items():
+        if getattr(args, attr):
+            raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
+    report = convert(
+        args.sources,
+        args.output,
+        format=args.format,
+        size=parse_size(args.size) if args.size else None,
+        source_format=args.source_format,
+        name=args.name,
+        memory_mib=libvirt_xml.parse_memory(args.memory) if args.memory else None,
+        vcpus=args.vcpus,
+        bus=args.bus,
+        nic=args.nic,
+        network=args.network,
+        xml=Path(args.xml) if args.xml else None,
+        report=Path(args.report) if args.report else None,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+        root=args.root,
+    )
+    plan = getattr(report, "_plan", None)
+    doc = report.to_dict()
+    return EXIT_OK, doc, report.summary_lines(plan)
 
 
 def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:

@@ -1,0 +1,364 @@
+"""``convert``: from a captured disk image to a KVM guest (disk, libvirt XML, report).
+
+Input, conversion and output stay apart, as in virt-v2v:
+  sources  -> a writable Job (qcow2 overlay over each source; one appliance)
+  inspect  -> Inspection
+  plan     -> Plan (data; ``--dry-run`` stops here and writes nothing)
+  apply    -> registry edits committed once, boot-sector fields, on the overlay
+  outputs  -> OUT.partial (+ -2, ...), XML, report; renamed together at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import deps, interrupt, libvirt_xml
+from .api import inspect_job
+from .errors import ConversionError, UsageError
+from .guest.appliance import Job
+from .inspection import Inspection
+from .plan import BootSectorEdit, Plan
+from .sources.image import SourceImage, open_source
+from .targets.atomic import AtomicOutputs
+from .windows import common_nt5, geometry
+
+BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
+NICS = ("auto", "virtio", "e1000", "rtl8139")
+FORMATS = ("qcow2", "raw")
+_XML_BUS = {"virtio-blk": "virtio", "virtio-scsi": "scsi", "ide": "ide", "sata": "sata"}
+
+
+@dataclass
+class ConvertOptions:
+    output: Path
+    format: str = "qcow2"
+    size: int | None = None
+    source_format: str | None = None
+    name: str | None = None
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    bus: str = "auto"
+    nic: str = "auto"
+    network: str = "network=default"
+    xml: Path | None = None
+    report: Path | None = None
+    dry_run: bool = False
+    overwrite: bool = False
+    root: str | None = None
+
+
+@dataclass
+class ConversionReport:
+    sources: list[str]
+    outputs: list[str]
+    xml: str | None
+    report: str | None
+    dry_run: bool
+    inspection: dict[str, Any]
+    plan: dict[str, Any]
+    warnings: list[str]
+    appliance_launches: int
+    launch_attempts: int
+    bytes_read: int
+    bytes_written: int
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_lines(self, plan: Plan | None = None) -> list[str]:
+        lines = []
+        if plan is not None:
+            lines += plan.render()
+        if self.dry_run:
+            lines.append("Dry run: nothing was written.")
+        else:
+            lines += [f"Output disk:  {o}" for o in self.outputs]
+            lines.append(f"Domain XML:   {self.xml}")
+            lines.append(f"Report:       {self.report}")
+        lines += [f"Warning:      {w}" for w in self.warnings]
+        lines.append(
+            f"Appliance launches: {self.appliance_launches}; "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items())
+        )
+        return lines
+
+
+def parse_size(text: str) -> int:
+    """``12G``, ``512M``, ``+1G`` is not accepted: sizes are absolute, binary units, bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    mult = 1
+    if t and t[-1] in units:
+        mult, t = units[t[-1]], t[:-1]
+    try:
+        value = float(t)
+    except ValueError:
+        raise UsageError(f"--size {text!r}: not a size (e.g. 20G, 40960M)") from None
+    size = int(value * mult)
+    if size <= 0 or size % 512:
+        raise UsageError(f"--size {text!r}: must be positive and a multiple of 512 bytes")
+    return size
+
+
+def output_paths(output: Path, count: int) -> list[Path]:
+    """``OUT`` for the system disk, then ``OUT-2``, ``OUT-3`` … before the suffix."""
+    out = [output]
+    for i in range(2, count + 1):
+        out.append(output.with_name(f"{output.stem}-{i}{output.suffix}"))
+    return out
+
+
+def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
+    if opts.format not in FORMATS:
+        raise UsageError(f"--format {opts.format}: use qcow2 or raw")
+    if opts.bus not in BUSES:
+        raise UsageError(f"--bus {opts.bus}: use one of {', '.join(BUSES)}")
+    if opts.nic not in NICS:
+        raise UsageError(f"--nic {opts.nic}: use one of {', '.join(NICS)}")
+    if opts.vcpus is not None and not 1 <= opts.vcpus <= 256:
+        raise UsageError(f"--vcpus {opts.vcpus}: must be between 1 and 256")
+    libvirt_xml.parse_network(opts.network)
+    outs = output_paths(opts.output, len(sources))
+    extra = [p for p in (opts.xml, opts.report) if p is not None]
+    for o in [*outs, *extra]:
+        for s in sources:
+            if o.exists() and os.path.samefile(o, s.path):
+                raise UsageError(f"output {o} is the source image itself")
+            if o.resolve() == s.path.resolve():
+                raise UsageError(f"output {o} is the source image itself")
+
+
+def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> Plan:
+    plan = Plan()
+    system = job.hive("SYSTEM")
+    bootable = insp.control_sets.bootable if insp.control_sets else []
+    if insp.is_nt5:
+        common_nt5.plan_autoreboot(plan, system, bootable)
+        common_nt5.plan_intelppm(plan, system, bootable)
+        _plan_geometry(plan, job, disk_size)
+    machine = "pc"
+    if insp.firmware == "uefi":
+        machine = "q35"
+        plan.choose("machine", "q35", "UEFI guest: OVMF firmware on q35")
+    else:
+        why = (
+            "NT 5.x: i440fx, whose PIIX3 IDE has an in-box driver and whose PCI slots "
+            "expose the legacy virtio IDs the XP/2003 drivers know"
+            if insp.is_nt5
+            else "BIOS guest: i440fx"
+        )
+        plan.choose("machine", machine, why)
+    bus = opts.bus
+    if bus == "auto":
+        bus = "sata" if machine == "q35" else "ide"
+        plan.choose("disk bus", bus, "no virtio block driver staged: emulated controller")
+    else:
+        plan.choose("disk bus", bus, "requested with --bus")
+    nic = opts.nic
+    if nic == "auto":
+        nic = "rtl8139" if insp.is_nt5 else "e1000"
+        plan.choose(
+            "nic model", nic,
+            "no virtio network driver staged; in-box driver on "
+            + ("Windows 2000/XP/2003" if insp.is_nt5 else "Windows 7 and later"),
+        )
+    else:
+        plan.choose("nic model", nic, "requested with --nic")
+    if insp.is_nt5 and bus in ("ide", "sata", "virtio-blk", "virtio-scsi"):
+        plan.warnings.append(
+            "this version does not yet stage boot-storage drivers (Mergeide/IDE drivers or "
+            "virtio): a physical NT 5.x guest needs them to boot on the chosen bus"
+        )
+    return plan
+
+
+def _plan_geometry(plan: Plan, job: Job, disk_size: int) -> None:
+    """NTFS boot sectors of the system disk's partitions get SeaBIOS' geometry."""
+    g = job.g
+    heads = geometry.seabios_heads(disk_size)
+    disk = g.part_to_dev(job.root_device)
+    for part in g.list_partitions():
+        if g.part_to_dev(part) != disk:
+            continue
+        bs = g.pread_device(part, geometry.SECTOR, 0)
+        geo = geometry.read_ntfs_geometry(bs)
+        if geo is None:
+            continue
+        fields = {
+            "heads": (geometry.HEADS_OFFSET, 2, heads),
+            "sectors_per_track": (geometry.SPT_OFFSET, 2, geometry.SPT),
+        }
+        plan.boot_sectors.append(
+            BootSectorEdit(
+                "ntfs-geometry", part, fields,
+                {k: geo[k] for k in fields},
+                f"NT 5.x boot code reads NTLDR by CHS; SeaBIOS reports {heads} heads / "
+                f"{geometry.SPT} sectors for a {disk_size // (1 << 20)} MiB disk",
+            )
+        )
+
+
+def _apply(plan: Plan, job: Job) -> None:
+    for e in plan.registry:
+        hive = job.hive(e.hive)
+        node = hive.ensure_key(e.path)
+        e.changed = hive.set_value(node, e.name, e.type, e.value)
+    job.commit_hives()
+    g = job.g
+    for b in plan.boot_sectors:
+        bs = bytearray(g.pread_device(b.device, geometry.SECTOR, 0))
+        total = geometry.read_ntfs_geometry(bytes(bs))["total"]
+        before = bytes(bs)
+        for offset, size, value in b.fields.values():
+            bs[offset : offset + size] = value.to_bytes(size, "little")
+        b.changed = bytes(bs) != before
+        if b.changed:
+            g.pwrite_device(b.device, bytes(bs), 0)
+            # The NTFS backup boot sector sits just past the volume's last sector.
+            backup = g.pread_device(b.device, geometry.SECTOR, total * geometry.SECTOR)
+            if backup[3:11] == b"NTFS    ":
+                g.pwrite_device(b.device, bytes(bs), total * geometry.SECTOR)
+
+
+def _last_partition_end(job: Job, disk: str) -> int:
+    parts = job.g.part_list(disk)
+    return max((int(p["part_end"]) + 1 for p in parts), default=0)
+
+
+def _write_disk(overlay: Path, dest: Path, fmt: str, size: int | None) -> None:
+    qemu_img = deps.require_program("qemu-img")
+    cmd = [qemu_img, "convert", "-f", "qcow2", "-O", fmt]
+    if sys.stderr.isatty():
+        cmd.append("-p")
+    cmd += [str(overlay), str(dest)]
+    proc = subprocess.run(cmd, stdout=sys.stderr if "-p" in cmd else subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
+        raise ConversionError(f"writing {dest}: {msg}")
+    if size is not None:
+        proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(dest), str(size)],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ConversionError(f"resizing {dest}: {proc.stderr.strip()}")
+
+
+def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path]) -> Any:
+    bus = _XML_BUS[plan.device("disk bus") or "ide"]
+    nt6_or_later = not insp.is_nt5
+    mem = opts.memory_mib or (2048 if (insp.arch == "x64" or nt6_or_later) else 1024)
+    spec = libvirt_xml.DomainSpec(
+        name=opts.name or insp.hostname or "p2v-windows",
+        memory_mib=mem,
+        vcpus=opts.vcpus or 2,
+        arch=insp.arch or "x86",
+        machine=plan.device("machine") or "pc",
+        firmware=insp.firmware or "bios",
+        disks=[libvirt_xml.DiskSpec(str(d.resolve()), opts.format, bus) for d in disks],
+        nic_model=plan.device("nic model"),
+        network=opts.network,
+        localtime=not insp.real_time_is_universal,
+        uniprocessor_hal=bool(insp.hal and insp.hal.multiprocessor is False),
+        virtio_transitional=insp.is_nt5 and plan.device("machine") == "q35",
+        balloon=False,
+    )
+    return libvirt_xml.build_domain(spec)
+
+
+def convert(
+    source: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    **options: Any,
+) -> ConversionReport:
+    """Convert a captured physical Windows disk image (several: a multi-disk machine)."""
+    srcs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    opts = ConvertOptions(output=Path(output), **options)
+    t0 = time.monotonic()
+    phases: dict[str, float] = {}
+    sources = [open_source(s, opts.source_format) for s in srcs]
+    _validate(opts, sources)
+    outs = output_paths(opts.output, len(sources))
+    xml_path = opts.xml or opts.output.with_suffix(".xml")
+    report_path = opts.report or opts.output.with_suffix(".json")
+    targets = [*outs, xml_path, report_path]
+    atomic = None if opts.dry_run else AtomicOutputs(targets, overwrite=opts.overwrite)
+    with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
+        insp = inspect_job(job)
+        insp.appliance_launches = job.stats.appliance_launches
+        insp.launch_attempts = job.stats.launch_attempts
+        disk = job.g.part_to_dev(job.root_device)
+        virtual = job.g.blockdev_getsize64(disk)
+        last_end = _last_partition_end(job, disk)
+        if opts.size is not None:
+            if opts.size < last_end:
+                raise UsageError(
+                    f"--size {opts.size}: smaller than the end of the last partition "
+                    f"({last_end} bytes)"
+                )
+            if insp.partition_table == "gpt" and opts.size != virtual:
+                raise UsageError("--size on a GPT disk is not supported yet")
+        disk_size = opts.size if opts.size is not None else virtual
+        phases["inspect"] = time.monotonic() - t0
+        plan = _plan(insp, job, opts, disk_size)
+        phases["plan"] = time.monotonic() - t0 - sum(phases.values())
+        interrupt.check()
+        if opts.dry_run:
+            return _report(sources, [], None, None, True, insp, plan, [], job, phases, 0)
+        assert atomic is not None
+        with atomic:
+            _apply(plan, job)
+            job.g.umount_all()
+            job.g.sync()
+            job.g.shutdown()
+            phases["apply"] = time.monotonic() - t0 - sum(phases.values())
+            interrupt.check()
+            for i, (overlay, dest) in enumerate(zip(job.overlays, outs, strict=True)):
+                _write_disk(overlay, atomic.partial(dest), opts.format,
+                            opts.size if i == 0 else None)
+                interrupt.check()
+            phases["copy"] = time.monotonic() - t0 - sum(phases.values())
+            elem, xml_warnings = _domain(insp, plan, opts, outs)
+            xml_partial = atomic.partial(xml_path)
+            xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))
+            libvirt_xml.validate_with_libvirt(xml_partial)
+            written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
+            report = _report(sources, outs, xml_path, report_path, False, insp, plan,
+                             xml_warnings, job, phases, written)
+            atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
+                                                              default=str) + "\n")
+            interrupt.check()
+            atomic.commit()
+    report._plan = plan  # type: ignore[attr-defined]
+    return report
+
+
+def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
+            written) -> ConversionReport:
+    r = ConversionReport(
+        sources=[str(s.path) for s in sources],
+        outputs=[str(o) for o in outs],
+        xml=str(xml) if xml else None,
+        report=str(report_path) if report_path else None,
+        dry_run=dry,
+        inspection=insp.to_dict(),
+        plan=plan.to_dict(),
+        warnings=[*plan.warnings, *extra_warnings],
+        appliance_launches=job.stats.appliance_launches,
+        launch_attempts=job.stats.launch_attempts,
+        bytes_read=sum(s.actual_size for s in sources),
+        bytes_written=written,
+        phases={k: round(v, 3) for k, v in phases.items()},
+    )
+    r._plan = plan  # type: ignore[attr-defined]
+    return r
+
+
+__all__ = ["convert", "ConvertOptions", "ConversionReport", "parse_size"]

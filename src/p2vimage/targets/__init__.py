@@ -1,0 +1,1 @@
+"""How results go out: disk images (atomically), libvirt XML, reports."""

@@ -1,0 +1,220 @@
+"""End-to-end conversion of the demo (Windows Server 2003 SP2 x86) profile.
+
+Everything is read back from the *output* disk, never from the overlay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+import p2vimage
+from fixtures import profiles
+from fixtures.images import DEMO
+from p2vimage.guest.appliance import Job
+from p2vimage.sources.image import open_source
+from p2vimage.windows.geometry import seabios_heads
+from tests.conftest import P2VIMAGE, run_cli, sha256
+
+SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk
+
+
+@pytest.fixture(scope="module")
+def converted(images, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("convert")
+    src = images[DEMO]
+    before = sha256(src)
+    r = run_cli("convert", str(src), "-o", str(out / "filesrv.qcow2"), "--size", "2G", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert sha256(src) == before
+    disk = out / "filesrv.qcow2"
+    with Job([open_source(disk)]) as job:
+        job.mount_root()
+        system = job.hive("SYSTEM")
+        reg = {}
+        for cs in ("ControlSet001", "ControlSet002"):
+            reg[cs] = {
+                "AutoReboot": system.raw(system.node(f"{cs}\\Control\\CrashControl"),
+                                         "AutoReboot"),
+                "intelppm": system.raw(system.node(f"{cs}\\Services\\intelppm"), "Start"),
+            }
+        boot = job.g.pread_device("/dev/sda1", 512, 0)
+        total = struct.unpack_from("<Q", boot, 0x28)[0]
+        backup = job.g.pread_device("/dev/sda1", 512, total * 512)
+        size = job.g.blockdev_getsize64("/dev/sda")
+        parts = job.g.part_list("/dev/sda")
+    return {"dir": out, "doc": doc, "disk": disk, "reg": reg, "boot": boot, "backup": backup,
+            "size": size, "parts": parts, "stderr": r.stderr}
+
+
+def test_outputs_and_report(converted) -> None:
+    out, doc = converted["dir"], converted["doc"]
+    assert sorted(p.name for p in out.iterdir()) == ["filesrv.json", "filesrv.qcow2",
+                                                      "filesrv.xml"]
+    assert doc["appliance_launches"] == 1
+    assert json.loads((out / "filesrv.json").read_text()) == doc
+    assert doc["inspection"]["product_name"] == profiles.DEMO_2003.product_name
+    steps = {e["step"] for e in doc["plan"]["registry"]}
+    assert steps == {"crash-autoreboot", "intelppm"}
+    assert all(e["changed"] for e in doc["plan"]["registry"])
+    assert {d["what"]: d["value"] for d in doc["plan"]["devices"]} == {
+        "machine": "pc", "disk bus": "ide", "nic model": "rtl8139"
+    }
+    assert set(doc["phases"]) == {"inspect", "plan", "apply", "copy"}
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
+                                      str(converted["disk"])], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+
+
+def test_common_nt5_registry_changes_on_output(converted) -> None:
+    for cs, values in converted["reg"].items():
+        assert values["AutoReboot"].type == 4 and values["AutoReboot"].value == 0, cs
+        assert values["intelppm"].type == 4 and values["intelppm"].value == 4, cs
+
+
+def test_boot_sector_geometry_and_size(converted) -> None:
+    boot, backup = converted["boot"], converted["backup"]
+    spt, heads, hidden = struct.unpack_from("<HHI", boot, 0x18)
+    assert converted["size"] == SIZE
+    assert (spt, heads) == (63, seabios_heads(SIZE)) == (63, 128)
+    assert hidden == profiles.DEMO_2003.part_start  # never moved
+    assert converted["parts"][0]["part_start"] == profiles.DEMO_2003.part_start * 512
+    assert backup == boot
+
+
+def test_seabios_reports_the_boot_sector_geometry(converted, tmp_path: Path) -> None:
+    """Boot the output under qemu (TCG) with SeaBIOS' debug console: same LCHS heads/sectors."""
+    log = tmp_path / "seabios.log"
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-m", "64", "-display", "none",
+         "-nodefaults", "-serial", "none",
+         "-drive", f"file={converted['disk']},format=qcow2,if=ide,snapshot=on",
+         "-chardev", f"file,path={log},id=dbg", "-device", "isa-debugcon,iobase=0x402,chardev=dbg"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        match = None
+        while time.monotonic() < deadline and match is None:
+            time.sleep(0.5)
+            text = log.read_text(errors="replace") if log.exists() else ""
+            match = re.search(r"LCHS=(\d+)/(\d+)/(\d+)", text)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert match, "SeaBIOS printed no drive geometry"
+    spt, heads = struct.unpack_from("<HH", converted["boot"], 0x18)
+    assert (int(match.group(2)), int(match.group(3))) == (heads, spt)
+
+
+def test_domain_xml(converted) -> None:
+    xml = converted["dir"] / "filesrv.xml"
+    root = etree.parse(str(xml)).getroot()
+    assert root.findtext("name") == profiles.DEMO_2003.hostname
+    assert root.find("os/type").get("arch") == "i686"
+    assert root.find("os/type").get("machine").startswith("pc")
+    assert root.find("features/pae") is not None
+    assert root.find("clock").get("offset") == "localtime"
+    timers = {t.get("name"): t.attrib for t in root.findall("clock/timer")}
+    assert timers["rtc"]["tickpolicy"] == "catchup" and timers["hpet"]["present"] == "no"
+    assert timers["pit"]["tickpolicy"] == "delay"
+    disk = root.find("devices/disk[@device='disk']")
+    assert disk.find("target").get("bus") == "ide"
+    assert disk.find("driver").get("type") == "qcow2"
+    assert disk.find("source").get("file") == str(converted["disk"].resolve())
+    assert root.find("devices/interface/model").get("type") == "rtl8139"
+    assert root.find("devices/memballoon").get("model") == "none"
+    assert root.find("devices/input[@type='tablet']") is not None
+    assert int(root.findtext("vcpu")) == 2  # multiprocessor HAL
+    subprocess.run(["virt-xml-validate", str(xml), "domain"], check=True, capture_output=True)
+    r = subprocess.run(["virsh", "-c", "test:///default", "define", str(xml)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_second_run_changes_nothing(converted, tmp_path: Path) -> None:
+    """Converting the converted disk again plans the same edits and changes none."""
+    report = p2vimage.convert(converted["disk"], tmp_path / "again.qcow2",
+                              size=SIZE)
+    assert report.appliance_launches == 1
+    assert report.plan["registry"] and not any(e["changed"] for e in report.plan["registry"])
+    assert not any(b["changed"] for b in report.plan["boot_sectors"])
+
+
+def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:
+    r = run_cli("convert", str(images[DEMO]), "-o", str(tmp_path / "x.qcow2"), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "Plan:" in r.stdout and "AutoReboot" in r.stdout and "Dry run" in r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--memory", "lots"], "memory"),
+        (["--vcpus", "0"], "--vcpus"),
+        (["--network", "wifi"], "network"),
+        (["--size", "12Q"], "--size"),
+        (["--virtio-win", "x.iso"], "not available yet"),
+    ],
+)
+def test_bad_options_exit_2_before_launch(images, tmp_path: Path, args, fragment) -> None:
+    t0 = time.monotonic()
+    r = run_cli("convert", str(images[DEMO]), "-o", str(tmp_path / "x.qcow2"), *args)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+    assert time.monotonic() - t0 < 5  # refused before any appliance
+
+
+def test_output_errors(images, tmp_path: Path) -> None:
+    src = images[DEMO]
+    r = run_cli("convert", str(src), "-o", str(tmp_path / "missing" / "x.qcow2"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run_cli("convert", str(src), "-o", str(src))
+    assert r.returncode == 2 and "source image itself" in r.stderr
+    existing = tmp_path / "x.qcow2"
+    existing.write_bytes(b"keep me")
+    r = run_cli("convert", str(src), "-o", str(existing))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_size_smaller_than_partitions(images, tmp_path: Path) -> None:
+    r = run_cli("convert", str(images[DEMO]), "-o", str(tmp_path / "x.qcow2"), "--size", "512M")
+    assert r.returncode == 2 and "end of the last partition" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_convert_leaves_nothing(images, tmp_path: Path) -> None:
+    src = images[DEMO]
+    before = sha256(src)
+    for sig, delay in ((signal.SIGINT, 3), (signal.SIGTERM, 12)):
+        proc = subprocess.Popen(
+            [str(P2VIMAGE), "convert", str(src), "-o", str(tmp_path / "x.qcow2")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+        )
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=180)
+        if proc.returncode == 0:
+            # Finished before the signal: the outputs are whole; start again.
+            for p in tmp_path.iterdir():
+                p.unlink()
+            continue
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert list(tmp_path.iterdir()) == [], err
+    assert sha256(src) == before
+    shutil.rmtree(tmp_path, ignore_errors=True)
