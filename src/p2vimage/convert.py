@@ -26,6 +26,7 @@ from .guest.appliance import Job
 from .inspection import Inspection
 from .plan import BootSectorEdit, Plan
 from .sources.image import SourceImage, open_source
+from .targets import thin
 from .targets.atomic import AtomicOutputs
 from .windows import common_nt5, geometry
 
@@ -233,22 +234,28 @@ def _last_partition_end(job: Job, disk: str) -> int:
     return max((int(p["part_end"]) + 1 for p in parts), default=0)
 
 
-def _write_disk(overlay: Path, dest: Path, fmt: str, size: int | None) -> None:
+def _write_disk(source: Path, source_fmt: str, dest: Path, fmt: str, size: int | None) -> None:
     qemu_img = deps.require_program("qemu-img")
-    cmd = [qemu_img, "convert", "-f", "qcow2", "-O", fmt]
-    if sys.stderr.isatty():
-        cmd.append("-p")
-    cmd += [str(overlay), str(dest)]
-    proc = subprocess.run(cmd, stdout=sys.stderr if "-p" in cmd else subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
-        raise ConversionError(f"writing {dest}: {msg}")
+    if source != dest:
+        _qemu_img_convert(qemu_img, source, source_fmt, dest, fmt)
     if size is not None:
         proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(dest), str(size)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ConversionError(f"resizing {dest}: {proc.stderr.strip()}")
+
+
+def _qemu_img_convert(qemu_img: str, source: Path, source_fmt: str, dest: Path,
+                      fmt: str) -> None:
+    cmd = [qemu_img, "convert", "-f", source_fmt, "-O", fmt]
+    if sys.stderr.isatty():
+        cmd.append("-p")
+    cmd += [str(source), str(dest)]
+    proc = subprocess.run(cmd, stdout=sys.stderr if "-p" in cmd else subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
+        raise ConversionError(f"writing {dest}: {msg}")
 
 
 def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path]) -> Any:
@@ -290,6 +297,7 @@ def convert(
     report_path = opts.report or opts.output.with_suffix(".json")
     targets = [*outs, xml_path, report_path]
     atomic = None if opts.dry_run else AtomicOutputs(targets, overwrite=opts.overwrite)
+    copy_stats: list[dict[str, int]] = []
     with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
         insp = inspect_job(job)
         insp.appliance_launches = job.stats.appliance_launches
@@ -317,12 +325,23 @@ def convert(
             _apply(plan, job)
             job.g.umount_all()
             job.g.sync()
-            job.g.shutdown()
             phases["apply"] = time.monotonic() - t0 - sum(phases.values())
             interrupt.check()
-            for i, (overlay, dest) in enumerate(zip(job.overlays, outs, strict=True)):
-                _write_disk(overlay, atomic.partial(dest), opts.format,
+            # Thin copy: used NTFS clusters + everything else, into sparse raw files.
+            thin_files = []
+            for i, (dev, dest) in enumerate(zip(job.g.list_devices(), outs, strict=True)):
+                raw = atomic.partial(dest) if opts.format == "raw" else (
+                    job.workdir / f"thin-{i}.raw"
+                )
+                copy_stats.append(thin.write_thin_raw(job.g, dev, raw, job.workdir))
+                thin_files.append(raw)
+                interrupt.check()
+            job.g.shutdown()
+            for i, (raw, dest) in enumerate(zip(thin_files, outs, strict=True)):
+                _write_disk(raw, "raw", atomic.partial(dest), opts.format,
                             opts.size if i == 0 else None)
+                if raw != atomic.partial(dest):
+                    raw.unlink()
                 interrupt.check()
             phases["copy"] = time.monotonic() - t0 - sum(phases.values())
             elem, xml_warnings = _domain(insp, plan, opts, outs)
