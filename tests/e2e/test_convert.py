@@ -218,3 +218,54 @@ def test_interrupted_convert_leaves_nothing(images, tmp_path: Path) -> None:
         assert list(tmp_path.iterdir()) == [], err
     assert sha256(src) == before
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_two_disk_machine(images, tmp_path: Path) -> None:
+    """Several SOURCEs are one machine: OUT and OUT-2, both disks in the XML."""
+    sys_disk, data_disk = images["win2003-x86-2disk"], images["win2003-x86-2disk-disk2"]
+    report = p2vimage.convert([sys_disk, data_disk], tmp_path / "two.qcow2")
+    assert report.outputs == [str(tmp_path / "two.qcow2"), str(tmp_path / "two-2.qcow2")]
+    assert report.appliance_launches == 1
+    root = etree.parse(report.xml).getroot()
+    sources = [d.find("source").get("file") for d in root.findall("devices/disk[@device='disk']")]
+    assert sources == [str((tmp_path / n).resolve()) for n in ("two.qcow2", "two-2.qcow2")]
+    with Job([open_source(tmp_path / "two-2.qcow2")]) as job:
+        job.launch()
+        job.g.mount_ro("/dev/sda1", "/")
+        assert job.g.cat("/Shares/Finance/budget-2012.txt").startswith("Q1 42")
+
+
+def test_full_output_filesystem_leaves_nothing(images, tmp_path: Path) -> None:
+    """An output filesystem that fills up mid-copy: exit 4, nothing left behind."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        r = run_cli("convert", str(images[DEMO]), "-o", str(mnt / "x.qcow2"))
+        assert r.returncode == 4, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("p2vimage: error: ")
+        assert "Traceback" not in r.stderr
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_sigkill_leaves_at_most_partial(images, tmp_path: Path) -> None:
+    """After SIGKILL nothing is ever at the final path (a .partial may remain)."""
+    # Raw output: the thin copy writes straight into x.img.partial for seconds.
+    proc = subprocess.Popen(
+        [str(P2VIMAGE), "convert", str(images[DEMO]), "-o", str(tmp_path / "x.img"),
+         "--format", "raw"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob("*.partial")):
+        time.sleep(0.05)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    proc.wait()
+    names = {p.name for p in tmp_path.iterdir()}
+    if names == {"x.img", "x.xml", "x.json"}:
+        pytest.fail("the conversion finished before SIGKILL; the test proved nothing")
+    assert names and names <= {"x.img.partial", "x.xml.partial", "x.json.partial"}, names

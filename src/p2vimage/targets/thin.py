@@ -12,7 +12,9 @@ sparse file by ``qemu-img convert``, which skips the holes.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,38 @@ BLOCK = 1 << 20
 ZERO = bytes(BLOCK)
 
 
+class Progress:
+    """One self-overwriting line on a terminal: bytes copied and throughput."""
+
+    def __init__(self, label: str) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.label = label
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6) / (1 << 20)
+        sys.stderr.write(f"\r{self.label}: {done / (1 << 20):,.0f} MiB ({rate:,.0f} MiB/s)  ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
 class SparseWriter:
     """pwrite into a file, leaving all-zero blocks as holes."""
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, progress: Progress | None = None) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.ftruncate(self.fd, size)
         self.size = size
         self.written = 0
+        self.progress = progress
 
     def write_at(self, offset: int, data: bytes) -> None:
         if offset + len(data) > self.size:
@@ -40,13 +66,22 @@ class SparseWriter:
         while pos < len(view):
             chunk = view[pos : pos + BLOCK]
             if chunk != ZERO[: len(chunk)]:
-                os.pwrite(self.fd, chunk, offset + pos)
+                try:
+                    os.pwrite(self.fd, chunk, offset + pos)
+                except OSError as exc:
+                    raise ConversionError(f"writing the output disk: {exc.strerror}") from None
                 self.written += len(chunk)
             pos += len(chunk)
+        if self.progress:
+            self.progress.update(self.written)
 
     def close(self) -> None:
-        os.fsync(self.fd)
-        os.close(self.fd)
+        try:
+            os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+            if self.progress:
+                self.progress.done()
 
 
 def _stream_ntfs(g: Any, part: str, base: int, out: SparseWriter, workdir: Path) -> int:
@@ -97,7 +132,7 @@ def _copy_region(g: Any, dev: str, offset: int, length: int, out: SparseWriter,
 def write_thin_raw(g: Any, disk: str, dest: Path, workdir: Path) -> dict[str, int]:
     """Write ``disk`` (an appliance device, filesystems unmounted) to a sparse raw file."""
     size = g.blockdev_getsize64(disk)
-    out = SparseWriter(dest, size)
+    out = SparseWriter(dest, size, Progress(f"copying {disk} (used data only)"))
     stats = {"ntfs_bytes": 0, "other_bytes": 0}
     try:
         parts = []
