@@ -15,8 +15,13 @@ demo: setup
 	@$(PY) -m fixtures win2003-x86 >/dev/null
 	@$(PY) scripts/demo.py
 
+# Fixture images are built first (all in one appliance launch), then the suite runs on
+# two workers, a test file per worker at a time (module fixtures are not duplicated).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: setup
 	@$(VENV)/bin/ruff check $(LINT_DIRS)
+	@$(PY) -m fixtures >/dev/null
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -41,8 +41,6 @@ INF_DIR = VIRTIO / "inf"
 # Required tools (installed by scripts/setup.sh): a missing one fails, it is never skipped.
 ISOINFO = shutil.which("isoinfo") or "isoinfo"  # Debian genisoimage
 XORRISO = shutil.which("xorriso") or "xorriso"
-needs_isoinfo = pytest.mark.usefixtures()
-needs_xorriso = pytest.mark.usefixtures()
 
 # NT version of each guest os code (XP x64 is NT 5.2, handled where it is used).
 NT_VERSION = {
@@ -264,7 +262,6 @@ def test_pycdlib_facades_list_every_file(built, layout: str) -> None:
         assert walk_files(iso.get_iso9660_facade()) == {iso9660_path(r) for r in rels}
 
 
-@needs_isoinfo
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_isoinfo_lists_every_file(built, layout: str) -> None:
     iso_path, tree, rels = built[layout]
@@ -287,7 +284,6 @@ def test_isoinfo_lists_every_file(built, layout: str) -> None:
     assert sizes == {r: (tree / r).stat().st_size for r in rels}
 
 
-@needs_xorriso
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_xorriso_finds_every_file(built, layout: str) -> None:
     iso_path, _tree, rels = built[layout]
