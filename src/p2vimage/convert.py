@@ -319,7 +319,7 @@ def convert(
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         if opts.dry_run:
-            return _report(sources, [], None, None, True, insp, plan, [], job, phases, 0)
+            return _report(sources, [], None, None, True, insp, plan, [], job, phases, 0, [])
         assert atomic is not None
         with atomic:
             _apply(plan, job)
@@ -350,7 +350,7 @@ def convert(
             libvirt_xml.validate_with_libvirt(xml_partial)
             written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
             report = _report(sources, outs, xml_path, report_path, False, insp, plan,
-                             xml_warnings, job, phases, written)
+                             xml_warnings, job, phases, written, copy_stats)
             atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
                                                               default=str) + "\n")
             interrupt.check()
@@ -360,7 +360,7 @@ def convert(
 
 
 def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
-            written) -> ConversionReport:
+            written, copy_stats=()) -> ConversionReport:
     r = ConversionReport(
         sources=[str(s.path) for s in sources],
         outputs=[str(o) for o in outs],
@@ -372,7 +372,9 @@ def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, jo
         warnings=[*plan.warnings, *extra_warnings],
         appliance_launches=job.stats.appliance_launches,
         launch_attempts=job.stats.launch_attempts,
-        bytes_read=sum(s.actual_size for s in sources),
+        bytes_read=sum(c.get("ntfs_bytes", 0) + c.get("other_bytes", 0) for c in copy_stats)
+        if copy_stats
+        else 0,
         bytes_written=written,
         phases={k: round(v, 3) for k, v in phases.items()},
     )

@@ -103,6 +103,4 @@ class Plan:
             lines.append(f"  [{b.step}] {b.describe()}  ({mark}; {b.reason})")
         for d in self.devices:
             lines.append(f"  device: {d.what} = {d.value}  ({d.reason})")
-        for w in self.warnings:
-            lines.append(f"  warning: {w}")
-        return lines
+        return lines  # warnings are printed once, by the report
