@@ -107,6 +107,10 @@ def test_profile_hardware(inspections, name: str) -> None:
         assert n.dhcp is want.dhcp
         assert n.ip_addresses == list(want.ip) and n.subnet_masks == list(want.mask)
         assert n.gateways == list(want.gateway) and n.dns_servers == list(want.dns)
+        assert n.wins_servers == list(want.wins) and (n.dns_suffix or "") == want.domain
+        assert n.mac == (want.mac.lower() if want.mac else None)
+    assert i.virtio_drivers == []
+    assert i.boot_storage_drivers, "every profile boots through a boot-start storage driver"
     if not p.real_based:
         assert set(got) == {n.guid for n in p.nics}
     assert [Path(c.path).name for c in i.driver_cabinets] == sorted(c.name for c in p.driver_cache)
@@ -186,6 +190,12 @@ def test_cabinets_pass_cabextract_and_hold_the_drivers(job, tmp_path: Path, name
     p = profiles.PROFILES[name]
     got = _download_cabs(job, name, tmp_path)
     assert sorted(got) == sorted(c.name for c in p.driver_cache)
+    # inf\drvindex.inf on the disk names every cabinet, newest first, with its files.
+    drvindex = cabs.parse_drvindex(job.g.cat(job.g.case_sensitive_path(
+        f"/{p.systemroot}/inf/drvindex.inf")))
+    assert list(drvindex) == [c.name for c in reversed(p.driver_cache)]
+    for cab in p.driver_cache:
+        assert drvindex[cab.name] == [d.name for d in cab.drivers]
     for cab in p.driver_cache:
         path = got[cab.name]
         r = subprocess.run(["cabextract", "-t", str(path)], capture_output=True, text=True)

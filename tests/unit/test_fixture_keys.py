@@ -24,7 +24,10 @@ def test_editing_one_profile_changes_only_its_key() -> None:
             assert other.key() == before[name]
 
 
-def test_real_hive_bytes_are_part_of_the_key() -> None:
+def test_real_hive_is_part_of_the_key() -> None:
+    """The same profile on another real hive gets another key (hive name and bytes hashed)."""
     (spec,) = images.windows_images(profiles.WINXP)
     assert spec.key() == images.SPECS["winxp-x86"].key()
-    assert profiles.WINXP.base_system_hive in repr(profiles.WINXP)
+    other = replace(profiles.WINXP, base_system_hive=profiles.WIN7.base_system_hive)
+    (spec2,) = images.windows_images(other)
+    assert spec2.key() != spec.key()

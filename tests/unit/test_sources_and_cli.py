@@ -179,3 +179,32 @@ def test_missing_binding_message(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     assert "install the Debian package python3-guestfs" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda: __import__("gzip").compress(b"\0" * 4096), "gzip"),
+        (lambda: __import__("lzma").compress(b"\0" * 4096), "xz"),
+        (lambda: b"\0" * 0x8001 + b"CD001" + b"\0" * (0x8800 - 0x8006), "ISO 9660"),
+        (lambda: b"PK\x03\x04" + b"\0" * 2044, "zip"),
+    ],
+)
+def test_foreign_files_refused_before_launch(tmp_path: Path, make, fragment: str) -> None:
+    data = make()
+    data += b"\0" * (-len(data) % 512)
+    path = tmp_path / "capture.img"
+    path.write_bytes(data)
+    with pytest.raises(p2vimage.UnsupportedFormatError, match=fragment):
+        open_source(path)
+    r = run_cli("inspect", str(path))
+    assert r.returncode == 3 and "not a disk image" in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    r = run_cli("inspect", "--debug", str(tmp_path / "missing.img"))
+    assert r.returncode == 3
+    assert "Traceback" in r.stderr and "SourceNotFoundError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("p2vimage: error: ")
+    r = run_cli("inspect", str(tmp_path / "missing.img"))
+    assert "Traceback" not in r.stderr

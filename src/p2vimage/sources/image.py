@@ -60,6 +60,30 @@ def _sniff(head: bytes, tail: bytes) -> str | None:
     return None
 
 
+# Files people mistake for disk images: refused before any appliance starts.
+_FOREIGN = (
+    (0, b"\x1f\x8b", "a gzip-compressed file (decompress it first)"),
+    (0, b"\xfd7zXZ\x00", "an xz-compressed file (decompress it first)"),
+    (0, b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"),
+    (0, b"BZh", "a bzip2-compressed file (decompress it first)"),
+    (0, b"PK\x03\x04", "a zip archive"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (0, b"MSCF", "a Microsoft cabinet"),
+    (0, b"\x7fELF", "an executable (ELF)"),
+    (0x8001, b"CD001", "an ISO 9660 CD/DVD image"),
+    (257, b"ustar", "a tar archive"),
+    (0, b"partclone-image", "a partclone image (give the Clonezilla directory instead)"),
+    (0, b"\0ntfsclone-image", "an ntfsclone image (give the Clonezilla directory instead)"),
+)
+
+
+def _foreign(head: bytes) -> str | None:
+    for offset, magic, what in _FOREIGN:
+        if head[offset : offset + len(magic)] == magic:
+            return what
+    return None
+
+
 def _has_boot_signature(head: bytes) -> bool:
     return len(head) >= 512 and head[510:512] == b"\x55\xaa"
 
@@ -147,6 +171,10 @@ def open_source(path: str | os.PathLike[str], source_format: str | None = None) 
         detected = False
     else:
         sniffed = _sniff(head, tail)
+        if sniffed is None and not _has_boot_signature(head):
+            foreign = _foreign(head)
+            if foreign:
+                raise UnsupportedFormatError(f"{p}: {foreign}, not a disk image")
         fmt = "raw" if (sniffed is None or _has_boot_signature(head)) else sniffed
         detected = True
     if fmt == "raw":
