@@ -131,9 +131,8 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
     extra = [p for p in (opts.xml, opts.report) if p is not None]
     for o in [*outs, *extra]:
         for s in sources:
-            if o.exists() and os.path.samefile(o, s.path):
-                raise UsageError(f"output {o} is the source image itself")
-            if o.resolve() == s.path.resolve():
+            same = o.exists() and os.path.samefile(o, s.path)  # also hard links
+            if same or o.resolve() == s.path.resolve():
                 raise UsageError(f"output {o} is the source image itself")
 
 
@@ -355,8 +354,7 @@ def convert(
                                                               default=str) + "\n")
             interrupt.check()
             atomic.commit()
-    report._plan = plan  # type: ignore[attr-defined]
-    return report
+    return report  # _report() attached the plan for the CLI's text form
 
 
 def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
