@@ -21,14 +21,16 @@ from typing import Any
 
 from . import deps, interrupt, libvirt_xml
 from .api import inspect_job
-from .errors import ConversionError, UsageError
+from .errors import BadInputError, ConversionError, UsageError
+from .guest import files
 from .guest.appliance import Job
 from .inspection import Inspection
 from .plan import BootSectorEdit, Plan
 from .sources.image import SourceImage, open_source
 from .targets import thin
 from .targets.atomic import AtomicOutputs
-from .windows import common_nt5, geometry
+from .windows import common_nt5, emulated_storage, geometry, ide_drivers, mergeide
+from .windows.pe import PEError, read_pe
 
 BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
 NICS = ("auto", "virtio", "e1000", "rtl8139")
@@ -53,6 +55,7 @@ class ConvertOptions:
     dry_run: bool = False
     overwrite: bool = False
     root: str | None = None
+    driver_files: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +130,20 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
     if opts.vcpus is not None and not 1 <= opts.vcpus <= 256:
         raise UsageError(f"--vcpus {opts.vcpus}: must be between 1 and 256")
     libvirt_xml.parse_network(opts.network)
+    known = {n.lower() for n in mergeide.DRIVER_FILES}
+    for f in opts.driver_files:
+        f = Path(f)
+        if not f.is_file():
+            raise UsageError(f"--driver-file {f}: no such file")
+        if f.name.lower() not in known:
+            raise UsageError(
+                f"--driver-file {f}: not a file this conversion stages "
+                f"({', '.join(sorted(known))})"
+            )
+        try:
+            read_pe(f.read_bytes())
+        except PEError as exc:
+            raise BadInputError(f"--driver-file {f}: not a valid PE file: {exc}") from None
     outs = output_paths(opts.output, len(sources))
     extra = [p for p in (opts.xml, opts.report) if p is not None]
     for o in [*outs, *extra]:
@@ -140,10 +157,6 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> P
     plan = Plan()
     system = job.hive("SYSTEM")
     bootable = insp.control_sets.bootable if insp.control_sets else []
-    if insp.is_nt5:
-        common_nt5.plan_autoreboot(plan, system, bootable)
-        common_nt5.plan_intelppm(plan, system, bootable)
-        _plan_geometry(plan, job, disk_size)
     machine = "pc"
     if insp.firmware == "uefi":
         machine = "q35"
@@ -161,6 +174,8 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> P
         bus = "sata" if machine == "q35" else "ide"
         plan.choose("disk bus", bus, "no virtio block driver staged: emulated controller")
     else:
+        if bus == "ide" and machine == "q35":
+            raise UsageError("--bus ide: a UEFI guest runs on q35, which has no IDE; use sata")
         plan.choose("disk bus", bus, "requested with --bus")
     nic = opts.nic
     if nic == "auto":
@@ -172,12 +187,55 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> P
         )
     else:
         plan.choose("nic model", nic, "requested with --nic")
-    if insp.is_nt5 and bus in ("ide", "sata", "virtio-blk", "virtio-scsi"):
-        plan.warnings.append(
-            "this version does not yet stage boot-storage drivers (Mergeide/IDE drivers or "
-            "virtio): a physical NT 5.x guest needs them to boot on the chosen bus"
+    if insp.is_nt5:
+        common_nt5.plan_autoreboot(plan, system, bootable)
+        common_nt5.plan_intelppm(plan, system, bootable)
+        _plan_geometry(plan, job, disk_size)
+        # KB314082 always runs on NT 5.x: IDE is the fallback even when virtio is chosen.
+        mergeide.plan_mergeide(plan, bootable)
+        ide_drivers.plan_ide_drivers(
+            plan, job.g, insp.system_root or "/WINDOWS", insp.arch, mergeide.DRIVER_FILES,
+            job.scratch(), required=bus == "ide", extra_files=opts.driver_files,
         )
+        if bus == "sata":
+            plan.warnings.append(
+                "Windows 2000/XP/2003 have no in-box AHCI driver: the guest will not boot "
+                "on sata unless the machine's own driver supports QEMU's ICH9 AHCI"
+            )
+        if bus in ("virtio-blk", "virtio-scsi"):
+            plan.warnings.append(
+                "this version does not yet stage virtio drivers: the guest needs viostor "
+                "to boot on virtio (the IDE fallback is prepared)"
+            )
+    else:
+        _plan_nt6_storage(plan, job, insp, system, bootable, machine, bus)
     return plan
+
+
+def _plan_nt6_storage(plan: Plan, job: Job, insp: Inspection, system, bootable: list[str],
+                      machine: str, bus: str) -> None:
+    """Enable QEMU's emulated controllers: IDE always on i440fx (the fallback), AHCI when
+    the guest boots on sata (q35's default)."""
+    wanted = []
+    if machine == "pc":
+        wanted.append(emulated_storage.IDE)
+    if bus == "sata":
+        wanted.append(emulated_storage.SATA)
+    systemroot = insp.system_root or "/Windows"
+
+    def exists(path: str) -> bool:
+        return files.resolve(job.g, path) is not None
+
+    for ctl in wanted:
+        problems = emulated_storage.plan_nt6_controller(
+            plan, system, bootable, ctl, systemroot, exists
+        )
+        if not problems:
+            continue
+        msg = f"{ctl.description}: " + "; ".join(problems)
+        if ctl.name == bus:
+            raise ConversionError(msg + ": the guest cannot boot on this controller")
+        plan.warnings.append(msg + " (not the boot controller; left as is)")
 
 
 def _plan_geometry(plan: Plan, job: Job, disk_size: int) -> None:
@@ -207,12 +265,22 @@ def _plan_geometry(plan: Plan, job: Job, disk_size: int) -> None:
 
 
 def _apply(plan: Plan, job: Job) -> None:
+    g = job.g
+    for f in plan.files:
+        if f.action != "write":
+            f.changed = False
+            continue
+        target = files.resolve_for_write(g, f.guest_path)
+        before = g.checksum("sha256", target) if g.is_file(target) else None
+        f.changed = before != f.sha256
+        if f.changed:
+            assert f.local is not None
+            files.upload(g, Path(f.local), target)
     for e in plan.registry:
         hive = job.hive(e.hive)
         node = hive.ensure_key(e.path)
         e.changed = hive.set_value(node, e.name, e.type, e.value)
     job.commit_hives()
-    g = job.g
     for b in plan.boot_sectors:
         bs = bytearray(g.pread_device(b.device, geometry.SECTOR, 0))
         total = geometry.read_ntfs_geometry(bytes(bs))["total"]

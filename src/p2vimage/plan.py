@@ -55,6 +55,43 @@ class BootSectorEdit:
 
 
 @dataclass
+class Candidate:
+    """One copy of a file found for a :class:`FileWrite`, and what was decided about it."""
+
+    origin: str  # where it was found, as the user would name it
+    version: str | None  # PE file version, "5.1.2600.5512"
+    machine: str | None  # "x86" | "x64" | ...
+    sha256: str | None
+    verdict: str  # "chosen", "older", "wrong architecture: x86", "not a PE file: ..."
+
+
+@dataclass
+class FileWrite:
+    """Put one file into the guest (or keep the one already there: ``action="keep"``).
+
+    ``local`` is the staged copy on the host (extracted from a cabinet, downloaded, or
+    given with ``--driver-file``); it is not part of the report.
+    """
+
+    step: str
+    guest_path: str  # e.g. /WINDOWS/system32/drivers/atapi.sys (guest filesystem path)
+    action: str  # "write" | "keep"
+    origin: str
+    version: str | None
+    machine: str | None
+    sha256: str
+    size: int
+    reason: str
+    candidates: list[Candidate] = field(default_factory=list)
+    local: str | None = None
+    changed: bool | None = None
+
+    def describe(self) -> str:
+        what = "keep" if self.action == "keep" else "write"
+        return f"{what} {self.guest_path} {self.version or '?'} ({self.machine}) from {self.origin}"
+
+
+@dataclass
 class DeviceChoice:
     what: str  # "disk bus", "nic model", "machine", ...
     value: str
@@ -65,6 +102,7 @@ class DeviceChoice:
 class Plan:
     registry: list[RegistryEdit] = field(default_factory=list)
     boot_sectors: list[BootSectorEdit] = field(default_factory=list)
+    files: list[FileWrite] = field(default_factory=list)
     devices: list[DeviceChoice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -91,16 +129,57 @@ class Plan:
         return next((d.value for d in self.devices if d.what == what), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for f in out["files"]:
+            del f["local"]  # a host temp path: meaningless after the run
+        return out
 
     def render(self) -> list[str]:
         lines = ["Plan:"]
-        for e in self.registry:
-            mark = {True: "changed", False: "unchanged", None: "planned"}[e.changed]
-            lines.append(f"  [{e.step}] {e.describe()}  ({mark}; {e.reason})")
+        lines += _render_registry(self.registry)
         for b in self.boot_sectors:
             mark = {True: "changed", False: "unchanged", None: "planned"}[b.changed]
             lines.append(f"  [{b.step}] {b.describe()}  ({mark}; {b.reason})")
+        for f in self.files:
+            mark = {True: "changed", False: "unchanged", None: "planned"}[f.changed]
+            lines.append(f"  [{f.step}] {f.describe()}  ({mark}; {f.reason})")
         for d in self.devices:
             lines.append(f"  device: {d.what} = {d.value}  ({d.reason})")
         return lines  # warnings are printed once, by the report
+
+
+_MANY_KEYS = 6  # above this many keys per step and control set, the text form summarises
+
+
+def _mark(edits: list[RegistryEdit]) -> str:
+    if any(e.changed is None for e in edits):
+        return "planned"
+    changed = sum(1 for e in edits if e.changed)
+    return f"{changed} of {len(edits)} values changed" if changed else "unchanged"
+
+
+def _render_registry(edits: list[RegistryEdit]) -> list[str]:
+    """One line per key (its values joined); keys of one step under one parent key are
+    summarised when there are many (the KB314082 set is 31 CDDB keys): ``--json`` has
+    every value."""
+    groups: dict[tuple[str, str, str | None, str], dict[str, list[RegistryEdit]]] = {}
+    for e in edits:
+        parent = e.key.rsplit("\\", 1)[0] if "\\" in e.key else ""
+        groups.setdefault((e.step, e.hive, e.control_set, parent), {}).setdefault(
+            e.key, []
+        ).append(e)
+    lines = []
+    for (step, hive, cs, parent), keys in groups.items():
+        prefix = "\\".join(x for x in (hive, cs) if x)
+        if len(keys) > _MANY_KEYS:
+            all_edits = [e for es in keys.values() for e in es]
+            names = sorted({e.name for e in all_edits})
+            lines.append(
+                f"  [{step}] {prefix}\\{parent}\\*: {len(keys)} keys ({', '.join(names)})  "
+                f"({_mark(all_edits)}; {all_edits[0].reason})"
+            )
+            continue
+        for key, es in keys.items():
+            vals = ", ".join(f"{e.name}={TYPE_NAMES.get(e.type)}:{e.value!r}" for e in es)
+            lines.append(f"  [{step}] {prefix}\\{key}: {vals}  ({_mark(es)}; {es[0].reason})")
+    return lines

@@ -151,6 +151,9 @@ def test_second_run_changes_nothing(converted, tmp_path: Path) -> None:
     assert report.appliance_launches == 1
     assert report.plan["registry"] and not any(e["changed"] for e in report.plan["registry"])
     assert not any(b["changed"] for b in report.plan["boot_sectors"])
+    # The IDE drivers written the first time are now the installed, newest copies: kept.
+    assert len(report.plan["files"]) == 4
+    assert all(f["action"] == "keep" and f["changed"] is False for f in report.plan["files"])
 
 
 def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:
@@ -168,6 +171,8 @@ def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:
         (["--network", "wifi"], "network"),
         (["--size", "12Q"], "--size"),
         (["--virtio-win", "x.iso"], "not available yet"),
+        (["--driver-file", "/nonexistent/pciidex.sys"], "no such file"),
+        (["--driver-file", "/etc/hostname"], "not a file this conversion stages"),
     ],
 )
 def test_bad_options_exit_2_before_launch(images, tmp_path: Path, args, fragment) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from .. import deps, interrupt
 from ..errors import (
     ApplianceError,
+    ConversionError,
     CorruptHiveError,
     CorruptImageError,
     MultipleRootsError,
@@ -188,6 +189,11 @@ class Job:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def scratch(self) -> Path:
+        """The job's private work directory on the host (created on first use, removed
+        with the job): staged hives, extracted drivers, thin copies."""
+        return self._ensure_workdir()
 
     def _ensure_workdir(self) -> Path:
         if self.workdir is None:
@@ -409,4 +415,9 @@ class Job:
         for hive in self.hives.values():
             if hive.dirty:
                 hive.commit()
-                self.g.upload(str(hive.path), hive.guest_path)  # type: ignore[attr-defined]
+                try:
+                    self.g.upload(str(hive.path), hive.guest_path)  # type: ignore[attr-defined]
+                except RuntimeError as exc:
+                    raise ConversionError(
+                        f"cannot write the {hive.name} hive back into the guest: {exc}"
+                    ) from exc
