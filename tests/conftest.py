@@ -64,6 +64,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
     )
 
 
+def origin_bytes(g, origin: str, name: str, tmp: Path) -> bytes:
+    """The bytes of a staged file's origin as the report names it, read independently from a
+    mounted guest: a loose file as it is, a cabinet member with ``cabextract`` itself."""
+    path = origin.split(" (")[0].replace("\\", "/")
+    if path.lower().endswith(".cab"):
+        cab = tmp / Path(path).name
+        g.download(path, str(cab))
+        out = tmp / f"x-{cab.stem}"
+        subprocess.run(["cabextract", "-q", "-F", name, "-d", str(out), str(cab)], check=True)
+        return (out / name).read_bytes()
+    return g.read_file(path)
+
+
 @pytest.fixture(scope="session")
 def images() -> dict[str, Path]:
     """Every fixture image (built once, in one appliance launch, then cached)."""

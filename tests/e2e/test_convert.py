@@ -24,7 +24,8 @@ from fixtures.images import DEMO
 from p2vimage.guest.appliance import Job
 from p2vimage.sources.image import open_source
 from p2vimage.windows.geometry import seabios_heads
-from tests.conftest import P2VIMAGE, run_cli, sha256
+from p2vimage.windows.pe import read_pe, version_str
+from tests.conftest import P2VIMAGE, origin_bytes, run_cli, sha256
 
 SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk
 
@@ -54,8 +55,15 @@ def converted(images, tmp_path_factory) -> dict:
         backup = job.g.pread_device("/dev/sda1", 512, total * 512)
         size = job.g.blockdev_getsize64("/dev/sda")
         parts = job.g.part_list("/dev/sda")
+        drivers, origins = {}, {}
+        tmp = tmp_path_factory.mktemp("convert-readback")
+        for f in doc["plan"]["files"]:
+            name = f["guest_path"].rsplit("/", 1)[1]
+            drivers[name] = job.g.read_file(f"/WINDOWS/system32/drivers/{name}")
+            origins[name] = origin_bytes(job.g, f["origin"], name, tmp)
     return {"dir": out, "doc": doc, "disk": disk, "reg": reg, "boot": boot, "backup": backup,
-            "size": size, "parts": parts, "stderr": r.stderr}
+            "size": size, "parts": parts, "stderr": r.stderr, "drivers": drivers,
+            "origins": origins}
 
 
 def test_outputs_and_report(converted) -> None:
@@ -66,8 +74,9 @@ def test_outputs_and_report(converted) -> None:
     assert json.loads((out / "filesrv.json").read_text()) == doc
     assert doc["inspection"]["product_name"] == profiles.DEMO_2003.product_name
     steps = {e["step"] for e in doc["plan"]["registry"]}
-    assert steps == {"crash-autoreboot", "intelppm"}
-    assert all(e["changed"] for e in doc["plan"]["registry"])
+    assert steps == {"crash-autoreboot", "intelppm", "mergeide-cddb", "mergeide-services"}
+    assert all(e["changed"] for e in doc["plan"]["registry"]
+               if e["step"] in ("crash-autoreboot", "intelppm"))
     assert {d["what"]: d["value"] for d in doc["plan"]["devices"]} == {
         "machine": "pc", "disk bus": "ide", "nic model": "rtl8139"
     }
@@ -76,6 +85,21 @@ def test_outputs_and_report(converted) -> None:
                                       str(converted["disk"])], capture_output=True,
                                      text=True, check=True).stdout)
     assert info["format"] == "qcow2" and "backing-filename" not in info
+
+
+def test_ide_drivers_on_output(converted) -> None:
+    """As the 2012 procedure found on this machine: intelide.sys (and a newer atapi.sys) in
+    sp2.cab, the rest only in driver.cab; bytes equal cabextract's."""
+    want = {"atapi.sys": ("sp2.cab", "5.2.3790.3959"), "intelide.sys": ("sp2.cab", "5.2.3790.3959"),
+            "pciide.sys": ("driver.cab", "5.2.3790.0"), "pciidex.sys": ("driver.cab", "5.2.3790.0")}
+    files = {f["guest_path"].rsplit("/", 1)[1]: f for f in converted["doc"]["plan"]["files"]}
+    assert sorted(files) == sorted(want)
+    for name, (cab, version) in want.items():
+        f = files[name]
+        assert f["action"] == "write" and f["changed"] is True
+        assert f["origin"].endswith(f"Driver Cache\\i386\\{cab} ({name})"), f["origin"]
+        assert version_str(read_pe(converted["drivers"][name]).file_version) == version
+        assert converted["drivers"][name] == converted["origins"][name]
 
 
 def test_common_nt5_registry_changes_on_output(converted) -> None:

@@ -7,7 +7,6 @@ outputs back.
 from __future__ import annotations
 
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from p2vimage.sources.image import open_source
 from p2vimage.windows import mergeide
 from p2vimage.windows.geometry import seabios_heads
 from p2vimage.windows.pe import read_pe, version_str
+from tests.conftest import origin_bytes
 
 NAMES = ["win2000-x86", "winxp-x86", "win2003r2-x64", "win7-x64", "win2019-x64"]
 
@@ -47,19 +47,6 @@ WINNERS = {
         "pciidex.sys": ("sp2.cab", "5.2.3790.3959"),
     },
 }
-
-
-def _origin_bytes(g, origin: str, name: str, tmp: Path) -> bytes:
-    """The winning candidate's bytes, read independently from the output disk: loose files
-    as they are, cabinet members with cabextract itself."""
-    path = origin.split(" (")[0].replace("\\", "/")
-    if path.lower().endswith(".cab"):
-        cab = tmp / Path(path).name
-        g.download(path, str(cab))
-        out = tmp / f"x-{cab.stem}"
-        subprocess.run(["cabextract", "-q", "-F", name, "-d", str(out), str(cab)], check=True)
-        return (out / name).read_bytes()
-    return g.read_file(path)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +97,7 @@ def results(images, tmp_path_factory) -> dict:
             for f in reports[n].plan["files"]:
                 name = f["guest_path"].rsplit("/", 1)[1]
                 drivers[name] = g.read_file(files.resolve(g, f"{sr}/system32/drivers/{name}"))
-                origins[name] = _origin_bytes(g, f["origin"], name, tmp)
+                origins[name] = origin_bytes(g, f["origin"], name, tmp)
             job.g.umount_all()
             boot = job.g.pread_device(job.root_device, 512, 0)
             readback[n] = {"regs": regs, "boot": boot, "ide": ide, "drivers": drivers,
