@@ -16,6 +16,7 @@ Then times, in the same run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import shutil
@@ -83,8 +84,8 @@ def main() -> None:
         print(f"{args.files} members, {args.mib} MiB uncompressed; wanted: {', '.join(WANTED)}")
         print(f"{'cabinet':<22}{'p2vimage s':>12}{'-F x4 s':>10}{'all s':>9}"
               f"{'vs -F':>8}{'vs all':>8}")
+        counter = itertools.count()
         for cab in (mszip, lzx):
-            counter = iter(range(10**6))
 
             def ours(cab: Path = cab) -> None:
                 cabs.extract(cab, WANTED, tmp / f"ours-{next(counter)}")

@@ -62,6 +62,7 @@ from pathlib import Path
 
 from ..deps import require_program
 from ..errors import CorruptImageError
+from . import inf
 
 __all__ = [
     "CABEXTRACT_TIMEOUT",
@@ -797,56 +798,6 @@ def _one_line(text: str) -> str:
 # --- drvindex.inf ----------------------------------------------------------------------------
 
 
-def _strip_inf_comment(line: str) -> str:
-    """Cut a ``;`` comment that is not inside double quotes."""
-    quoted = False
-    for pos, ch in enumerate(line):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == ";" and not quoted:
-            return line[:pos]
-    return line
-
-
-def _split_key(line: str) -> tuple[str | None, str]:
-    quoted = False
-    for pos, ch in enumerate(line):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "=" and not quoted:
-            return line[:pos], line[pos + 1 :]
-    return None, line
-
-
-def _inf_value(text: str) -> str:
-    return text.strip().replace('"', "").strip()
-
-
-def _inf_sections(text: str) -> dict[str, list[str]]:
-    """INF text -> {lower-cased section name: [logical lines]}; same-named sections merge."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    pending = ""
-    for physical in text.lstrip("\ufeff").splitlines():
-        line = pending + _strip_inf_comment(physical).strip()
-        pending = ""
-        if line.endswith("\\"):  # INF line continuation
-            pending = line[:-1]
-            continue
-        if not line:
-            continue
-        if line.startswith("["):
-            end = line.find("]")
-            if end > 0:
-                current = sections.setdefault(line[1:end].strip().lower(), [])
-                continue
-        if current is not None:
-            current.append(line)
-    if pending and current is not None:
-        current.append(pending)
-    return sections
-
-
 def _plain_file_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and not any(c in name for c in "\\/:\0")
 
@@ -867,20 +818,20 @@ def parse_drvindex(text: str) -> dict[str, list[str]]:
     """
     if not isinstance(text, str):
         return {}
-    sections = _inf_sections(text)
+    sections = inf.sections(text)
 
     tags: list[str] = []
     for line in sections.get("version", []):
-        key, value = _split_key(line)
+        key, value = inf.split_key(line)
         if key is not None and key.strip().lower() == "cabfiles":
-            tags = [_inf_value(t).lower() for t in value.split(",")]
+            tags = [inf.unquote(t).lower() for t in value.split(",")]
             break
     files: dict[str, str] = {}
     for line in sections.get("cabs", []):
-        key, value = _split_key(line)
+        key, value = inf.split_key(line)
         if key is None:
             continue
-        tag, file_name = _inf_value(key).lower(), _inf_value(value).lower()
+        tag, file_name = inf.unquote(key).lower(), inf.unquote(value).lower()
         if tag and _plain_file_name(file_name):
             files.setdefault(tag, file_name)
 
@@ -892,8 +843,8 @@ def parse_drvindex(text: str) -> dict[str, list[str]]:
         members = result.setdefault(file_name, [])
         seen = set(members)
         for line in sections.get(tag, []):
-            key, value = _split_key(line)
-            member = _inf_value(key if key is not None else value).lower()
+            key, value = inf.split_key(line)
+            member = inf.unquote(key if key is not None else value).lower()
             if member and member not in seen:
                 seen.add(member)
                 members.append(member)
