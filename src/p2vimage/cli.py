@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--nic", default="auto", choices=("auto", "virtio", "e1000", "rtl8139"))
     c.add_argument("--network", default="network=default",
                    metavar="network=NAME|bridge=NAME")
-    c.add_argument("--virtio-win", metavar="ISO|DIR")
+    c.add_argument("--virtio-win", metavar="ISO|DIR",
+                   help="virtio-win ISO or directory: boot on virtio-blk, NIC on virtio")
     c.add_argument("--driver-file", action="append", metavar="PATH",
                    help="a driver file (e.g. pciidex.sys) the guest lacks; repeatable")
     c.add_argument("--keep-nics", action="store_true")
@@ -117,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options of the synopsis whose step is not built yet: refused, never silently ignored.
 _NOT_YET = {
-    "virtio_win": ("--virtio-win", "virtio driver staging"),
     "keep_nics": ("--keep-nics", "network identity"),
     "keep_mac": ("--keep-mac", "network identity"),
     "mac": ("--mac", "network identity"),
@@ -152,6 +152,7 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         overwrite=args.overwrite,
         root=args.root,
         driver_files=[Path(f) for f in args.driver_file or ()],
+        virtio_win=Path(args.virtio_win) if args.virtio_win else None,
     )
     plan = getattr(report, "_plan", None)
     doc = report.to_dict()

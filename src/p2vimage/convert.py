@@ -29,6 +29,9 @@ from .plan import BootSectorEdit, Plan
 from .sources.image import SourceImage, open_source
 from .targets import thin
 from .targets.atomic import AtomicOutputs
+from .virtio import select as virtio_select
+from .virtio import stage as virtio_stage
+from .virtio.media import VirtioMedia, open_media
 from .windows import common_nt5, emulated_storage, geometry, ide_drivers, mergeide
 from .windows.pe import PEError, read_pe
 
@@ -56,6 +59,7 @@ class ConvertOptions:
     overwrite: bool = False
     root: str | None = None
     driver_files: list[Path] = field(default_factory=list)
+    virtio_win: Path | None = None
 
 
 @dataclass
@@ -73,6 +77,7 @@ class ConversionReport:
     bytes_read: int
     bytes_written: int
     phases: dict[str, float] = field(default_factory=dict)
+    virtio: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,10 +158,12 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
                 raise UsageError(f"output {o} is the source image itself")
 
 
-def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> Plan:
+def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int,
+          media: VirtioMedia | None = None) -> Plan:
     plan = Plan()
     system = job.hive("SYSTEM")
     bootable = insp.control_sets.bootable if insp.control_sets else []
+    arch = insp.arch or "x86"
     machine = "pc"
     if insp.firmware == "uefi":
         machine = "q35"
@@ -169,24 +176,58 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> P
             else "BIOS guest: i440fx"
         )
         plan.choose("machine", machine, why)
+
+    # virtio-win: which packages fit this guest (chosen before the bus, which depends on it)
+    selection = None
+    if media is not None:
+        selection = virtio_select.choose(
+            media, major=insp.major or 0, minor=insp.minor or 0, build=insp.build,
+            server=(insp.product_type or "WinNT").lower() != "winnt", arch=arch,
+        )
+    packages = selection.packages if selection else {}
+    media_note = (
+        "no --virtio-win given" if media is None
+        else f"{media.path} has no usable viostor for this guest"
+    )
     bus = opts.bus
     if bus == "auto":
-        bus = "sata" if machine == "q35" else "ide"
-        plan.choose("disk bus", bus, "no virtio block driver staged: emulated controller")
+        if "viostor" in packages and packages["viostor"].service is not None:
+            bus = "virtio-blk"
+            plan.choose("disk bus", bus, f"viostor staged from {packages['viostor'].folder}")
+        else:
+            bus = "sata" if machine == "q35" else "ide"
+            plan.choose("disk bus", bus, f"{media_note}: emulated controller")
     else:
         if bus == "ide" and machine == "q35":
             raise UsageError("--bus ide: a UEFI guest runs on q35, which has no IDE; use sata")
         plan.choose("disk bus", bus, "requested with --bus")
+    boot_driver = {"virtio-blk": "viostor", "virtio-scsi": "vioscsi"}.get(bus)
+    if boot_driver is not None and (
+        boot_driver not in packages or packages[boot_driver].service is None
+    ):
+        raise ConversionError(_no_virtio_message(insp, boot_driver, media, selection))
     nic = opts.nic
     if nic == "auto":
-        nic = "rtl8139" if insp.is_nt5 else "e1000"
-        plan.choose(
-            "nic model", nic,
-            "no virtio network driver staged; in-box driver on "
-            + ("Windows 2000/XP/2003" if insp.is_nt5 else "Windows 7 and later"),
-        )
+        if "netkvm" in packages:
+            nic = "virtio"
+            plan.choose("nic model", nic,
+                        f"NetKVM staged from {packages['netkvm'].folder} for Plug and Play")
+        else:
+            nic = "rtl8139" if insp.is_nt5 else "e1000"
+            plan.choose(
+                "nic model", nic,
+                ("no virtio network driver staged" if media is not None else "no --virtio-win")
+                + "; in-box driver on "
+                + ("Windows 2000/XP/2003" if insp.is_nt5 else "Windows 7 and later"),
+            )
     else:
+        if nic == "virtio" and "netkvm" not in packages:
+            plan.warnings.append("--nic virtio: no NetKVM driver staged; the guest has none")
         plan.choose("nic model", nic, "requested with --nic")
+    if media is not None and not packages:
+        plan.warnings.append(_no_virtio_message(insp, None, media, selection)
+                             + "; the guest uses emulated devices")
+
     if insp.is_nt5:
         common_nt5.plan_autoreboot(plan, system, bootable)
         common_nt5.plan_intelppm(plan, system, bootable)
@@ -202,24 +243,55 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int) -> P
                 "Windows 2000/XP/2003 have no in-box AHCI driver: the guest will not boot "
                 "on sata unless the machine's own driver supports QEMU's ICH9 AHCI"
             )
-        if bus in ("virtio-blk", "virtio-scsi"):
-            plan.warnings.append(
-                "this version does not yet stage virtio drivers: the guest needs viostor "
-                "to boot on virtio (the IDE fallback is prepared)"
-            )
     else:
         _plan_nt6_storage(plan, job, insp, system, bootable, machine, bus)
+    if media is not None and selection is not None and packages:
+        staged = virtio_stage.plan_virtio(
+            plan, system=system, software=job.hive("SOFTWARE"), control_sets=bootable,
+            systemroot=insp.system_root or "/WINDOWS", major=insp.major or 0,
+            minor=insp.minor or 0, arch=arch, media=media, selection=selection,
+            boot_driver=boot_driver, workdir=job.scratch(),
+        )
+        plan.virtio = {
+            "media": str(media.path), "volume_id": media.volume_id, "names": media.names,
+            "packages": staged.packages, "boot_driver": staged.boot_driver,
+            "staged_files": staged.stage_files, "modern_ids": staged.modern,
+            "rejected": selection.rejected,
+        }
+        if "balloon" in packages:
+            plan.choose("memballoon", "virtio", f"balloon staged from {packages['balloon'].folder}")
     return plan
+
+
+def _no_virtio_message(insp: Inspection, driver: str | None, media: VirtioMedia | None,
+                       selection: virtio_select.Selection | None) -> str:
+    guest = f"{insp.product_name or 'Windows'} {insp.arch or ''}".strip()
+    if media is None:
+        return f"--bus needs the {driver} driver: give the virtio-win media with --virtio-win"
+    needs = virtio_select.os_preference(
+        insp.major or 0, insp.minor or 0, insp.build,
+        (insp.product_type or "WinNT").lower() != "winnt", insp.arch or "x86",
+    )
+    arch = insp.arch or "x86"
+    want = ", ".join(f"{o}/{arch}" for o in needs) or "none: no virtio-win release supports it"
+    has = ", ".join(selection.available) if selection and selection.available else "none"
+    what = f"no {driver}" if driver else "no drivers"
+    extra = ""
+    if selection and selection.rejected:
+        extra = f"; rejected: {'; '.join(selection.rejected)}"
+    return (f"{media.path} has {what} for {guest} (it needs {want}; the media has {has})"
+            + extra)
 
 
 def _plan_nt6_storage(plan: Plan, job: Job, insp: Inspection, system, bootable: list[str],
                       machine: str, bus: str) -> None:
-    """Enable QEMU's emulated controllers: IDE always on i440fx (the fallback), AHCI when
-    the guest boots on sata (q35's default)."""
+    """Enable QEMU's emulated controllers: IDE always on i440fx, AHCI always on q35 (the
+    boot controller, or the fallback when the guest boots on virtio), AHCI on i440fx when
+    the guest boots on sata."""
     wanted = []
     if machine == "pc":
         wanted.append(emulated_storage.IDE)
-    if bus == "sata":
+    if bus == "sata" or machine == "q35":  # on q35 AHCI is also the fallback to virtio
         wanted.append(emulated_storage.SATA)
     systemroot = insp.system_root or "/Windows"
 
@@ -341,8 +413,14 @@ def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path
         network=opts.network,
         localtime=not insp.real_time_is_universal,
         uniprocessor_hal=bool(insp.hal and insp.hal.multiprocessor is False),
-        virtio_transitional=insp.is_nt5 and plan.device("machine") == "q35",
-        balloon=False,
+        virtio_transitional=plan.device("machine") == "q35" and (
+            insp.is_nt5 or not all((plan.virtio or {}).get("modern_ids", {}).values())
+        ),
+        # The ISO rides along as a CD-ROM (guest tools, later driver updates) when it
+        # served this guest; a disc with nothing for it would only confuse.
+        cdrom=str(opts.virtio_win.resolve())
+        if opts.virtio_win is not None and opts.virtio_win.is_file() and plan.virtio else None,
+        balloon=plan.device("memballoon") == "virtio",
     )
     return libvirt_xml.build_domain(spec)
 
@@ -359,6 +437,16 @@ def convert(
     phases: dict[str, float] = {}
     sources = [open_source(s, opts.source_format) for s in srcs]
     _validate(opts, sources)
+    media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
+    try:
+        return _convert(opts, sources, media, t0, phases)
+    finally:
+        if media is not None:
+            media.close()
+
+
+def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
+             t0: float, phases: dict[str, float]) -> ConversionReport:
     outs = output_paths(opts.output, len(sources))
     xml_path = opts.xml or opts.output.with_suffix(".xml")
     report_path = opts.report or opts.output.with_suffix(".json")
@@ -382,7 +470,7 @@ def convert(
                 raise UsageError("--size on a GPT disk is not supported yet")
         disk_size = opts.size if opts.size is not None else virtual
         phases["inspect"] = time.monotonic() - t0
-        plan = _plan(insp, job, opts, disk_size)
+        plan = _plan(insp, job, opts, disk_size, media)
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         if opts.dry_run:
@@ -444,6 +532,7 @@ def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, jo
         bytes_written=written,
         phases={k: round(v, 3) for k, v in phases.items()},
     )
+    r.virtio = plan.virtio
     r._plan = plan  # type: ignore[attr-defined]
     return r
 

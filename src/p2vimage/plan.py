@@ -88,7 +88,8 @@ class FileWrite:
 
     def describe(self) -> str:
         what = "keep" if self.action == "keep" else "write"
-        return f"{what} {self.guest_path} {self.version or '?'} ({self.machine}) from {self.origin}"
+        ver = " ".join(x for x in (self.version, f"({self.machine})" if self.machine else "") if x)
+        return f"{what} {self.guest_path}{' ' + ver if ver else ''} from {self.origin}"
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Plan:
     files: list[FileWrite] = field(default_factory=list)
     devices: list[DeviceChoice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    virtio: dict[str, Any] | None = None  # media, chosen packages, rejections (virtio step)
 
     def set_value(
         self,
@@ -132,6 +134,9 @@ class Plan:
         out = dataclasses.asdict(self)
         for f in out["files"]:
             del f["local"]  # a host temp path: meaningless after the run
+        for e in out["registry"]:
+            if isinstance(e["value"], bytes):  # REG_BINARY: hex in JSON
+                e["value"] = e["value"].hex()
         return out
 
     def render(self) -> list[str]:
@@ -180,6 +185,10 @@ def _render_registry(edits: list[RegistryEdit]) -> list[str]:
             )
             continue
         for key, es in keys.items():
-            vals = ", ".join(f"{e.name}={TYPE_NAMES.get(e.type)}:{e.value!r}" for e in es)
+            vals = ", ".join(f"{e.name}={TYPE_NAMES.get(e.type)}:{_show(e.value)}" for e in es)
             lines.append(f"  [{step}] {prefix}\\{key}: {vals}  ({_mark(es)}; {es[0].reason})")
     return lines
+
+
+def _show(value: Any) -> str:
+    return value.hex(" ") if isinstance(value, bytes) else repr(value)

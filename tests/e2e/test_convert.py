@@ -194,7 +194,7 @@ def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:
         (["--vcpus", "0"], "--vcpus"),
         (["--network", "wifi"], "network"),
         (["--size", "12Q"], "--size"),
-        (["--virtio-win", "x.iso"], "not available yet"),
+        (["--keep-nics"], "not available yet"),
         (["--driver-file", "/nonexistent/pciidex.sys"], "no such file"),
         (["--driver-file", "/etc/hostname"], "not a file this conversion stages"),
     ],

@@ -6,6 +6,7 @@ outputs back.
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
@@ -13,17 +14,48 @@ import pytest
 from lxml import etree
 
 import p2vimage
-from fixtures import profiles
+from fixtures import profiles, virtio_iso
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ, ControlSets
 from p2vimage.sources.image import open_source
+from p2vimage.virtio.media import open_media
 from p2vimage.windows import mergeide
 from p2vimage.windows.geometry import seabios_heads
 from p2vimage.windows.pe import read_pe, version_str
 from tests.conftest import origin_bytes
 
 NAMES = ["win2000-x86", "winxp-x86", "win2003r2-x64", "win7-x64", "win2019-x64"]
+
+# Every profile is converted once, with a fake virtio-win ISO and --bus auto: the guest
+# boots on virtio-blk where the media has viostor for it, and the NT 5.x IDE path (KB314082
+# and the IDE drivers) is applied in any case, so one output shows both.  (--bus ide itself
+# is exercised on the demo in test_convert.py and in test_ide_drivers.py.)
+SCSI = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+# profile -> (layout, names on the disc, (os, arch) key of expected_folders)
+CASES = {
+    "win2000-x86": ("current", "rr+joliet", ("2k", "x86")),  # no virtio-win ever: IDE
+    "winxp-x86": ("old-wnet", "iso9660", ("xp", "x86")),
+    "win2003r2-x64": ("legacy-2k3", "joliet", ("2k3", "amd64")),
+    "win7-x64": ("current", "rr+joliet", ("w7", "amd64")),
+    "win2019-x64": ("current", "rr+joliet", ("2k19", "amd64")),
+}
+VARIANT = {"rr+joliet": (True, True), "joliet": (True, False), "iso9660": (False, False)}
+PNP_SUFFIXES = (".inf", ".sys", ".cat", ".dll")
+
+
+@pytest.fixture(scope="module")
+def isos(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    out = tmp_path_factory.mktemp("virtio-isos")
+    built = {}
+    for layout, variant, _key in CASES.values():
+        if (layout, variant) not in built:
+            joliet, rr = VARIANT[variant]
+            built[(layout, variant)] = virtio_iso.build_iso(
+                layout, out / f"{layout}-{variant}.iso", joliet=joliet, rock_ridge=rr)
+    return built
+
+
 
 # The copy of each IDE driver that must win, per the fixture profiles (fixtures/README.md):
 # (where it is, file version).  "installed" = the guest's own System32\drivers file, kept.
@@ -50,14 +82,12 @@ WINNERS = {
 
 
 @pytest.fixture(scope="module")
-def results(images, tmp_path_factory) -> dict:
+def results(images, isos, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("profiles")
     tmp = tmp_path_factory.mktemp("profile-readback")
     reports = {
-        n: p2vimage.convert(
-            images[n], out / f"{n}.qcow2",
-            bus="ide" if profiles.PROFILES[n].layout == "nt5" else "auto",
-        )
+        n: p2vimage.convert(images[n], out / f"{n}.qcow2",
+                            virtio_win=isos[(CASES[n][0], CASES[n][1])])
         for n in NAMES
     }
     readback: dict = {}
@@ -94,15 +124,56 @@ def results(images, tmp_path_factory) -> dict:
                 ide[cs] = {"cddb": cddb, "services": services,
                            "storahci_override": system.get(so, "0")}
             drivers, origins = {}, {}
-            for f in reports[n].plan["files"]:
+            for f in (f for f in reports[n].plan["files"] if f["step"] == "ide-drivers"):
                 name = f["guest_path"].rsplit("/", 1)[1]
                 drivers[name] = g.read_file(files.resolve(g, f"{sr}/system32/drivers/{name}"))
                 origins[name] = origin_bytes(g, f["origin"], name, tmp)
+            virtio = _virtio_readback(job, p, sr)
             job.g.umount_all()
             boot = job.g.pread_device(job.root_device, 512, 0)
             readback[n] = {"regs": regs, "boot": boot, "ide": ide, "drivers": drivers,
-                           "origins": origins}
-    return {"reports": reports, "readback": readback}
+                           "origins": origins, "virtio": virtio}
+    return {"reports": reports, "readback": readback, "dir": out}
+
+
+def _virtio_readback(job, p, sr: str) -> dict:
+    g = job.g
+    system, software = job.hive("SYSTEM"), job.hive("SOFTWARE")
+    cs_names = [ControlSets.name(c) for c in sorted(set(p.select)) if c in p.control_sets]
+    regs = {}
+    for cs in cs_names:
+        svc = system.node(f"{cs}\\Services\\viostor")
+        regs[cs] = {
+            "service": {v.name: v for v in system.values(svc).values()} if svc else None,
+            "bustype": system.get(system.node("Parameters", svc), "BusType") if svc else None,
+            "pnp5": system.get(system.node("Parameters\\PnpInterface", svc), "5")
+            if svc else None,
+            "cddb": {
+                k: (system.get_str(node, "Service"), system.get_str(node, "ClassGUID"))
+                for k in ("pci#ven_1af4&dev_1001&subsys_00021af4&rev_00",
+                          "pci#ven_1af4&dev_1001", "pci#ven_1af4&dev_1042")
+                if (node := system.node(
+                    f"{cs}\\Control\\CriticalDeviceDatabase\\{k}")) is not None
+            },
+            "suppress_ui": system.get(
+                system.node(f"{cs}\\Services\\PlugPlay\\Parameters"), "SuppressUI"),
+        }
+    stage = files.resolve(g, f"{sr}/Drivers/VirtIO")
+    staged = {f: g.read_file(f"{stage}/{f}") for f in g.ls(stage)} if stage else {}
+    viostor_path = files.resolve(g, f"{sr}/system32/drivers/viostor.sys")
+    dd = None
+    if system.node("DriverDatabase\\DriverInfFiles") is not None:
+        dd = _driver_database(system, g, sr)
+    return {
+        "regs": regs,
+        "devicepath": software.get_str(
+            software.node("Microsoft\\Windows\\CurrentVersion"), "DevicePath"),
+        "suppress_hw": software.get(software.node(
+            "Policies\\Microsoft\\Windows\\DeviceInstall\\Settings"), "SuppressNewHWUI"),
+        "staged": staged,
+        "viostor": g.read_file(viostor_path) if viostor_path else None,
+        "dd": dd,
+    }
 
 
 @pytest.mark.slow
@@ -138,9 +209,13 @@ def test_profile_conversion(results, name: str) -> None:
     assert int(root.findtext("vcpu")) == (1 if uniprocessor else 2)
     assert any("uniprocessor" in w for w in report.warnings) == uniprocessor
     bus = root.find("devices/disk[@device='disk']/target").get("bus")
-    assert bus == ("sata" if p.firmware == "uefi" else "ide")
     nic = root.find("devices/interface/model").get("type")
-    assert nic == ("rtl8139" if nt5 else "e1000")
+    if name == "win2000-x86":  # no virtio-win release supports it: the stated fallback
+        assert (bus, nic) == ("ide", "rtl8139")
+        assert any("no drivers for Microsoft Windows 2000" in w for w in report.warnings)
+        assert report.virtio is None and not root.findall("devices/disk[@device='cdrom']")
+    else:
+        assert (bus, nic) == ("virtio", "virtio")
     out = Path(report.outputs[0])
     assert out.exists() and not list(out.parent.glob("*.partial"))
 
@@ -186,7 +261,8 @@ def test_ide_driver_files_on_output(results, name: str) -> None:
     report = results["reports"][name]
     back = results["readback"][name]
     p = profiles.PROFILES[name]
-    by_name = {f["guest_path"].rsplit("/", 1)[1]: f for f in report.plan["files"]}
+    by_name = {f["guest_path"].rsplit("/", 1)[1]: f for f in report.plan["files"]
+               if f["step"] == "ide-drivers"}
     assert sorted(by_name) == sorted(mergeide.DRIVER_FILES)
     for fname, (where, version) in WINNERS[name].items():
         f = by_name[fname]
@@ -214,7 +290,7 @@ def test_nt6_emulated_controller_enabled(results, name: str) -> None:
     back = results["readback"][name]
     p = profiles.PROFILES[name]
     report = results["reports"][name]
-    assert not report.plan["files"]
+    assert not [f for f in report.plan["files"] if f["step"] == "ide-drivers"]
     for cs, ide in back["ide"].items():
         svcs = ide["services"]
         if p.firmware == "uefi":  # q35 AHCI on Windows 10/2019: storahci, override cleared
@@ -225,3 +301,113 @@ def test_nt6_emulated_controller_enabled(results, name: str) -> None:
                 got = svcs[svc]
                 start = next(v for k, v in got.items() if k.lower() == "start")
                 assert start.value == 0, (cs, svc)
+
+
+def _driver_database(system, g, sr) -> dict:
+    infs = system.node("DriverDatabase\\DriverInfFiles")
+    oems = {n: system.get_str(node, "Active") for n, node in system.iter_children(infs)
+            if (system.get_str(node, "Active") or "").startswith("viostor.inf_")}
+    (oem, pkg), = oems.items()
+    pk = system.node(f"DriverDatabase\\DriverPackages\\{pkg}")
+    store = files.resolve(g, f"{sr}/System32/DriverStore/FileRepository/{pkg}")
+    return {
+        "oem": oem, "package": pkg,
+        "pkg_default": system.get_str(pk, ""),
+        "config_service": system.get_str(system.node("Configurations\\scsi_inst", pk), "Service"),
+        "device_ids": {
+            i: system.get(system.node(f"DriverDatabase\\DeviceIds\\{i}"), oem)
+            for i in ("PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00",
+                      "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01")
+        },
+        "store": sorted(g.ls(store)) if store else [],
+        "oem_inf": g.read_file(files.resolve(g, f"{sr}/INF/{oem}")),
+    }
+
+
+def _expected_stage(media, folders: dict[str, str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for folder in folders.values():
+        for rel in media.list():
+            if rel.rsplit("/", 1)[0].lower() == folder.lower() and rel.lower().endswith(
+                    PNP_SUFFIXES):
+                out.setdefault(rel.rsplit("/", 1)[1].lower(), media.read(rel))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in CASES if n != "win2000-x86"])
+def test_virtio_staged_on_output(results, isos, name: str) -> None:
+    layout, variant, key = CASES[name]
+    report = results["reports"][name]
+    back = results["readback"][name]["virtio"]
+    p = profiles.PROFILES[name]
+    assert report.appliance_launches == 1
+    folders = virtio_iso.expected_folders(layout)[key]
+    chosen = report.virtio["packages"]
+    assert {k: v.lower() for k, v in chosen.items()} == {
+        k: v.lower() for k, v in folders.items()}
+    with open_media(isos[(layout, variant)]) as media:
+        sys_rel = next(r for r in media.list() if r.lower() == f"{folders['viostor']}/viostor.sys"
+                       .lower())
+        assert back["viostor"] == media.read(sys_rel)
+        expected = _expected_stage(media, folders)
+        inf_bytes = media.read(next(r for r in media.list()
+                                    if r.lower() == f"{folders['viostor']}/viostor.inf".lower()))
+    # The staged folder's exact file list (and bytes), per OS/arch.
+    assert {k.lower(): v for k, v in back["staged"].items()} == expected
+    assert sorted(x.lower() for x in back["staged"]) == sorted(expected)
+    assert "%SystemRoot%\\Drivers\\VirtIO" in back["devicepath"].split(";")
+    assert back["devicepath"].lower().startswith("%systemroot%\\inf")
+    nt8 = p.firmware == "uefi"  # the 2019 profile: DriverDatabase
+    for cs, r in back["regs"].items():
+        svc = r["service"]
+        assert svc is not None, cs
+        assert (svc["Type"].type, svc["Type"].value) == (REG_DWORD, 1)
+        assert svc["Start"].value == 0 and svc["ErrorControl"].value == 1
+        assert svc["Group"].value == "SCSI miniport"
+        assert svc["ImagePath"].type == REG_EXPAND_SZ
+        assert svc["ImagePath"].value.lower() == "system32\\drivers\\viostor.sys"
+        assert r["bustype"] == 1 and r["pnp5"] == 1
+        if nt8:
+            assert r["cddb"] == {}
+        else:
+            for k in ("pci#ven_1af4&dev_1001&subsys_00021af4&rev_00", "pci#ven_1af4&dev_1001"):
+                assert r["cddb"][k][0] == "viostor" and r["cddb"][k][1].upper() == SCSI
+            modern = report.virtio["modern_ids"]["viostor"]
+            assert ("pci#ven_1af4&dev_1042" in r["cddb"]) == modern
+        # Found New Hardware wizard: 2003 and XP x64 in SYSTEM, XP in SOFTWARE policies.
+        assert r["suppress_ui"] == (1 if p.version == "5.2" else None)
+    assert back["suppress_hw"] == (1 if p.version == "5.1" else None)
+    if nt8:
+        dd = back["dd"]
+        assert re.fullmatch(r"viostor\.inf_amd64_[0-9a-f]{16}", dd["package"])
+        assert re.fullmatch(r"oem\d+\.inf", dd["oem"]) and dd["pkg_default"] == dd["oem"]
+        assert dd["config_service"] == "viostor"
+        assert all(v == bytes.fromhex("01ff0000") for v in dd["device_ids"].values())
+        assert dd["store"] == ["viostor.cat", "viostor.inf", "viostor.sys"]
+        assert dd["oem_inf"] == inf_bytes
+    else:
+        assert back["dd"] is None
+    root = etree.parse(report.xml).getroot()
+    assert root.find("devices/disk[@device='disk']/target").get("bus") == "virtio"
+    assert root.find("devices/interface/model").get("type") == "virtio"
+    assert root.find("devices/memballoon").get("model") == "virtio"
+    cd = root.find("devices/disk[@device='cdrom']/source")
+    assert cd is not None and Path(cd.get("file")) == isos[(layout, variant)].resolve()
+    assert root.find("os/type").get("machine").startswith("q35" if nt8 else "pc")
+    devs = {d["what"]: d["value"] for d in report.plan["devices"]}
+    assert devs["disk bus"] == "virtio-blk" and devs["nic model"] == "virtio"
+    # NT 5.x keep the IDE fallback (KB314082) even on virtio.
+    assert any(e["step"] == "mergeide-cddb" for e in report.plan["registry"]) == (
+        p.layout == "nt5")
+
+
+@pytest.mark.slow
+def test_second_run_with_virtio_changes_nothing(results, isos, tmp_path) -> None:
+    """Re-converting the 2019 output with the same ISO reuses the DriverDatabase entry."""
+    src = results["dir"] / "win2019-x64.qcow2"
+    report = p2vimage.convert(src, tmp_path / "again.qcow2",
+                              virtio_win=isos[("current", "rr+joliet")])
+    changed = [e for e in report.plan["registry"] if e["changed"]]
+    assert changed == [], changed[:3]
+    assert not any(f["changed"] for f in report.plan["files"])

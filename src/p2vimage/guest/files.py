@@ -28,10 +28,29 @@ def resolve_for_write(g: Any, path: str) -> str:
     if existing is not None:
         return existing
     parent, name = posixpath.split(path)
-    real_parent = resolve(g, parent)
-    if real_parent is None or not g.is_dir(real_parent):
-        raise ConversionError(f"{windows_path(parent)}: no such folder in the guest")
-    return posixpath.join(real_parent, name)
+    return posixpath.join(ensure_dir(g, parent), name)
+
+
+def ensure_dir(g: Any, path: str) -> str:
+    """The real path of directory ``path``, creating the missing part (existing folders are
+    matched case-insensitively, so ``Drivers`` is not created beside ``drivers``)."""
+    parts = [p for p in path.split("/") if p]
+    real = "/"
+    for i, part in enumerate(parts):
+        candidate = resolve(g, posixpath.join(real, part))
+        if candidate is None:
+            rest = posixpath.join(real, *parts[i:])
+            try:
+                g.mkdir_p(rest)
+            except RuntimeError as exc:
+                raise ConversionError(
+                    f"cannot create {windows_path(rest)} in the guest: {exc}"
+                ) from exc
+            return rest
+        if not g.is_dir(candidate):
+            raise ConversionError(f"{windows_path(candidate)} in the guest is not a folder")
+        real = candidate
+    return real
 
 
 def list_dir(g: Any, path: str) -> list[str]:

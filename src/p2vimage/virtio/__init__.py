@@ -1,0 +1,1 @@
+"""virtio-win drivers: read the media, choose for the guest, stage offline."""

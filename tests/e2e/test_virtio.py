@@ -1,0 +1,41 @@
+"""virtio on the command line: what cannot be done is said clearly, and nothing is written.
+
+The conversions with virtio-win ISOs and their read-back are in ``test_convert_profiles.py``
+(one conversion per profile serves the IDE and the virtio checks).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures import virtio_iso
+from tests.conftest import run_cli, sha256
+
+
+@pytest.fixture(scope="module")
+def iso(tmp_path_factory) -> Path:
+    return virtio_iso.build_iso("current", tmp_path_factory.mktemp("iso") / "virtio-win.iso")
+
+
+def test_windows_2000_and_bad_media(images, iso, tmp_path) -> None:
+    src = images["win2000-x86"]
+    before = sha256(src)
+    # --bus virtio-blk on a guest no virtio-win release supports: exit 4, media listed.
+    out = tmp_path / "o"
+    out.mkdir()
+    r = run_cli("convert", str(src), "-o", str(out / "x.qcow2"), "--virtio-win", str(iso),
+                "--bus", "virtio-blk")
+    assert r.returncode == 4, r.stderr
+    assert "no viostor for Microsoft Windows 2000" in r.stderr and "2k3/x86" in r.stderr
+    assert list(out.iterdir()) == []
+    # Not an ISO: exit 3 before any appliance.
+    junk = tmp_path / "junk.iso"
+    junk.write_bytes(b"definitely not ISO 9660\n" * 200)
+    t0 = time.monotonic()
+    r = run_cli("convert", str(src), "-o", str(out / "x.qcow2"), "--virtio-win", str(junk))
+    assert r.returncode == 3 and "not a readable ISO 9660 image" in r.stderr
+    assert r.stderr.count("\n") == 1 and time.monotonic() - t0 < 5
+    assert list(out.iterdir()) == [] and sha256(src) == before
