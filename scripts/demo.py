@@ -1,8 +1,9 @@
 """The demo: inspect, then convert, the bundled synthetic Windows Server 2003 image.
 
 The output (disk, libvirt XML, JSON report) goes to ``demo-output/``; a re-run
-replaces it (``--overwrite``).  Staging virtio drivers from a (generated)
-virtio-win ISO joins the demo when the virtio step exists.
+replaces it (``--overwrite``).  The virtio drivers come from a generated virtio-win ISO
+(``demo-output/virtio-win.iso``: the real layout and INF files, placeholder binaries; see
+``fixtures/virtio_iso.py``), so the guest boots on virtio-blk with NetKVM staged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fixtures import virtio_iso  # noqa: E402
 from fixtures.images import DEMO, ensure  # noqa: E402
 
 
@@ -28,11 +30,14 @@ def main() -> int:
     rel = str(image.relative_to(ROOT))
     out = ROOT / "demo-output"
     out.mkdir(exist_ok=True)
+    iso = out / "virtio-win.iso"
+    if not iso.exists():
+        virtio_iso.build_iso("current", iso)
     if run("inspect", rel):
         return 1
     print()
     code = run("convert", rel, "-o", "demo-output/filesrv01.qcow2", "--size", "2G",
-               "--overwrite")
+               "--virtio-win", "demo-output/virtio-win.iso", "--overwrite")
     if code == 0:
         print(f"\nReport: {out / 'filesrv01.json'}\nDomain XML: {out / 'filesrv01.xml'}")
     return code
