@@ -100,11 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="virtio-win ISO or directory: boot on virtio-blk, NIC on virtio")
     c.add_argument("--driver-file", action="append", metavar="PATH",
                    help="a driver file (e.g. pciidex.sys) the guest lacks; repeatable")
-    c.add_argument("--keep-nics", action="store_true")
-    c.add_argument("--keep-mac", action="store_true")
-    c.add_argument("--mac", metavar="MAC")
-    c.add_argument("--ip", action="append", metavar="CONN=ADDR/PREFIX,gw=...,dns=...")
-    c.add_argument("--no-firstboot", action="store_true")
+    c.add_argument("--keep-nics", action="store_true",
+                   help="keep the physical NICs' registry entries (default: drop them)")
+    c.add_argument("--keep-mac", action="store_true",
+                   help="give the new NIC the physical NIC's recorded MAC")
+    c.add_argument("--mac", metavar="MAC", help="MAC address of the new NIC")
+    c.add_argument("--ip", action="append", metavar="CONN=ADDR/PREFIX,gw=...,dns=...",
+                   help="static address for the new NIC (default: the captured one)")
+    c.add_argument("--no-firstboot", action="store_true",
+                   help="do not re-apply the static address at the first boot")
     c.add_argument("--smbios", metavar="FILE")
     c.add_argument("--xml", metavar="OUT.xml", help="domain XML path (default: OUT.xml)")
     c.add_argument("--report", metavar="OUT.json", help="report path (default: OUT.json)")
@@ -118,11 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options of the synopsis whose step is not built yet: refused, never silently ignored.
 _NOT_YET = {
-    "keep_nics": ("--keep-nics", "network identity"),
-    "keep_mac": ("--keep-mac", "network identity"),
-    "mac": ("--mac", "network identity"),
-    "ip": ("--ip", "network identity"),
-    "no_firstboot": ("--no-firstboot", "network identity"),
     "smbios": ("--smbios", "network identity"),
 }
 
@@ -153,6 +152,11 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         root=args.root,
         driver_files=[Path(f) for f in args.driver_file or ()],
         virtio_win=Path(args.virtio_win) if args.virtio_win else None,
+        keep_nics=args.keep_nics,
+        keep_mac=args.keep_mac,
+        mac=args.mac,
+        ip=list(args.ip or ()),
+        no_firstboot=args.no_firstboot,
     )
     plan = getattr(report, "_plan", None)
     doc = report.to_dict()

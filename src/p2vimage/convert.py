@@ -10,6 +10,8 @@ Input, conversion and output stay apart, as in virt-v2v:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -25,14 +27,22 @@ from .errors import BadInputError, ConversionError, UsageError
 from .guest import files
 from .guest.appliance import Job
 from .inspection import Inspection
-from .plan import BootSectorEdit, Plan
+from .plan import BootSectorEdit, FileWrite, Plan
 from .sources.image import SourceImage, open_source
 from .targets import thin
 from .targets.atomic import AtomicOutputs
 from .virtio import select as virtio_select
 from .virtio import stage as virtio_stage
 from .virtio.media import VirtioMedia, open_media
-from .windows import common_nt5, emulated_storage, geometry, ide_drivers, mergeide
+from .windows import (
+    common_nt5,
+    emulated_storage,
+    firstboot,
+    geometry,
+    ide_drivers,
+    mergeide,
+    nic_removal,
+)
 from .windows.pe import PEError, read_pe
 
 BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
@@ -60,6 +70,11 @@ class ConvertOptions:
     root: str | None = None
     driver_files: list[Path] = field(default_factory=list)
     virtio_win: Path | None = None
+    keep_nics: bool = False
+    keep_mac: bool = False
+    mac: str | None = None
+    ip: list[str] = field(default_factory=list)
+    no_firstboot: bool = False
 
 
 @dataclass
@@ -135,6 +150,12 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
     if opts.vcpus is not None and not 1 <= opts.vcpus <= 256:
         raise UsageError(f"--vcpus {opts.vcpus}: must be between 1 and 256")
     libvirt_xml.parse_network(opts.network)
+    if opts.mac is not None:
+        libvirt_xml.parse_mac(opts.mac)
+    for spec in opts.ip:
+        firstboot.parse_ip_option(spec)
+    if opts.ip and opts.no_firstboot:
+        raise UsageError("--ip and --no-firstboot contradict each other")
     known = {n.lower() for n in mergeide.DRIVER_FILES}
     for f in opts.driver_files:
         f = Path(f)
@@ -260,7 +281,146 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int,
         }
         if "balloon" in packages:
             plan.choose("memballoon", "virtio", f"balloon staged from {packages['balloon'].folder}")
+    _plan_network(plan, job, system, bootable, opts)
     return plan
+
+
+def _plan_network(plan: Plan, job: Job, system, bootable: list[str],
+                  opts: ConvertOptions) -> None:
+    """Drop the physical NICs (unless --keep-nics) and settle the new NIC's MAC."""
+    if opts.keep_nics:
+        from .windows.nics import physical_nics
+
+        nics = physical_nics(system, bootable[0]) if bootable else []
+        plan.network = {"dropped": False, "nics": [dataclasses.asdict(n) for n in nics],
+                        "disabled_services": []}
+    else:
+        dropped = nic_removal.plan_drop_nics(plan, system, job.hive("SOFTWARE"), bootable)
+        nics = dropped.nics
+        plan.network = {"dropped": True, "nics": [dataclasses.asdict(n) for n in nics],
+                        "disabled_services": dropped.disabled_services}
+        for d in dropped.dangling:
+            plan.warnings.append(f"network: expected key missing (dangling reference): {d}")
+    mac = None
+    if opts.mac:
+        mac = libvirt_xml.parse_mac(opts.mac)
+        plan.choose("mac", mac, "requested with --mac")
+    elif opts.keep_mac:
+        recorded = [n for n in nics if n.mac]
+        if not recorded:
+            raise UsageError(
+                "--keep-mac: the registry records no MAC address for the physical NIC(s) "
+                f"({', '.join(n.description or n.guid for n in nics) or 'none found'}); "
+                "give it with --mac"
+            )
+        mac = recorded[0].mac
+        plan.choose("mac", mac, f"--keep-mac: {recorded[0].description}'s NetworkAddress")
+    plan.network["mac"] = mac
+    _plan_firstboot(plan, job, system, bootable, opts, nics)
+
+
+def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: ConvertOptions,
+                    nics: list) -> None:
+    """The local-GPO startup script that puts the static address on the new adapter."""
+    assert plan.network is not None
+    settings = None
+    if opts.ip:
+        wanted = firstboot.parse_ip_option(opts.ip[0])
+        names = [n.connection_name for n in nics if n.connection_name]
+        if not any(wanted.connection.lower() == n.lower() for n in names):
+            raise UsageError(
+                f"--ip {opts.ip[0]}: no connection named {wanted.connection!r} "
+                f"(the physical NICs: {', '.join(repr(n) for n in names) or 'none'})"
+            )
+        settings = wanted
+        if len(opts.ip) > 1:
+            plan.warnings.append("--ip: the guest gets one NIC; only the first mapping is used")
+    else:
+        static = [s for s in (firstboot.from_nic(n) for n in nics) if s is not None]
+        if static:
+            settings = static[0]
+            for other in static[1:]:
+                plan.warnings.append(
+                    f"network: {other.connection} also had a static address "
+                    f"({other.addresses[0][0]}); the guest gets one NIC, so it is not re-applied"
+                )
+    if settings is None or opts.no_firstboot:
+        plan.network["firstboot"] = None
+        if settings is not None:
+            plan.warnings.append(
+                f"--no-firstboot: set {settings.addresses[0][0]} on the new adapter by hand"
+            )
+        return
+    if opts.keep_nics:
+        plan.warnings.append(
+            "--keep-nics: the hidden physical adapter keeps its address, so it is not "
+            "re-applied to the new one"
+        )
+        plan.network["firstboot"] = None
+        return
+    if settings.dns_suffix:
+        plan.warnings.append(
+            f"network: the connection DNS suffix {settings.dns_suffix!r} is not re-applied "
+            "(netsh cannot set it); set it in the adapter's advanced TCP/IP settings"
+        )
+    g = job.g
+    from .guest import files as gfiles
+
+    sr = job.g.inspect_get_windows_systemroot(job.root_device)
+    gpo = f"{sr}/{firstboot.GPO_DIR}"
+    gpt_path, ini_path = f"{gpo}/gpt.ini", f"{gpo}/Machine/Scripts/scripts.ini"
+    gpt_real, ini_real = gfiles.resolve(g, gpt_path), gfiles.resolve(g, ini_path)
+    gpt_old = firstboot.decode_ini(g.read_file(gpt_real)) if gpt_real else None
+    ini_old = firstboot.decode_ini(g.read_file(ini_real)) if ini_real else None
+    ini_text, _added = firstboot.scripts_ini(ini_old)
+    kept = _kept_connection_names(system, bootable[0], nics) if bootable else []
+    major, minor = (job.g.inspect_get_major_version(job.root_device),
+                    job.g.inspect_get_minor_version(job.root_device))
+    script = firstboot.script(settings, keep_names=kept, owns_scripts_ini=ini_real is None,
+                              rename=(major, minor) != (5, 0))
+    outputs = [
+        (gpt_path, firstboot.gpt_ini(gpt_old).encode("ascii", "replace"),
+         "local GPO version bumped, Scripts extension listed ([MS-GPOL] 3.3.5.4)"),
+        (ini_path, firstboot.encode_utf16(ini_text),
+         "[Startup] entry for the first-boot script ([MS-GPSCR] 2.2.2)"),
+        (f"{gpo}/Machine/Scripts/Startup/{firstboot.SCRIPT_NAME}", script.encode("ascii"),
+         f"re-applies {settings.addresses[0][0]} to the new adapter at startup, then "
+         "removes itself"),
+    ]
+    work = job.scratch() / "firstboot"
+    work.mkdir(parents=True, exist_ok=True)
+    for guest_path, data, why in outputs:
+        local = work / guest_path.rsplit("/", 1)[1]
+        local.write_bytes(data)
+        plan.files.append(FileWrite(
+            step="firstboot", guest_path=guest_path, action="write", origin="generated",
+            version=None, machine=None, sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data), reason=why, local=str(local),
+        ))
+    plan.network["firstboot"] = {
+        "connection": settings.connection, "addresses": settings.addresses,
+        "gateways": settings.gateways, "dns": settings.dns, "wins": settings.wins,
+        "source": settings.source, "keep_names": kept,
+        "log": "%SystemRoot%\\p2vimage-firstboot.log",
+    }
+
+
+def _kept_connection_names(system, cs: str, dropped: list) -> list[str]:
+    """Connection names of the adapters that stay (software ones): never the new NIC."""
+    from .windows import classes
+
+    gone = {n.guid.upper() for n in dropped}
+    net = system.node(f"{cs}\\Control\\Network\\{classes.NET}")
+    names = []
+    if net is None:
+        return names
+    for guid, node in system.iter_children(net):
+        if guid.upper() in gone:
+            continue
+        name = system.get_str(system.node("Connection", node), "Name")
+        if name and not any(c in name for c in '"%\r\n^&|<>!'):
+            names.append(name)
+    return names
 
 
 def _no_virtio_message(insp: Inspection, driver: str | None, media: VirtioMedia | None,
@@ -352,7 +512,13 @@ def _apply(plan: Plan, job: Job) -> None:
         hive = job.hive(e.hive)
         node = hive.ensure_key(e.path)
         e.changed = hive.set_value(node, e.name, e.type, e.value)
-    job.commit_hives()
+    for d in plan.deletions:
+        hive = job.hive(d.hive)
+        node = hive.node(d.path)
+        d.changed = node is not None
+        if node is not None:
+            hive.delete_key(node)
+    job.commit_hives()  # one commit per hive: every edit lands, or none does
     for b in plan.boot_sectors:
         bs = bytearray(g.pread_device(b.device, geometry.SECTOR, 0))
         total = geometry.read_ntfs_geometry(bytes(bs))["total"]
@@ -410,6 +576,7 @@ def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path
         firmware=insp.firmware or "bios",
         disks=[libvirt_xml.DiskSpec(str(d.resolve()), opts.format, bus) for d in disks],
         nic_model=plan.device("nic model"),
+        mac=plan.device("mac"),
         network=opts.network,
         localtime=not insp.real_time_is_universal,
         uniprocessor_hal=bool(insp.hal and insp.hal.multiprocessor is False),

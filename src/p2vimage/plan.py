@@ -39,6 +39,25 @@ class RegistryEdit:
 
 
 @dataclass
+class KeyDelete:
+    """Delete one key and everything below it (applied after every value edit)."""
+
+    step: str
+    hive: str
+    control_set: str | None
+    key: str
+    reason: str
+    changed: bool | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.control_set}\\{self.key}" if self.control_set else self.key
+
+    def describe(self) -> str:
+        return f"delete {self.hive}\\{self.path}"
+
+
+@dataclass
 class BootSectorEdit:
     """Little-endian integer fields of a partition's boot sector (and its NTFS backup)."""
 
@@ -102,11 +121,13 @@ class DeviceChoice:
 @dataclass
 class Plan:
     registry: list[RegistryEdit] = field(default_factory=list)
+    deletions: list[KeyDelete] = field(default_factory=list)
     boot_sectors: list[BootSectorEdit] = field(default_factory=list)
     files: list[FileWrite] = field(default_factory=list)
     devices: list[DeviceChoice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     virtio: dict[str, Any] | None = None  # media, chosen packages, rejections (virtio step)
+    network: dict[str, Any] | None = None  # physical NICs dropped/kept, their settings, MAC
 
     def set_value(
         self,
@@ -122,6 +143,10 @@ class Plan:
         self.registry.append(
             RegistryEdit(step, hive, control_set, key, name, vtype, value, reason)
         )
+
+    def delete_key(self, step: str, hive: str, control_set: str | None, key: str,
+                   reason: str) -> None:
+        self.deletions.append(KeyDelete(step, hive, control_set, key, reason))
 
     def choose(self, what: str, value: str, reason: str) -> None:
         self.devices = [d for d in self.devices if d.what != what]
@@ -142,6 +167,9 @@ class Plan:
     def render(self) -> list[str]:
         lines = ["Plan:"]
         lines += _render_registry(self.registry)
+        for d in self.deletions:
+            mark = {True: "deleted", False: "already gone", None: "planned"}[d.changed]
+            lines.append(f"  [{d.step}] {d.describe()}  ({mark}; {d.reason})")
         for b in self.boot_sectors:
             mark = {True: "changed", False: "unchanged", None: "planned"}[b.changed]
             lines.append(f"  [{b.step}] {b.describe()}  ({mark}; {b.reason})")

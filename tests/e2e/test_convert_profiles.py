@@ -6,8 +6,11 @@ outputs back.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,8 +23,9 @@ from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ, ControlSets
 from p2vimage.sources.image import open_source
 from p2vimage.virtio.media import open_media
-from p2vimage.windows import mergeide
+from p2vimage.windows import firstboot, mergeide
 from p2vimage.windows.geometry import seabios_heads
+from p2vimage.windows.nics import physical_nics
 from p2vimage.windows.pe import read_pe, version_str
 from tests.conftest import origin_bytes
 
@@ -91,7 +95,10 @@ def results(images, isos, tmp_path_factory) -> dict:
         for n in NAMES
     }
     readback: dict = {}
-    with Job([open_source(out / f"{n}.qcow2") for n in NAMES]) as job:
+    # One appliance: the outputs (sda..), then the sources read-only (for before/after).
+    drives = [open_source(out / f"{n}.qcow2") for n in NAMES] + [
+        open_source(images[n]) for n in NAMES]
+    with Job(drives) as job:
         for i, n in enumerate(NAMES):
             p = profiles.PROFILES[n]
             part = 3 if p.firmware == "uefi" else 2 if p.layout == "nt6" else 1
@@ -129,11 +136,44 @@ def results(images, isos, tmp_path_factory) -> dict:
                 drivers[name] = g.read_file(files.resolve(g, f"{sr}/system32/drivers/{name}"))
                 origins[name] = origin_bytes(g, f["origin"], name, tmp)
             virtio = _virtio_readback(job, p, sr)
+            network = _network_readback(job, p, sr, reports[n], tmp / f"{n}-after.hive")
             job.g.umount_all()
             boot = job.g.pread_device(job.root_device, 512, 0)
             readback[n] = {"regs": regs, "boot": boot, "ide": ide, "drivers": drivers,
-                           "origins": origins, "virtio": virtio}
+                           "origins": origins, "virtio": virtio, "network": network}
+        for i, n in enumerate(NAMES):  # the sources' SYSTEM hives, for the comparison
+            p = profiles.PROFILES[n]
+            part = 3 if p.firmware == "uefi" else 2 if p.layout == "nt6" else 1
+            job.use_root(f"/dev/sd{chr(ord('a') + len(NAMES) + i)}{part}")
+            job.mount_root()
+            before = tmp / f"{n}-before.hive"
+            shutil.copyfile(job.hive("SYSTEM").path, before)
+            readback[n]["network"]["before"] = before
     return {"reports": reports, "readback": readback, "dir": out}
+
+
+def _network_readback(job, p, sr: str, report, hive_copy: Path) -> dict:
+    g = job.g
+    system = job.hive("SYSTEM")
+    shutil.copyfile(system.path, hive_copy)
+    cs_names = [ControlSets.name(c) for c in sorted(set(p.select)) if c in p.control_sets]
+    gpo = files.resolve(g, f"{sr}/System32/GroupPolicy")
+    fb = {}
+    if gpo:
+        for rel in ("gpt.ini", "Machine/Scripts/scripts.ini",
+                    f"Machine/Scripts/Startup/{firstboot.SCRIPT_NAME}"):
+            real = files.resolve(g, f"{gpo}/{rel}")
+            fb[rel] = g.read_file(real) if real else None
+    return {
+        "after": hive_copy,
+        "left": {cs: physical_nics(system, cs) for cs in cs_names},
+        "services": {
+            cs: {svc: system.get(system.node(f"{cs}\\Services\\{svc}"), "Start")
+                 for svc in report.plan["network"]["disabled_services"]}
+            for cs in cs_names
+        },
+        "firstboot": fb,
+    }
 
 
 def _virtio_readback(job, p, sr: str) -> dict:
@@ -411,3 +451,83 @@ def test_second_run_with_virtio_changes_nothing(results, isos, tmp_path) -> None
     changed = [e for e in report.plan["registry"] if e["changed"]]
     assert changed == [], changed[:3]
     assert not any(f["changed"] for f in report.plan["files"])
+
+
+def _export(path: Path) -> dict[str, str]:
+    out = subprocess.run(["hivexregedit", "--export", str(path), "\\"], capture_output=True,
+                         check=True).stdout.decode("utf-8", "replace")
+    blocks = {}
+    for block in out.split("\n\n"):
+        m = re.match(r"\[([^\]]*)\]\n?(.*)", block.strip(), re.S)
+        if m:
+            blocks[m.group(1).lower()] = m.group(2)
+    return blocks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_physical_nics_dropped_on_output(results, name: str) -> None:
+    """Every stale key gone in every bootable control set; the captured settings equal the
+    fixture's; every key the plan did not name is exactly as in the source hive."""
+    report = results["reports"][name]
+    net = results["readback"][name]["network"]
+    p = profiles.PROFILES[name]
+    captured = {n["guid"].upper(): n for n in report.plan["network"]["nics"]}
+    for fx in p.nics:  # the fixture's NICs (the real hives add their own)
+        got = captured[fx.guid.upper()]
+        assert got["connection_name"] == fx.connection and got["dhcp"] == fx.dhcp
+        assert got["driver_service"].lower() == fx.service.lower()
+        if not fx.dhcp:
+            assert got["ip_addresses"] == list(fx.ip) and got["subnet_masks"] == list(fx.mask)
+            assert got["gateways"] == list(fx.gateway) and got["dns_servers"] == list(fx.dns)
+            assert got["wins_servers"] == list(fx.wins)
+            assert (got["dns_suffix"] or "") == fx.domain
+        assert (got["mac"] or None) == (fx.mac.lower() if fx.mac else None)
+    assert all(left == [] for left in net["left"].values()), net["left"]
+    for cs, starts in net["services"].items():
+        assert starts and all(v == 4 for v in starts.values()), (cs, starts)
+    # Nothing else changed: compare the whole hive, key by key, before and after.
+    before, after = _export(net["before"]), _export(net["after"])
+    gone = [f"\\{d['control_set']}\\{d['key']}".lower() if d["control_set"] else
+            f"\\{d['key']}".lower() for d in report.plan["deletions"] if d["hive"] == "SYSTEM"]
+    edited = {(f"\\{e['control_set']}\\{e['key']}" if e["control_set"] else
+               f"\\{e['key']}").lower() for e in report.plan["registry"] if e["hive"] == "SYSTEM"}
+    assert gone
+    for key, values in before.items():
+        if any(key == g or key.startswith(g + "\\") for g in gone):
+            assert key not in after, key
+        elif key not in edited:
+            assert after.get(key) == values, key
+    for key in set(after) - set(before):  # new keys only where the plan put values
+        assert key in edited or any(k.startswith(key + "\\") for k in edited), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_firstboot_files_on_output(results, name: str) -> None:
+    report = results["reports"][name]
+    fb_files = {f["guest_path"].split("GroupPolicy/", 1)[1]: f for f in report.plan["files"]
+                if f["step"] == "firstboot"}
+    got = results["readback"][name]["network"]["firstboot"]
+    # Static NICs as captured (the real hives of the 7 and 2019 profiles bring their own).
+    statics = [n for n in report.plan["network"]["nics"]
+               if n["dhcp"] is False and n["ip_addresses"]]
+    if not statics:
+        assert fb_files == {} and report.plan["network"]["firstboot"] is None
+        return
+    assert sorted(fb_files) == sorted(got)
+    for rel, f in fb_files.items():
+        assert got[rel] is not None and hashlib.sha256(got[rel]).hexdigest() == f["sha256"], rel
+    ini = got["Machine/Scripts/scripts.ini"]
+    assert ini[:2] == b"\xff\xfe"
+    assert firstboot.decode_ini(ini) == ("[Startup]\r\n0CmdLine=p2vimage-firstboot.cmd\r\n"
+                                         "0Parameters=\r\n")
+    gpt = got["gpt.ini"].decode("ascii")
+    assert f"gPCMachineExtensionNames=[{firstboot.SCRIPTS_CSE}]" in gpt and "Version=1" in gpt
+    script = got[f"Machine/Scripts/Startup/{firstboot.SCRIPT_NAME}"].decode("ascii")
+    first = statics[0]
+    assert f'set "CONN={first["connection_name"]}"' in script
+    gw = f" {first['gateways'][0]} 1" if first["gateways"] else " none"
+    assert f"static {first['ip_addresses'][0]} {first['subnet_masks'][0]}{gw}" in script
+    assert "\r\n" in script
+    assert report.plan["network"]["firstboot"]["connection"] == first["connection_name"]
