@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static address for the new NIC (default: the captured one)")
     c.add_argument("--no-firstboot", action="store_true",
                    help="do not re-apply the static address at the first boot")
-    c.add_argument("--smbios", metavar="FILE")
+    c.add_argument("--smbios", metavar="FILE",
+                   help="SMBIOS strings of the physical machine (dmidecode -t 0,1 or JSON)")
+    c.add_argument("--disable-vendor-services", action="store_true",
+                   help="set hardware vendors' agents (RAID, teaming, monitoring) to Start=4")
     c.add_argument("--xml", metavar="OUT.xml", help="domain XML path (default: OUT.xml)")
     c.add_argument("--report", metavar="OUT.json", help="report path (default: OUT.json)")
     c.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
@@ -121,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options of the synopsis whose step is not built yet: refused, never silently ignored.
-_NOT_YET = {
-    "smbios": ("--smbios", "network identity"),
-}
+_NOT_YET: dict[str, tuple[str, str]] = {}
 
 
 def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
@@ -157,6 +158,8 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         mac=args.mac,
         ip=list(args.ip or ()),
         no_firstboot=args.no_firstboot,
+        smbios=Path(args.smbios) if args.smbios else None,
+        disable_vendor_services=args.disable_vendor_services,
     )
     plan = getattr(report, "_plan", None)
     doc = report.to_dict()

@@ -40,6 +40,7 @@ from .windows import (
     firstboot,
     geometry,
     ide_drivers,
+    leftovers,
     mergeide,
     nic_removal,
 )
@@ -75,6 +76,8 @@ class ConvertOptions:
     mac: str | None = None
     ip: list[str] = field(default_factory=list)
     no_firstboot: bool = False
+    smbios: Path | None = None
+    disable_vendor_services: bool = False
 
 
 @dataclass
@@ -154,6 +157,8 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
         libvirt_xml.parse_mac(opts.mac)
     for spec in opts.ip:
         firstboot.parse_ip_option(spec)
+    if opts.smbios is not None:
+        libvirt_xml.check_smbios(leftovers.read_smbios(Path(opts.smbios)))
     if opts.ip and opts.no_firstboot:
         raise UsageError("--ip and --no-firstboot contradict each other")
     known = {n.lower() for n in mergeide.DRIVER_FILES}
@@ -317,6 +322,16 @@ def _plan_network(plan: Plan, job: Job, system, bootable: list[str],
         plan.choose("mac", mac, f"--keep-mac: {recorded[0].description}'s NetworkAddress")
     plan.network["mac"] = mac
     _plan_firstboot(plan, job, system, bootable, opts, nics)
+    vendor = leftovers.plan_vendor_services(plan, system, bootable, opts.disable_vendor_services)
+    plan.network["vendor_services"] = [dataclasses.asdict(v) for v in vendor]
+    oem = leftovers.oem_activation(job.hive("SOFTWARE"))
+    plan.network["oem_product_id"] = oem
+    if oem and opts.smbios is None:
+        plan.warnings.append(
+            f"OEM-licensed installation (product ID {oem}): activation is tied to the "
+            "physical machine's BIOS; pass its SMBIOS strings with --smbios FILE "
+            "(dmidecode -t 0,1 output) or be ready to reactivate"
+        )
 
 
 def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: ConvertOptions,
@@ -364,8 +379,7 @@ def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: Con
             "(netsh cannot set it); set it in the adapter's advanced TCP/IP settings"
         )
     g = job.g
-    from .guest import files as gfiles
-
+    gfiles = files
     sr = job.g.inspect_get_windows_systemroot(job.root_device)
     gpo = f"{sr}/{firstboot.GPO_DIR}"
     gpt_path, ini_path = f"{gpo}/gpt.ini", f"{gpo}/Machine/Scripts/scripts.ini"
@@ -577,6 +591,7 @@ def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path
         disks=[libvirt_xml.DiskSpec(str(d.resolve()), opts.format, bus) for d in disks],
         nic_model=plan.device("nic model"),
         mac=plan.device("mac"),
+        smbios=leftovers.read_smbios(Path(opts.smbios)) if opts.smbios else None,
         network=opts.network,
         localtime=not insp.real_time_is_universal,
         uniprocessor_hal=bool(insp.hal and insp.hal.multiprocessor is False),

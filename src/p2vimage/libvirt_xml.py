@@ -297,6 +297,11 @@ def _check_choice(what: str, value: object, choices: tuple[str, ...]) -> None:
         raise UsageError(f"bad {what} {value!r}: expected one of {', '.join(choices)}")
 
 
+def check_smbios(smbios: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Public form of the SMBIOS check: raise UsageError before any work is done."""
+    return _check_smbios(smbios)
+
+
 def _check_smbios(smbios: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """Validate SMBIOS strings against what libvirt accepts; return the non-empty ones."""
     canonical = {k.lower(): k for k in _SMBIOS_KEYS}

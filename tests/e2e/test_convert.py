@@ -196,7 +196,7 @@ def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:
         (["--vcpus", "0"], "--vcpus"),
         (["--network", "wifi"], "network"),
         (["--size", "12Q"], "--size"),
-        (["--smbios", "x.txt"], "not available yet"),
+        (["--smbios", "/nonexistent/dmi.txt"], "--smbios"),
         (["--mac", "zz:11"], "MAC"),
         (["--ip", "LAN=1.2.3.4"], "--ip"),
         (["--ip", "LAN=1.2.3.4/8", "--no-firstboot"], "contradict"),

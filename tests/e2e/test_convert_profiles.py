@@ -89,9 +89,14 @@ WINNERS = {
 def results(images, isos, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("profiles")
     tmp = tmp_path_factory.mktemp("profile-readback")
+    dmi = tmp / "dmidecode.txt"  # the HP box's SMBIOS strings, as dmidecode printed them
+    dmi.write_text("BIOS Information\n\tVendor: HP\n\tVersion: P56\n\tRelease Date: "
+                   "01/24/2008\nSystem Information\n\tManufacturer: HP\n\tProduct Name: "
+                   "ProLiant DL380 G5\n\tSerial Number: CZC8123XYZ\n")
+    extra = {"win2003r2-x64": {"smbios": dmi, "disable_vendor_services": True}}
     reports = {
         n: p2vimage.convert(images[n], out / f"{n}.qcow2",
-                            virtio_win=isos[(CASES[n][0], CASES[n][1])])
+                            virtio_win=isos[(CASES[n][0], CASES[n][1])], **extra.get(n, {}))
         for n in NAMES
     }
     readback: dict = {}
@@ -173,6 +178,11 @@ def _network_readback(job, p, sr: str, report, hive_copy: Path) -> dict:
             for cs in cs_names
         },
         "firstboot": fb,
+        "vendor": {
+            cs: {v["name"]: system.get(system.node(f"{cs}\\Services\\{v['name']}"), "Start")
+                 for v in report.plan["network"]["vendor_services"]}
+            for cs in cs_names
+        },
     }
 
 
@@ -531,3 +541,25 @@ def test_firstboot_files_on_output(results, name: str) -> None:
     assert f"static {first['ip_addresses'][0]} {first['subnet_masks'][0]}{gw}" in script
     assert "\r\n" in script
     assert report.plan["network"]["firstboot"]["connection"] == first["connection_name"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_hardware_leftovers(results, name: str) -> None:
+    """The HP profile: vendor agents disabled on request, OEM licence noted, its SMBIOS
+    strings in the XML; the others have none of that."""
+    report = results["reports"][name]
+    net = report.plan["network"]
+    root = etree.parse(report.xml).getroot()
+    if name == "win2003r2-x64":
+        assert sorted(v["name"] for v in net["vendor_services"]) == ["CpqTeam", "CqMgServ"]
+        for cs, starts in results["readback"][name]["network"]["vendor"].items():
+            assert starts == {"CpqTeam": 4, "CqMgServ": 4}, cs
+        assert net["oem_product_id"] == "69713-OEM-0011903-00102"
+        assert not any("OEM-licensed" in w for w in report.warnings)  # --smbios was given
+        assert root.findtext("sysinfo/system/entry[@name='product']") == "ProLiant DL380 G5"
+        assert root.findtext("sysinfo/bios/entry[@name='date']") == "01/24/2008"
+        assert root.find("os/smbios").get("mode") == "sysinfo"
+    else:
+        assert net["vendor_services"] == [] and net["oem_product_id"] is None
+        assert root.find("sysinfo") is None

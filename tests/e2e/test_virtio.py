@@ -6,6 +6,7 @@ The conversions with virtio-win ISOs and their read-back are in ``test_convert_p
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def test_windows_2000_and_bad_media(images, iso, tmp_path) -> None:
     assert r.returncode == 3 and "not a readable ISO 9660 image" in r.stderr
     assert r.stderr.count("\n") == 1 and time.monotonic() - t0 < 5
     assert list(out.iterdir()) == [] and sha256(src) == before
+
+
+def test_oem_and_vendor_services_are_reported(images, tmp_path) -> None:
+    """Without --smbios/--disable-vendor-services: warnings only, nothing disabled."""
+    r = run_cli("convert", str(images["win2003r2-x64"]), "-o", str(tmp_path / "x.qcow2"),
+                "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert any("OEM-licensed installation (product ID 69713-OEM-0011903-00102)" in w
+               and "--smbios" in w for w in doc["warnings"])
+    assert any("CpqTeam (HP NIC teaming)" in w and "--disable-vendor-services" in w
+               for w in doc["warnings"])
+    assert not [e for e in doc["plan"]["registry"] if e["step"] == "disable-vendor-services"]
