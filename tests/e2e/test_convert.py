@@ -81,6 +81,10 @@ def test_outputs_and_report(converted) -> None:
     assert {d["what"]: d["value"] for d in doc["plan"]["devices"]} == {
         "machine": "pc", "disk bus": "ide", "nic model": "rtl8139"
     }
+    # No --virtio-win is not an error: the fallback is stated with its reason.
+    reasons = {d["what"]: d["reason"] for d in doc["plan"]["devices"]}
+    assert reasons["disk bus"].startswith("no --virtio-win given")
+    assert reasons["nic model"].startswith("no --virtio-win")
     assert set(doc["phases"]) == {"inspect", "plan", "apply", "copy"}
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
                                       str(converted["disk"])], capture_output=True,

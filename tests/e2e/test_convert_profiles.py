@@ -93,7 +93,9 @@ def results(images, isos, tmp_path_factory) -> dict:
     dmi.write_text("BIOS Information\n\tVendor: HP\n\tVersion: P56\n\tRelease Date: "
                    "01/24/2008\nSystem Information\n\tManufacturer: HP\n\tProduct Name: "
                    "ProLiant DL380 G5\n\tSerial Number: CZC8123XYZ\n")
-    extra = {"win2003r2-x64": {"smbios": dmi, "disable_vendor_services": True}}
+    extra = {"win2003r2-x64": {"smbios": dmi, "disable_vendor_services": True},
+             # XP boots on IDE (virtio staged for Plug and Play only): the --bus ide path
+             "winxp-x86": {"bus": "ide"}}
     reports = {
         n: p2vimage.convert(images[n], out / f"{n}.qcow2",
                             virtio_win=isos[(CASES[n][0], CASES[n][1])], **extra.get(n, {}))
@@ -264,6 +266,9 @@ def test_profile_conversion(results, name: str) -> None:
         assert (bus, nic) == ("ide", "rtl8139")
         assert any("no drivers for Microsoft Windows 2000" in w for w in report.warnings)
         assert report.virtio is None and not root.findall("devices/disk[@device='cdrom']")
+    elif name == "winxp-x86":  # --bus ide with the ISO: IDE boot, NetKVM for PnP
+        assert (bus, nic) == ("ide", "virtio")
+        assert report.virtio["boot_driver"] is None
     else:
         assert (bus, nic) == ("virtio", "virtio")
     out = Path(report.outputs[0])
@@ -374,13 +379,22 @@ def _driver_database(system, g, sr) -> dict:
     }
 
 
+STEMS = {"viostor": "viostor", "vioscsi": "vioscsi", "netkvm": "netkvm",
+         "balloon": "balloon", "vioserial": "vioser", "viorng": "viorng"}
+
+
 def _expected_stage(media, folders: dict[str, str]) -> dict[str, bytes]:
+    """Each chosen package's own .inf/.sys/.cat and the KMDF co-installer its INF needs
+    (not the .pdb, docs, or tools such as netkvmco.dll that the INF does not install)."""
     out: dict[str, bytes] = {}
-    for folder in folders.values():
+    for driver, folder in folders.items():
         for rel in media.list():
-            if rel.rsplit("/", 1)[0].lower() == folder.lower() and rel.lower().endswith(
-                    PNP_SUFFIXES):
-                out.setdefault(rel.rsplit("/", 1)[1].lower(), media.read(rel))
+            if rel.rsplit("/", 1)[0].lower() != folder.lower():
+                continue
+            base = rel.rsplit("/", 1)[1].lower()
+            own = base.rsplit(".", 1)[0] == STEMS[driver] and base.endswith(PNP_SUFFIXES)
+            if own or base.startswith("wdfcoinstaller"):
+                out.setdefault(base, media.read(rel))
     return out
 
 
@@ -399,7 +413,9 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     with open_media(isos[(layout, variant)]) as media:
         sys_rel = next(r for r in media.list() if r.lower() == f"{folders['viostor']}/viostor.sys"
                        .lower())
-        assert back["viostor"] == media.read(sys_rel)
+        # In System32\drivers only when it is the boot driver (XP here boots on IDE).
+        boot = report.virtio["boot_driver"] == "viostor"
+        assert back["viostor"] == (media.read(sys_rel) if boot else None)
         expected = _expected_stage(media, folders)
         inf_bytes = media.read(next(r for r in media.list()
                                     if r.lower() == f"{folders['viostor']}/viostor.inf".lower()))
@@ -409,7 +425,13 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     assert "%SystemRoot%\\Drivers\\VirtIO" in back["devicepath"].split(";")
     assert back["devicepath"].lower().startswith("%systemroot%\\inf")
     nt8 = p.firmware == "uefi"  # the 2019 profile: DriverDatabase
+    boots_virtio = report.virtio["boot_driver"] == "viostor"
     for cs, r in back["regs"].items():
+        # Found New Hardware wizard: 2003 and XP x64 in SYSTEM, XP in SOFTWARE policies.
+        assert r["suppress_ui"] == (1 if p.version == "5.2" else None)
+        if not boots_virtio:  # --bus ide: viostor is staged for PnP only, not registered
+            assert r["service"] is None and r["cddb"] == {}, cs
+            continue
         svc = r["service"]
         assert svc is not None, cs
         assert (svc["Type"].type, svc["Type"].value) == (REG_DWORD, 1)
@@ -425,8 +447,6 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
                 assert r["cddb"][k][0] == "viostor" and r["cddb"][k][1].upper() == SCSI
             modern = report.virtio["modern_ids"]["viostor"]
             assert ("pci#ven_1af4&dev_1042" in r["cddb"]) == modern
-        # Found New Hardware wizard: 2003 and XP x64 in SYSTEM, XP in SOFTWARE policies.
-        assert r["suppress_ui"] == (1 if p.version == "5.2" else None)
     assert back["suppress_hw"] == (1 if p.version == "5.1" else None)
     if nt8:
         dd = back["dd"]
@@ -439,14 +459,16 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     else:
         assert back["dd"] is None
     root = etree.parse(report.xml).getroot()
-    assert root.find("devices/disk[@device='disk']/target").get("bus") == "virtio"
+    assert root.find("devices/disk[@device='disk']/target").get("bus") == (
+        "virtio" if boots_virtio else "ide")
     assert root.find("devices/interface/model").get("type") == "virtio"
     assert root.find("devices/memballoon").get("model") == "virtio"
     cd = root.find("devices/disk[@device='cdrom']/source")
     assert cd is not None and Path(cd.get("file")) == isos[(layout, variant)].resolve()
     assert root.find("os/type").get("machine").startswith("q35" if nt8 else "pc")
     devs = {d["what"]: d["value"] for d in report.plan["devices"]}
-    assert devs["disk bus"] == "virtio-blk" and devs["nic model"] == "virtio"
+    assert devs["disk bus"] == ("virtio-blk" if boots_virtio else "ide")
+    assert devs["nic model"] == "virtio"
     # NT 5.x keep the IDE fallback (KB314082) even on virtio.
     assert any(e["step"] == "mergeide-cddb" for e in report.plan["registry"]) == (
         p.layout == "nt5")

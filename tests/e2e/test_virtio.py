@@ -53,3 +53,27 @@ def test_oem_and_vendor_services_are_reported(images, tmp_path) -> None:
     assert any("CpqTeam (HP NIC teaming)" in w and "--disable-vendor-services" in w
                for w in doc["warnings"])
     assert not [e for e in doc["plan"]["registry"] if e["step"] == "disable-vendor-services"]
+
+
+def test_ip_for_unknown_connection_is_exit_2(images, tmp_path) -> None:
+    r = run_cli("convert", str(images["win2003-x86"]), "-o", str(tmp_path / "x.qcow2"),
+                "--ip", "Nope=10.0.0.5/24,gw=10.0.0.1")
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "no connection named 'Nope'" in last and "'Local Area Connection'" in last
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nt5_x64_with_bus_ide(images, tmp_path) -> None:
+    """The 2003 x64 profile on --bus ide: amd64 IDE drivers planned, no error, IDE in the plan."""
+    r = run_cli("convert", str(images["win2003r2-x64"]), "-o", str(tmp_path / "x.qcow2"),
+                "--bus", "ide", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    devs = {d["what"]: d["value"] for d in doc["plan"]["devices"]}
+    assert devs["disk bus"] == "ide"
+    ide = {f["guest_path"].rsplit("/", 1)[1]: f for f in doc["plan"]["files"]
+           if f["step"] == "ide-drivers"}
+    assert sorted(ide) == ["atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys"]
+    assert all(f["machine"] == "x64" for f in ide.values())
+    assert ide["pciide.sys"]["action"] == "keep"

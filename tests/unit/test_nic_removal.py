@@ -79,3 +79,19 @@ def test_drop_on_real_hive(real_hives, tmp_path, name: str) -> None:
         assert (e.name, e.value) == ("Start", 4)
     if any(found.values()):
         assert plan.deletions
+
+
+def test_dangling_references_are_reported(real_hives, tmp_path) -> None:
+    """A Class entry whose Tcpip interface is gone: still dropped, the gap reported."""
+    path = tmp_path / "SYSTEM"
+    shutil.copyfile(real_hives["dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"], path)
+    hive = Hive(path, write=True)
+    (nic,) = physical_nics(hive, "ControlSet001")
+    hive.delete_key(hive.node(
+        f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid}"))
+    plan = Plan()
+    dropped = nic_removal.plan_drop_nics(plan, hive, None, ["ControlSet001", "ControlSet003"])
+    assert dropped.dangling == [
+        f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid} (for {nic.guid})"
+    ]
+    assert any(d.key.startswith("Control\\Class\\") for d in plan.deletions)

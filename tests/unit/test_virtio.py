@@ -246,3 +246,24 @@ def test_driver_database_on_real_win10_hive(real_hives, isos, tmp_path) -> None:
     names = back.child_names(back.node("DriverDatabase\\DriverPackages"))
     ours = [n for n in names if n.startswith("viostor.inf_")]
     assert len(ours) == 1 and re.fullmatch(r"viostor\.inf_amd64_[0-9a-f]{16}", ours[0])
+
+
+def test_device_path_default_when_missing(tmp_path) -> None:
+    from fixtures.hivebuild import build_hive, esz, sz
+    from p2vimage.virtio import stage
+
+    bare = build_hive(tmp_path / "SOFTWARE", {"Microsoft\\Windows\\CurrentVersion": {
+        "ProgramFilesDir": sz("C:\\Program Files")}}, hive_name="SOFTWARE")
+    plan = Plan()
+    stage.plan_device_path(plan, Hive(bare))
+    (e,) = plan.registry
+    assert (e.hive, e.key, e.name, e.type) == (
+        "SOFTWARE", "Microsoft\\Windows\\CurrentVersion", "DevicePath", 2)
+    assert e.value == "%SystemRoot%\\inf;%SystemRoot%\\Drivers\\VirtIO"
+    # Already there (any case): kept once, order unchanged.
+    there = build_hive(tmp_path / "SOFT2", {"Microsoft\\Windows\\CurrentVersion": {
+        "DevicePath": esz("%SystemRoot%\\inf;C:\\Drivers;%systemroot%\\drivers\\virtio")}},
+        hive_name="SOFTWARE")
+    plan = Plan()
+    stage.plan_device_path(plan, Hive(there))
+    assert plan.registry[0].value == "%SystemRoot%\\inf;C:\\Drivers;%systemroot%\\drivers\\virtio"

@@ -156,12 +156,43 @@ def choose(
             services = info.services(model.install, arch)
             sel.packages[key] = Package(
                 driver=key, folder=folder, inf_path=rel, os_code=os_code, inf=info,
-                model=model, files=sorted(by_folder.get(folder, [])), sys_file=sys_file,
+                model=model, files=package_files(info, rel, by_folder.get(folder, [])),
+                sys_file=sys_file,
                 sys_version=sys_version, service=services[0] if services else None,
                 modern=info.claims(arch, version, modern_id) is not None,
             )
             break
     return sel
+
+
+def package_files(info: inf_mod.Inf, inf_rel: str, folder_files: list[str]) -> list[str]:
+    """The files of *this* package in its folder: the INF, its catalog and what
+    ``[SourceDisksFiles*]`` lists (co-installers included).  A flat ``<arch>/<os>/`` folder
+    holds several drivers, so the folder alone would drag the others along."""
+    names = {inf_rel.rsplit("/", 1)[-1].lower()}
+    if info.catalog:
+        names.add(info.catalog.lower())
+    for section, lines in info.sections.items():
+        if not section.startswith("sourcedisksfiles"):
+            continue
+        for line in lines:
+            key, _value = inf_mod.split_key(line)
+            name = inf_mod.unquote(info.subst(key if key is not None else line))
+            if name:
+                names.add(name.lower())
+    for section in info.sections:  # CopyFiles targets, for INFs without SourceDisksFiles
+        for k, v in info.entries(section):
+            if k is not None and k.lower() == "copyfiles":
+                for item in inf_mod.split_fields(info.subst(v)):
+                    if item.startswith("@"):
+                        names.add(item[1:].lower())
+                    else:
+                        for kk, vv in info.entries(item):
+                            first = inf_mod.split_fields(info.subst(vv if kk is None else kk))
+                            if first and first[0]:
+                                names.add(first[0].lower())
+    chosen = [f for f in folder_files if f.rsplit("/", 1)[-1].lower() in names]
+    return sorted(chosen or folder_files)
 
 
 def _check(media: VirtioMedia, rel: str, arch: str, version: tuple[int, int], device: str):

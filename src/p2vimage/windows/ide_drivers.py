@@ -96,7 +96,7 @@ def _cabinet_order(in_dir: list[str], index: dict[str, list[str]]) -> list[str]:
 
 def search(
     g: Any, systemroot: str, arch: str | None, names: Sequence[str], workdir: Path,
-    extra_files: Iterable[Path] = (),
+    extra_files: Iterable[Path] = (), *, strict: bool = True,
 ) -> Search:
     """Collect every copy of ``names`` in the guest (and ``extra_files``) into ``workdir``."""
     wanted = [n.lower() for n in names]
@@ -144,17 +144,20 @@ def search(
         local_cab = files.download(g, guest_cab, workdir / "cabs" / cab_name)
         try:
             members = {e.name.lower(): e.name for e in cabs.list_cabinet(local_cab)}
+            here = [n for n in wanted if n in members]
+            out = cabs.extract(local_cab, here, stage / f"cab-{rank}") if here else {}
         except cabs.CabinetError as exc:
-            raise cabs.CabinetError(files.windows_path(guest_cab), str(exc.args[-1])) from exc
-        here = [n for n in wanted if n in members]
-        if here:
-            dest = stage / f"cab-{rank}"
-            try:
-                out = cabs.extract(local_cab, here, dest)
-            except cabs.CabinetError as exc:
+            # A damaged cabinet that should hold a file for the boot path stops the job
+            # (exit 3); when IDE is only the fallback, or drvindex does not even list the
+            # cabinet, it is reported and the other copies are used.
+            if strict and listed is not None:
                 raise cabs.CabinetError(
-                    files.windows_path(guest_cab), str(exc.args[-1])
-                ) from exc
+                    files.windows_path(guest_cab), str(exc.args[-1])) from exc
+            places[-1] += f" (unreadable: {exc.args[-1]})"
+            local_cab.unlink()
+            rank += 1
+            continue
+        if here:
             for n in here:
                 add(_Copy(n, f"{files.windows_path(guest_cab)} ({members[n]})", out[n], rank))
         local_cab.unlink()
@@ -237,7 +240,7 @@ def plan_ide_drivers(
     ``required``: the guest will boot on the emulated IDE controller, so a missing file is
     an error (exit 4) naming the places searched; otherwise it is a warning.
     """
-    found = search(g, systemroot, arch, names, workdir, extra_files)
+    found = search(g, systemroot, arch, names, workdir, extra_files, strict=required)
     drivers = _drivers_dir(systemroot)
     missing: list[str] = []
     rejected: list[str] = []
@@ -263,6 +266,9 @@ def plan_ide_drivers(
                 local=None if best.existing else str(best.local),
             )
         )
+    damaged = [p for p in found.places if "(unreadable:" in p]
+    if damaged and not missing:
+        plan.warnings.append("damaged cabinet(s) skipped: " + "; ".join(damaged))
     if missing:
         msg = (
             f"{', '.join(missing)} not found in the guest (searched "
