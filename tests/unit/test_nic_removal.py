@@ -95,3 +95,31 @@ def test_dangling_references_are_reported(real_hives, tmp_path) -> None:
         f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid} (for {nic.guid})"
     ]
     assert any(d.key.startswith("Control\\Class\\") for d in plan.deletions)
+
+
+def test_malformed_ip_lists_are_captured_safely(real_hives, tmp_path) -> None:
+    """A REG_MULTI_SZ of odd length, a REG_SZ where a list belongs, junk bytes: the
+    capture does not fail and keeps what can be read; the adapter is still dropped."""
+    from p2vimage.guest.registry import REG_MULTI_SZ, REG_SZ
+
+    path = tmp_path / "SYSTEM"
+    shutil.copyfile(real_hives["dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"], path)
+    hive = Hive(path, write=True)
+    (nic,) = physical_nics(hive, "ControlSet001")
+    iface = hive.node(f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid}")
+    h = hive._h  # raw hivex: write values no well-behaved tool would
+    h.node_set_value(iface, {"key": "IPAddress", "t": REG_MULTI_SZ,
+                             "value": "10.1.2.3\0".encode("utf-16-le") + b"\x31"})
+    h.node_set_value(iface, {"key": "SubnetMask", "t": REG_SZ,
+                             "value": "255.0.0.0\0".encode("utf-16-le")})
+    h.node_set_value(iface, {"key": "DefaultGateway", "t": REG_MULTI_SZ, "value": b"\xff\xfe\x00"})
+    h.node_set_value(iface, {"key": "EnableDHCP", "t": 4, "value": b"\x00\x00\x00\x00"})
+    hive.dirty = True
+    hive.commit()
+    back = Hive(path)
+    (got,) = physical_nics(back, "ControlSet001")
+    assert got.ip_addresses[0] == "10.1.2.3" and got.subnet_masks == ["255.0.0.0"]
+    assert got.dhcp is False
+    plan = Plan()
+    nic_removal.plan_drop_nics(plan, back, None, ["ControlSet001"])
+    assert any(d.key.endswith(nic.guid) for d in plan.deletions)
