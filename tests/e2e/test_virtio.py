@@ -77,3 +77,24 @@ def test_nt5_x64_with_bus_ide(images, tmp_path) -> None:
     assert sorted(ide) == ["atapi.sys", "intelide.sys", "pciide.sys", "pciidex.sys"]
     assert all(f["machine"] == "x64" for f in ide.values())
     assert ide["pciide.sys"]["action"] == "keep"
+
+
+@pytest.mark.parametrize(("name", "code"), [("win7-x64", 0), ("winxp-x86", 4)])
+def test_bus_virtio_scsi(images, iso, tmp_path, name: str, code: int) -> None:
+    """vioscsi is the boot driver where the OS has it (7); XP never had one: exit 4."""
+    r = run_cli("convert", str(images[name]), "-o", str(tmp_path / "x.qcow2"),
+                "--virtio-win", str(iso), "--bus", "virtio-scsi", "--dry-run", "--json")
+    assert r.returncode == code, r.stderr
+    if code:
+        assert "no vioscsi for" in r.stderr.strip().splitlines()[-1]
+        return
+    doc = json.loads(r.stdout)
+    regs = {(e["control_set"], e["key"], e["name"]): e["value"] for e in doc["plan"]["registry"]
+            if e["step"] == "virtio-boot"}
+    assert regs[("ControlSet001", "Services\\vioscsi", "Start")] == 0
+    assert regs[("ControlSet001", "Services\\vioscsi\\Parameters", "BusType")] == 10
+    key = "Control\\CriticalDeviceDatabase\\pci#ven_1af4&dev_1004&subsys_00081af4&rev_00"
+    assert regs[("ControlSet001", key, "Service")] == "vioscsi"
+    boot = [f for f in doc["plan"]["files"] if f["step"] == "virtio-boot"]
+    assert [f["guest_path"].rsplit("/", 1)[1] for f in boot] == ["vioscsi.sys"]
+    assert {d["what"]: d["value"] for d in doc["plan"]["devices"]}["disk bus"] == "virtio-scsi"

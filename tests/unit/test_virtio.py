@@ -267,3 +267,30 @@ def test_device_path_default_when_missing(tmp_path) -> None:
     plan = Plan()
     stage.plan_device_path(plan, Hive(there))
     assert plan.registry[0].value == "%SystemRoot%\\inf;C:\\Drivers;%systemroot%\\drivers\\virtio"
+
+
+def test_every_inf_of_the_real_rpm_and_iso_listings_is_classified() -> None:
+    """Layouts not built as fixtures (the RPM's drivers/by-driver, by-os and flat
+    drivers/<arch>/Win*/ trees; the 1.9.45 ISO): every INF path of the real listings gets
+    the OS code and architecture its folders name."""
+    expect_os = {"win10": "w10", "win11": "w11", "win2008r2": "2k8r2", "win2012": "2k12",
+                 "win2012r2": "2k12r2", "win2016": "2k16", "win2019": "2k19",
+                 "win2022": "2k22", "win2025": "2k25", "win7": "w7", "win8": "w8",
+                 "win8.1": "w8.1"}
+    arches = {"amd64": "x64", "x86": "x86", "i386": "x86", "arm64": "arm64"}
+    seen = 0
+    for listing in ("virt-v2v-virtio-win-drivers-list.txt", "virt-v2v-virtio-win-iso-list.txt"):
+        for line in (REALDATA / "virtio-win" / listing).read_text().splitlines():
+            path = line.strip()
+            if not path.lower().endswith(".inf"):
+                continue
+            dirs = [d.lower() for d in path.split("/")[:-1]]
+            if len(dirs) < 2 or not ({dirs[-1], dirs[-2]} & set(arches)):
+                continue  # e.g. qemupciserial/, guest-agent/: not an <os>/<arch> folder
+            got = select.classify(path)
+            assert got is not None, path
+            os_dir, arch_dir = (dirs[-2], dirs[-1]) if dirs[-1] in arches else (dirs[-1], dirs[-2])
+            assert got[1] == arches[arch_dir], path
+            assert got[0] == expect_os.get(os_dir, os_dir), path
+            seen += 1
+    assert seen > 400

@@ -36,6 +36,10 @@ _ARCH = {"x86": "x86", "i386": "x86", "amd64": "x64", "x64": "x64", "arm64": "ar
 _OS_ALIASES = {
     "wxp": "xp", "wnet": "2k3", "wlh": "2k8", "vista": "2k8", "win7": "w7", "win8": "w8",
     "win8.1": "w8.1", "win10": "w10", "win11": "w11", "2k8r2": "2k8r2", "2k12r2": "2k12r2",
+    # the RPM's flat drivers/<arch>/<Win...>/ folders
+    "winxp": "xp", "win2003": "2k3", "win2008": "2k8", "win2008r2": "2k8r2", "win2012": "2k12",
+    "win2012r2": "2k12r2", "win2016": "2k16", "win2019": "2k19", "win2022": "2k22",
+    "win2025": "2k25", "win81": "w8.1",
 }
 _OS_CODES = {
     "xp", "2k3", "2k8", "2k8r2", "w7", "w8", "2k12", "w8.1", "2k12r2", "w10", "2k16", "2k19",
