@@ -44,6 +44,7 @@ from .windows import (
     mergeide,
     nic_removal,
 )
+from .windows import inf as inf_mod
 from .windows.pe import PEError, read_pe
 
 BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
@@ -379,13 +380,12 @@ def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: Con
             "(netsh cannot set it); set it in the adapter's advanced TCP/IP settings"
         )
     g = job.g
-    gfiles = files
     sr = job.g.inspect_get_windows_systemroot(job.root_device)
     gpo = f"{sr}/{firstboot.GPO_DIR}"
     gpt_path, ini_path = f"{gpo}/gpt.ini", f"{gpo}/Machine/Scripts/scripts.ini"
-    gpt_real, ini_real = gfiles.resolve(g, gpt_path), gfiles.resolve(g, ini_path)
-    gpt_old = firstboot.decode_ini(g.read_file(gpt_real)) if gpt_real else None
-    ini_old = firstboot.decode_ini(g.read_file(ini_real)) if ini_real else None
+    gpt_real, ini_real = files.resolve(g, gpt_path), files.resolve(g, ini_path)
+    gpt_old = inf_mod.decode(g.read_file(gpt_real)) if gpt_real else None
+    ini_old = inf_mod.decode(g.read_file(ini_real)) if ini_real else None
     ini_text, _added = firstboot.scripts_ini(ini_old)
     kept = _kept_connection_names(system, bootable[0], nics) if bootable else []
     major, minor = (job.g.inspect_get_major_version(job.root_device),

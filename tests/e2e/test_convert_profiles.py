@@ -23,7 +23,7 @@ from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ, ControlSets
 from p2vimage.sources.image import open_source
 from p2vimage.virtio.media import open_media
-from p2vimage.windows import firstboot, mergeide
+from p2vimage.windows import firstboot, inf, mergeide
 from p2vimage.windows.geometry import seabios_heads
 from p2vimage.windows.nics import physical_nics
 from p2vimage.windows.pe import read_pe, version_str
@@ -346,12 +346,15 @@ def test_nt6_emulated_controller_enabled(results, name: str) -> None:
     p = profiles.PROFILES[name]
     report = results["reports"][name]
     assert not [f for f in report.plan["files"] if f["step"] == "ide-drivers"]
+    assert not any("left as is" in w for w in report.warnings)  # fallback controller is sound
     for cs, ide in back["ide"].items():
         svcs = ide["services"]
         if p.firmware == "uefi":  # q35 AHCI on Windows 10/2019: storahci, override cleared
             assert svcs["storahci"]["Start"].value == 0
             assert ide["storahci_override"] == 0
         else:  # i440fx IDE on Windows 7 (the fixture had them at Start=3)
+            cddb = ide["cddb"]["pci#ven_8086&dev_7010"]["Service"]
+            assert cddb is not None and cddb.value == "intelide", cs
             for svc in mergeide.SERVICES:
                 got = svcs[svc]
                 start = next(v for k, v in got.items() if k.lower() == "start")
@@ -552,7 +555,7 @@ def test_firstboot_files_on_output(results, name: str) -> None:
         assert got[rel] is not None and hashlib.sha256(got[rel]).hexdigest() == f["sha256"], rel
     ini = got["Machine/Scripts/scripts.ini"]
     assert ini[:2] == b"\xff\xfe"
-    assert firstboot.decode_ini(ini) == ("[Startup]\r\n0CmdLine=p2vimage-firstboot.cmd\r\n"
+    assert inf.decode(ini) == ("[Startup]\r\n0CmdLine=p2vimage-firstboot.cmd\r\n"
                                          "0Parameters=\r\n")
     gpt = got["gpt.ini"].decode("ascii")
     assert f"gPCMachineExtensionNames=[{firstboot.SCRIPTS_CSE}]" in gpt and "Version=1" in gpt

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from p2vimage.errors import UsageError
-from p2vimage.windows import firstboot
+from p2vimage.windows import firstboot, inf
 from p2vimage.windows.nics import Nic
 
 WINE = shutil.which("wine64") or "/usr/lib/wine/wine64"
@@ -168,7 +168,7 @@ def test_gpt_ini_and_scripts_ini() -> None:
         in merged
     assert firstboot.scripts_ini(merged) == (merged, False)  # a re-run adds nothing
     data = firstboot.encode_utf16(text)
-    assert data[:2] == b"\xff\xfe" and firstboot.decode_ini(data) == text
+    assert data[:2] == b"\xff\xfe" and inf.decode(data) == text
 
 
 def test_ip_option_and_captured_settings() -> None:

@@ -225,6 +225,8 @@ def test_nt6_missing_file_and_service_are_problems(hive_copy) -> None:
         ("\\SystemRoot\\system32\\drivers\\atapi.sys", "/WINDOWS/system32/drivers/atapi.sys"),
         ("%SystemRoot%\\system32\\drivers\\atapi.sys", "/WINDOWS/system32/drivers/atapi.sys"),
         ("C:\\drivers\\atapi.sys", "/drivers/atapi.sys"),
+        ("\\??\\C:\\Windows\\System32\\drivers\\atapi.sys",
+         "/Windows/System32/drivers/atapi.sys"),
     ],
 )
 def test_image_file(image_path, expected) -> None:

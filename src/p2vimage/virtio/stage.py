@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, Hive
 from ..plan import FileWrite, Plan
+from ..windows import classes
 from . import driver_database
 from .media import VirtioMedia
 from .select import DRIVERS, Package, Selection
@@ -34,7 +35,7 @@ STEP_BOOT = "virtio-boot"
 STEP_PNP = "virtio-pnp"
 STEP_DEVICEPATH = "virtio-devicepath"
 STEP_WIZARD = "virtio-no-wizard"
-SCSI_ADAPTER_CLASS = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+SCSI_ADAPTER_CLASS = classes.SCSI_ADAPTER
 STAGE_DIR = "Drivers\\VirtIO"  # under %SystemRoot%
 DEVICEPATH_ENTRY = "%SystemRoot%\\Drivers\\VirtIO"
 _PNP_SUFFIXES = (".inf", ".sys", ".cat", ".dll")

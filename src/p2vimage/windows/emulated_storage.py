@@ -65,7 +65,9 @@ def image_file(systemroot: str, image_path: str | None, service: str) -> str:
     ``System32\\drivers\\x.sys``, ``%SystemRoot%\\...``), defaulting as the kernel does."""
     p = (image_path or f"System32\\drivers\\{service}.sys").replace("\\", "/")
     low = p.lower()
-    for prefix in ("/systemroot/", "%systemroot%/", "\\??\\c:/"):
+    if low.startswith("/??/"):  # NT path of a DOS drive: \??\C:\...
+        p = p[4:]
+    for prefix in ("/systemroot/", "%systemroot%/"):
         if low.startswith(prefix):
             p = p[len(prefix):]
             break

@@ -277,9 +277,3 @@ def scripts_ini(existing: str | None) -> tuple[str, bool]:
 
 def encode_utf16(text: str) -> bytes:
     return b"\xff\xfe" + text.encode("utf-16-le")
-
-
-def decode_ini(data: bytes) -> str:
-    if data[:2] == b"\xff\xfe":
-        return data[2:].decode("utf-16-le", "replace")
-    return data.decode("cp1252", "replace")

@@ -35,6 +35,7 @@ from ..errors import BadInputError, ConversionError
 from ..guest import files
 from ..plan import Candidate, FileWrite, Plan
 from . import cabs
+from . import inf as inf_mod
 from .pe import PEError, PEInfo, read_pe, version_str
 
 STEP = "ide-drivers"
@@ -76,12 +77,6 @@ class Search:
 
 def _drivers_dir(systemroot: str) -> str:
     return posixpath.join(systemroot, "system32", "drivers")
-
-
-def _decode_inf(data: bytes) -> str:
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16", errors="replace")
-    return data.decode("cp1252", errors="replace")
 
 
 def _cabinet_order(in_dir: list[str], index: dict[str, list[str]]) -> list[str]:
@@ -131,7 +126,7 @@ def search(
     inf = files.resolve(g, posixpath.join(systemroot, "inf", "drvindex.inf"))
     if inf is not None and g.is_file(inf):
         try:
-            index = cabs.parse_drvindex(_decode_inf(g.read_file(inf)))
+            index = cabs.parse_drvindex(inf_mod.decode(g.read_file(inf)))
         except RuntimeError:
             index = {}
     for cab_name in _cabinet_order(in_cache, index):

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ
 from ..plan import Plan
+from . import classes
 
 #: Hard disk controllers (``Control\Class``), and disk drives for ``gendisk``.
-HDC_CLASS = "{4D36E96A-E325-11CE-BFC1-08002BE10318}"
-DISK_CLASS = "{4D36E967-E325-11CE-BFC1-08002BE10318}"
+HDC_CLASS = classes.HDC
+DISK_CLASS = classes.DISK_DRIVE
 
 _ATAPI_KEYS = ("primary_ide_channel", "secondary_ide_channel", "*pnp0600", "*azt0502")
 _PCIIDE_KEYS = (

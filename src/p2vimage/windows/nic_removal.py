@@ -46,21 +46,36 @@ class Dropped:
 def _enum_users(system: Hive, cs: str) -> dict[str, list[str]]:
     """Service name (lower) -> Enum instance paths that use it."""
     out: dict[str, list[str]] = {}
-    enum = system.node(f"{cs}\\Enum")
-    if enum is None:
-        return out
-    for bus, bn in system.iter_children(enum):
-        for dev, dn in system.iter_children(bn):
-            for inst, inn in system.iter_children(dn):
-                svc = system.get_str(inn, "Service")
-                if svc:
-                    out.setdefault(svc.lower(), []).append(f"{bus}\\{dev}\\{inst}")
+    for bus, dev, inst, node in classes.enum_instances(system, cs):
+        svc = system.get_str(node, "Service")
+        if svc:
+            out.setdefault(svc.lower(), []).append(f"{bus}\\{dev}\\{inst}")
     return out
 
 
-def footprint(system: Hive, cs: str, nic: Nic,
-              dropping: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
-    """(existing keys to delete, relative to the control set; expected keys that are missing)."""
+def _enum_keys(system: Hive, cs: str, instances: list[str]) -> list[str]:
+    """Enum keys to delete for the dropped instances: a device key whose instances all go
+    is deleted whole (once), otherwise only the instances."""
+    by_device: dict[str, list[str]] = {}
+    for inst in instances:
+        by_device.setdefault(inst.rsplit("\\", 1)[0], []).append(inst)
+    keys = []
+    for device, dropped in by_device.items():
+        node = system.node(f"{cs}\\Enum\\{device}")
+        if node is None:
+            continue
+        names = {n.lower() for n in system.child_names(node)}
+        if names <= {d.rsplit("\\", 1)[1].lower() for d in dropped}:
+            keys.append(f"Enum\\{device}")
+        else:
+            keys += [f"Enum\\{d}" for d in dropped
+                     if system.node(f"{cs}\\Enum\\{d}") is not None]
+    return keys
+
+
+def footprint(system: Hive, cs: str, nic: Nic) -> tuple[list[str], list[str]]:
+    """(existing non-Enum keys to delete, relative to the control set; required keys that
+    are missing: a dangling reference)."""
     g = nic.guid
     candidates = [
         f"Control\\Class\\{classes.NET}\\{nic.class_key}",
@@ -70,31 +85,11 @@ def footprint(system: Hive, cs: str, nic: Nic,
         f"Services\\NetBT\\Parameters\\Interfaces\\Tcpip_{g}",
         f"Services\\{g}",
     ]
-    present, missing = [], []
-    for k in candidates:
-        (present if system.node(f"{cs}\\{k}") is not None else missing).append(k)
-    if nic.enum_instance:
-        bus_dev = nic.enum_instance.rsplit("\\", 1)[0]
-        dev = system.node(f"{cs}\\Enum\\{bus_dev}")
-        if dev is not None:
-            remaining = [n for n in system.child_names(dev)
-                         if f"{bus_dev}\\{n}".lower() not in dropping
-                         and f"{bus_dev}\\{n}".lower() != nic.enum_instance.lower()]
-            if remaining:
-                present.insert(0, f"Enum\\{nic.enum_instance}")
-            elif _first(dropping | {nic.enum_instance.lower()}, bus_dev, nic.enum_instance):
-                present.insert(0, f"Enum\\{bus_dev}")  # its last instance goes: the device too
     # Only the interface/connection keys are required for a consistent adapter; the others
     # (Adapters, NetBT, the legacy Services\{GUID}) are optional on some versions.
-    required = {f"Control\\Network\\{classes.NET}\\{g}",
-                f"Services\\Tcpip\\Parameters\\Interfaces\\{g}"}
-    return present, [m for m in missing if m in required]
-
-
-def _first(dropping: frozenset[str], bus_dev: str, instance: str) -> bool:
-    """Is ``instance`` the first (sorted) dropped instance of its device key?"""
-    mine = sorted(d for d in dropping if d.startswith(bus_dev.lower() + "\\"))
-    return bool(mine) and mine[0] == instance.lower()
+    required = {candidates[1], candidates[2]}
+    present = [k for k in candidates if system.node(f"{cs}\\{k}") is not None]
+    return present, [k for k in required if k not in present]
 
 
 def plan_drop_nics(plan: Plan, system: Hive, software: Hive | None,
@@ -106,17 +101,17 @@ def plan_drop_nics(plan: Plan, system: Hive, software: Hive | None,
         nics = physical_nics(system, cs)
         if i == 0:
             out.nics = nics
-        dropped_instances: set[str] = set()
         services: set[str] = set()
-        dropping = frozenset(n.enum_instance.lower() for n in nics if n.enum_instance)
+        instances = [n.enum_instance for n in nics if n.enum_instance]
+        dropped_instances = {i.lower() for i in instances}
+        for k in _enum_keys(system, cs, instances):
+            plan.delete_key(STEP, "SYSTEM", cs, k, f"physical network device: {why}")
         for nic in nics:
             guids.add(nic.guid.upper())
-            keys, missing = footprint(system, cs, nic, dropping)
+            keys, missing = footprint(system, cs, nic)
             for k in keys:
                 plan.delete_key(STEP, "SYSTEM", cs, k, f"{nic.description or nic.guid}: {why}")
-            out.dangling += [f"{cs}\\{m} (for {nic.guid})" for m in missing]
-            if nic.enum_instance:
-                dropped_instances.add(nic.enum_instance.lower())
+            out.dangling += [f"{cs}\\{m} (for {nic.guid})" for m in sorted(missing)]
             if nic.driver_service:
                 services.add(nic.driver_service)
         users = _enum_users(system, cs)

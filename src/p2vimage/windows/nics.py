@@ -71,18 +71,10 @@ def _split_servers(text: str | None) -> list[str]:
 def _enum_by_driver(hive: Hive, control_set: str) -> dict[str, tuple[str, str | None]]:
     """Map ``{NET}\\NNNN`` (upper) to (Enum instance path, Service) over every bus."""
     out: dict[str, tuple[str, str | None]] = {}
-    enum = hive.node(f"{control_set}\\Enum")
-    if enum is None:
-        return out
-    for bus_name, bus in hive.iter_children(enum):
-        for dev_name, dev in hive.iter_children(bus):
-            for inst_name, inst in hive.iter_children(dev):
-                driver = hive.get_str(inst, "Driver")
-                if driver and driver.upper().startswith(classes.NET):
-                    out[driver.upper()] = (
-                        f"{bus_name}\\{dev_name}\\{inst_name}",
-                        hive.get_str(inst, "Service"),
-                    )
+    for bus, dev, inst, node in classes.enum_instances(hive, control_set):
+        driver = hive.get_str(node, "Driver")
+        if driver and driver.upper().startswith(classes.NET):
+            out[driver.upper()] = (f"{bus}\\{dev}\\{inst}", hive.get_str(node, "Service"))
     return out
 
 

@@ -24,35 +24,30 @@ class StorageController:
 
 def storage_controllers(hive: Hive, control_set: str) -> list[StorageController]:
     """Storage controllers recorded under ``Enum`` (every bus), with their service's Start."""
-    enum = hive.node(f"{control_set}\\Enum")
-    if enum is None:
-        return []
     services = hive.node(f"{control_set}\\Services")
     found: list[StorageController] = []
-    for bus_name, bus in hive.iter_children(enum):
+    for bus_name, dev_name, _inst, inst in classes.enum_instances(hive, control_set):
         if bus_name.lower() == "root":
             continue  # software-enumerated devices (Storage Spaces, VHD loopback)
-        for dev_name, dev in hive.iter_children(bus):
-            for _inst_name, inst in hive.iter_children(dev):
-                class_guid = hive.get_str(inst, "ClassGUID")
-                if not any(classes.same_guid(class_guid, g) for g in classes.STORAGE_CONTROLLERS):
-                    continue
-                service = hive.get_str(inst, "Service")
-                start = None
-                if service and services is not None:
-                    start = hive.get_int(hive.node(service, services), "Start")
-                desc = classes.display_text(
-                    hive.get_str(inst, "FriendlyName") or hive.get_str(inst, "DeviceDesc")
-                )
-                found.append(
-                    StorageController(
-                        description=desc,
-                        hardware_id=f"{bus_name}\\{dev_name}",
-                        service=service,
-                        start=start,
-                        class_guid=(class_guid or "").upper(),
-                    )
-                )
+        class_guid = hive.get_str(inst, "ClassGUID")
+        if not any(classes.same_guid(class_guid, g) for g in classes.STORAGE_CONTROLLERS):
+            continue
+        service = hive.get_str(inst, "Service")
+        start = None
+        if service and services is not None:
+            start = hive.get_int(hive.node(service, services), "Start")
+        desc = classes.display_text(
+            hive.get_str(inst, "FriendlyName") or hive.get_str(inst, "DeviceDesc")
+        )
+        found.append(
+            StorageController(
+                description=desc,
+                hardware_id=f"{bus_name}\\{dev_name}",
+                service=service,
+                start=start,
+                class_guid=(class_guid or "").upper(),
+            )
+        )
     return found
 
 
