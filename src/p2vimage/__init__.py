@@ -5,11 +5,13 @@ Public API::
     import p2vimage
     info = p2vimage.inspect("server.img")          # -> Inspection
     info = p2vimage.inspect_hives("SYSTEM")         # bare hive files, no disk
+    report = p2vimage.check("out.qcow2", bus="virtio-blk")   # -> CheckReport (.ready)
 
 Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
 """
 
 from .api import inspect
+from .check import CheckReport, check
 from .convert import ConversionReport, convert
 from .errors import (
     ApplianceError,
@@ -35,6 +37,8 @@ __version__ = "0.1.0"
 __all__ = [
     "inspect",
     "convert",
+    "check",
+    "CheckReport",
     "ConversionReport",
     "inspect_hives",
     "Inspection",

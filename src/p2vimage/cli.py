@@ -120,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--root", metavar="DEV")
     _common(c)
     c.set_defaults(func=cmd_convert)
+
+    k = sub.add_parser(
+        "check",
+        help="will an image boot on KVM, on which devices? (read-only, for CI)",
+        description="Check, without booting, whether a disk image will boot on KVM with "
+        "the given disk bus and NIC. Read-only: the image's bytes never change. "
+        "Exit 0 ready, 1 not ready, 3 could not check.",
+    )
+    k.add_argument("image", metavar="IMAGE", help="disk image (a converted output or a capture)")
+    k.add_argument("--bus", choices=("ide", "sata", "virtio-blk", "virtio-scsi"),
+                   help="disk bus to evaluate (default: from --xml, else virtio-blk when "
+                   "viostor is boot-start, else ide / sata on UEFI)")
+    k.add_argument("--nic", choices=("virtio", "e1000", "rtl8139"),
+                   help="NIC model to evaluate (default: from --xml, else as convert picks)")
+    k.add_argument("--xml", metavar="DOMAIN.xml",
+                   help="libvirt domain: evaluate its devices and check it agrees with the guest")
+    k.add_argument("--vcpus", type=int, metavar="N", help="vCPUs the VM will have")
+    k.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per check)")
+    k.add_argument("--source-format", metavar="FMT")
+    k.add_argument("--root", metavar="DEV")
+    _common(k)
+    k.set_defaults(func=cmd_check)
     return parser
 
 
@@ -164,6 +186,22 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     plan = getattr(report, "_plan", None)
     doc = report.to_dict()
     return EXIT_OK, doc, report.summary_lines(plan)
+
+
+def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    from .check import check
+    from .errors import EXIT_NOT_READY
+    from .targets.atomic import AtomicOutputs
+
+    # The JUnit path is validated before the (slow) appliance launch.
+    junit = AtomicOutputs([Path(args.junit)], overwrite=True) if args.junit else None
+    report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml, vcpus=args.vcpus,
+                   source_format=args.source_format, root=args.root)
+    if junit is not None:
+        with junit:
+            junit.partial(Path(args.junit)).write_bytes(report.to_junit())
+            junit.commit()
+    return (EXIT_OK if report.ready else EXIT_NOT_READY), report.to_dict(), report.summary_lines()
 
 
 def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:

@@ -18,6 +18,7 @@ from lxml import etree
 
 import p2vimage
 from fixtures import profiles, virtio_iso
+from p2vimage.check import check_job, domain
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ, ControlSets
@@ -144,15 +145,27 @@ def results(images, isos, tmp_path_factory) -> dict:
                 origins[name] = origin_bytes(g, f["origin"], name, tmp)
             virtio = _virtio_readback(job, p, sr)
             network = _network_readback(job, p, sr, reports[n], tmp / f"{n}-after.hive")
+            # check: the output against its own domain XML, and the IDE fallback (BIOS)
+            xml = Path(reports[n].xml)
+            checks = {"xml": check_job(job, image=n, facts=domain.read_domain(xml),
+                                       xml=str(xml))}
+            if p.firmware != "uefi":
+                checks["ide"] = check_job(job, image=n, bus="ide")
             job.g.umount_all()
             boot = job.g.pread_device(job.root_device, 512, 0)
             readback[n] = {"regs": regs, "boot": boot, "ide": ide, "drivers": drivers,
-                           "origins": origins, "virtio": virtio, "network": network}
+                           "origins": origins, "virtio": virtio, "network": network,
+                           "checks": checks}
         for i, n in enumerate(NAMES):  # the sources' SYSTEM hives, for the comparison
             p = profiles.PROFILES[n]
             part = 3 if p.firmware == "uefi" else 2 if p.layout == "nt6" else 1
             job.use_root(f"/dev/sd{chr(ord('a') + len(NAMES) + i)}{part}")
             job.mount_root()
+            readback[n]["source_checks"] = {
+                bus: check_job(job, image=n, bus=bus)
+                for bus in (("sata", "virtio-blk") if p.firmware == "uefi"
+                            else ("ide", "virtio-blk"))
+            }
             before = tmp / f"{n}-before.hive"
             shutil.copyfile(job.hive("SYSTEM").path, before)
             readback[n]["network"]["before"] = before
@@ -588,3 +601,53 @@ def test_hardware_leftovers(results, name: str) -> None:
     else:
         assert net["vendor_services"] == [] and net["oem_product_id"] is None
         assert root.find("sysinfo") is None
+
+
+# What ``check`` says about each *unconverted* profile (the captured physical machine),
+# for the IDE fallback and for virtio-blk: the exact error findings.
+SOURCE_VERDICTS = {
+    # NT 5.x: no critical-device entry for QEMU's PIIX3 (nor PCI\CC_0101) in any bootable
+    # control set, and no viostor; the boot sector still has the RAID BIOS's 255 heads.
+    "win2000-x86": {
+        "ide": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+        "virtio-blk": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+    },
+    "winxp-x86": {
+        "ide": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+        "virtio-blk": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+    },
+    "win2003r2-x64": {
+        "ide": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+        "virtio-blk": ["storage.no-driver"] * 2 + ["nt5.geometry"],
+    },
+    # Windows 7: the in-box IDE drivers are there but not boot-start (Start=3).
+    "win7-x64": {"ide": None, "virtio-blk": ["storage.no-driver"]},
+    "win2019-x64": {"sata": None, "virtio-blk": ["storage.no-driver"]},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_unconverted_sources(results, name: str) -> None:
+    for bus, report in results["readback"][name]["source_checks"].items():
+        want = SOURCE_VERDICTS[name][bus]
+        text = "\n".join(report.summary_lines())
+        if want is not None:
+            assert report.ids("error") == want, text
+        assert not report.ready, text
+        assert report.bus == bus
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_check_converted_outputs(results, name: str) -> None:
+    """Each output is ready on the bus it was converted for (read from its own domain XML,
+    which must agree with the guest) and, on BIOS guests, on IDE as the fallback."""
+    checks = results["readback"][name]["checks"]
+    report = results["reports"][name]
+    root = etree.parse(report.xml).getroot()
+    xml_bus = root.find("devices/disk[@device='disk']/target").get("bus")
+    for what, r in checks.items():
+        assert r.ready, f"{name} {what}:\n" + "\n".join(r.summary_lines())
+    x = checks["xml"]
+    assert x.bus == {"virtio": "virtio-blk"}.get(xml_bus, xml_bus)
+    assert x.xml == report.xml and any(c.id == "domain-xml" for c in x.checks)
+    assert not [f for c in x.checks if c.id == "domain-xml" for f in c.findings]

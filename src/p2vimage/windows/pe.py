@@ -262,6 +262,22 @@ def read_pe(data: bytes) -> PEInfo:
     )
 
 
+def read_machine(head: bytes) -> int:
+    """The COFF machine of a PE image from its first bytes (4 KiB hold the headers of any
+    real driver): enough to tell an x86 driver from an amd64 one without reading it all."""
+    head = bytes(head)
+    if head[:2] != b"MZ" or len(head) < _DOS_HEADER_SIZE:
+        raise PEError(f"not a PE file: no 'MZ' signature at offset 0x0 (found {head[:4]!r})")
+    (e_lfanew,) = _unpack(_U32, head, _E_LFANEW_OFFSET, "e_lfanew")
+    if head[e_lfanew : e_lfanew + 4] != b"PE\0\0":
+        raise PEError(f"not a PE file: no 'PE\\0\\0' signature at offset {e_lfanew:#x}")
+    machine = _unpack(_COFF, head, e_lfanew + 4, "COFF file header")[0]
+    (magic,) = _unpack(_U16, head, e_lfanew + 4 + _COFF_HEADER_SIZE, "optional header magic")
+    if magic not in _OPT_FIXED_SIZE:
+        raise PEError(f"unknown optional header magic {magic:#x}: not an image")
+    return machine
+
+
 def _read_sections(data: bytes, table_offset: int, count: int) -> list[_Section]:
     """Read and validate the section table (at most 65535 entries, bounded by the data)."""
     table_end = table_offset + count * _SECTION_HEADER_SIZE

@@ -1,0 +1,132 @@
+"""Virtio staging and the network: will PnP find drivers, and is the old network gone?
+
+Drivers staged for PnP sit in ``%SystemRoot%\\Drivers\\VirtIO`` (where we and virt-v2v
+put them) and are only found through ``DevicePath``; an INF there for another Windows
+or architecture is silently ignored by Windows, so it is checked with the INF's own
+decorated models, the way setupapi reads them.
+"""
+
+from __future__ import annotations
+
+from ..virtio.stage import DEVICEPATH_ENTRY, STAGE_DIR
+from ..windows import inf as inf_mod
+from ..windows import nics as nics_mod
+from . import devices, storage
+from .guest import GuestView
+from .report import WARNING, CheckResult
+
+DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
+_INF_LIMIT = 4 << 20
+
+
+def _stage_dir(view: GuestView) -> str:
+    return view.join_root(*STAGE_DIR.split("\\"))
+
+
+def _infs(view: GuestView, folder: str, needle: str | None = None) -> list[tuple[str, inf_mod.Inf]]:
+    """INFs of a guest folder (recursively one level, as virtio staging lays them out);
+    with ``needle`` only those whose text mentions it (cheap filter before parsing)."""
+    out = []
+    names = view.list_dir(folder)
+    for name in names:
+        path = f"{folder}/{name}"
+        if name.lower().endswith(".inf"):
+            candidates = [path]
+        elif view.g is not None and view.g.is_dir(view.resolve(path) or path):
+            candidates = [f"{path}/{n}" for n in view.list_dir(path) if n.lower().endswith(".inf")]
+        else:
+            continue
+        for p in candidates:
+            data = view.read_all(p, _INF_LIMIT)
+            if data is None:
+                continue
+            text = inf_mod.decode(data)
+            if needle and needle.upper() not in text.upper():
+                continue
+            out.append((p, inf_mod.parse(text)))
+    return out
+
+
+def staged_for(view: GuestView, dev: devices.Device) -> bool:
+    """Whether a package staged for PnP claims ``dev`` for this Windows."""
+    if not view.has_files:
+        return False
+    base = dev.ids[3]
+    arch, ver = view.arch or "x86", view.version
+    return any(info.claims(arch, ver, base) for _p, info in
+               _infs(view, _stage_dir(view), needle=base.split("\\", 1)[1]))
+
+
+def _device_path(view: GuestView) -> str | None:
+    if view.software is None:
+        return None
+    return view.software.get_str(view.software.node(DEVICEPATH_KEY), "DevicePath")
+
+
+def check_virtio_staging(view: GuestView, wanted: list[devices.Device]) -> CheckResult:
+    res = CheckResult("virtio-staging", "Virtio drivers staged for Plug and Play")
+    if not view.has_files:
+        res.skipped = "no disk: only hives were given"
+        return res
+    folder = _stage_dir(view)
+    staged = _infs(view, folder)
+    where = folder.replace("/", "\\")
+    if not staged:
+        res.add("virtio.not-staged", WARNING,
+                f"no driver packages in {where}: Plug and Play will find no virtio drivers "
+                "(NIC, balloon) after the first boot", [where])
+        return res
+    arch, ver = view.arch or "x86", view.version
+    for path, info in staged:
+        if not info.models(arch, ver):
+            res.add("virtio.package-wrong-os", WARNING,
+                    f"{path.replace('/', chr(92))} has no models for Windows "
+                    f"{ver[0]}.{ver[1]} {arch}: Windows ignores it", [path.replace("/", "\\")])
+    for dev in wanted:
+        base = dev.ids[3]  # PCI\VEN_v&DEV_d
+        if not any(info.claims(arch, ver, base) for _p, info in staged):
+            res.add("virtio.device-not-staged", WARNING,
+                    f"no staged package claims {dev.description} ({base}) for this Windows",
+                    [where])
+    dp = _device_path(view)
+    ev = [f"HKLM\\SOFTWARE\\{DEVICEPATH_KEY}\\DevicePath"]
+    if dp is None or DEVICEPATH_ENTRY.lower() not in dp.lower().split(";"):
+        res.add("virtio.devicepath", WARNING,
+                f"DevicePath does not list {DEVICEPATH_ENTRY}: PnP will not look there", ev)
+    return res
+
+
+def _driver_for(view: GuestView, dev: devices.Device) -> str | None:
+    """Where Windows would find a driver for the NIC, or None."""
+    if view.driver_database:
+        m = storage.match_driver_database(view.system, dev.ids)
+        if m is not None:
+            return f"DriverDatabase\\DeviceIds\\{m[0]}"
+    base = dev.ids[3]
+    arch, ver = view.arch or "x86", view.version
+    for folder in (_stage_dir(view), view.join_root("inf")):
+        for path, info in _infs(view, folder, needle=base.split("\\", 1)[1]):
+            if info.claims(arch, ver, base):
+                return path.replace("/", "\\")
+    return None
+
+
+def check_network(view: GuestView, nic: str, dev: devices.Device) -> CheckResult:
+    res = CheckResult("network", f"Network ({nic} NIC)")
+    cs = view.control_sets[0]
+    for n in nics_mod.physical_nics(view.system, cs):
+        if n.dhcp or not n.ip_addresses:
+            continue
+        res.add("network.stale-static-ip", WARNING,
+                f"the physical NIC {n.description or n.guid} still holds static "
+                f"{', '.join(n.ip_addresses)}: the new NIC cannot take that address "
+                "(\"already assigned to another adapter\")",
+                [f"{cs}\\Services\\Tcpip\\Parameters\\Interfaces\\{n.guid}"])
+    if view.has_files:
+        found = _driver_for(view, dev)
+        if found is None:
+            res.add("network.no-driver", WARNING,
+                    f"no driver for {dev.description}: the guest will boot without network",
+                    [_stage_dir(view).replace("/", "\\"),
+                     view.join_root("inf").replace("/", "\\")])
+    return res

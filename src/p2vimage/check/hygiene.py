@@ -1,0 +1,107 @@
+"""Volume state that makes an image unsafe to change or to boot: hibernation, a dirty
+NTFS, BitLocker, dynamic (LDM) disks, a full system volume.
+
+A hibernated Windows resumes from ``hiberfil.sys`` with the file system as it was in
+memory, so any offline change is lost or corrupts the volume; Windows 8+ "fast
+startup" writes the same hibernation header.  The header's first four bytes say it:
+``hibr``/``HIBR`` (hibernated), ``wake``/``RSTR`` or zeros (resumed or shut down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..windows import ntfs_volume
+from .guest import GuestView
+from .report import ERROR, WARNING, CheckResult
+
+HIBERNATED = (b"hibr", b"HIBR")
+LDM_MBR_TYPE = 0x42
+LDM_GPT_TYPES = {"5808C8AA-7E8F-42E0-85D2-E1E90434CFB3", "AF9B60A0-1431-4F62-BC68-3311714A69AD"}
+# Below this much free space Windows cannot grow its hives, pagefile or event logs at
+# boot; NT 6 also needs room for its servicing/boot logs.
+FREE_ERROR = 32 << 20
+FREE_WARNING = {5: 128 << 20, 6: 256 << 20}
+
+
+def check_hygiene(view: GuestView, system_partition: str | None) -> CheckResult:
+    res = CheckResult("hygiene", "Volume state (hibernation, dirty NTFS, BitLocker, LDM, space)")
+    g = view.g
+    if g is None:
+        res.skipped = "no disk: only hives were given"
+        return res
+    hib = view.read("/hiberfil.sys", 4)
+    if hib is not None and hib[:4] in HIBERNATED:
+        res.add("hygiene.hibernated", ERROR,
+                "Windows is hibernated (hiberfil.sys header 'hibr'): it would resume from "
+                "memory and lose or corrupt any offline change; boot it and shut down fully "
+                "(powercfg /h off disables fast startup)", ["\\hiberfil.sys"])
+    for part in _partitions(g):
+        _check_partition(g, res, part, part == system_partition)
+    try:
+        st = g.statvfs("/")
+        free = st["bavail"] * st["bsize"]
+    except (RuntimeError, KeyError):
+        free = None
+    if free is not None:
+        need = FREE_WARNING[6 if (view.major or 0) >= 6 else 5]
+        ev = [f"{system_partition}: {free >> 20} MiB free"]
+        if free < FREE_ERROR:
+            res.add("hygiene.no-free-space", ERROR,
+                    f"the system volume has {free >> 20} MiB free: Windows cannot boot "
+                    "reliably (hives, pagefile, logs need room)", ev)
+        elif free < need:
+            res.add("hygiene.low-free-space", WARNING,
+                    f"the system volume has only {free >> 20} MiB free (want {need >> 20} MiB)",
+                    ev)
+    return res
+
+
+def _partitions(g: Any) -> list[str]:
+    try:
+        return list(g.list_partitions())
+    except RuntimeError:
+        return []
+
+
+def _check_partition(g: Any, res: CheckResult, part: str, is_system: bool) -> None:
+    try:
+        boot = g.pread_device(part, 512, 0)
+    except RuntimeError:
+        return
+    if boot[3:11] == b"-FVE-FS-":
+        res.add("hygiene.bitlocker", ERROR if is_system else WARNING,
+                f"{part} is BitLocker-encrypted: it cannot be read or changed offline",
+                [f"{part}: boot sector OEM id -FVE-FS-"])
+        return
+    disk = g.part_to_dev(part)
+    num = g.part_to_partnum(part)
+    try:
+        table = g.part_get_parttype(disk)
+        if table == "msdos" and g.part_get_mbr_id(disk, num) == LDM_MBR_TYPE:
+            ldm = True
+        elif table == "gpt":
+            ldm = g.part_get_gpt_type(disk, num).upper() in LDM_GPT_TYPES
+        else:
+            ldm = False
+    except RuntimeError:
+        ldm = False
+    if ldm:
+        res.add("hygiene.dynamic-disk", WARNING,
+                f"{disk} is a dynamic (LDM) disk: its volumes are described by the LDM "
+                "database, which offline tools do not change", [f"{part}: partition type LDM"])
+    if boot[3:11] != b"NTFS    ":
+        return
+    try:
+        info = ntfs_volume.parse_boot(boot)
+        record = g.pread_device(part, info.record_size, info.record_offset(
+            ntfs_volume.VOLUME_RECORD))
+        flags, _at = ntfs_volume.volume_flags(record, info.bytes_per_sector)
+    except (RuntimeError, ntfs_volume.NtfsError) as exc:
+        res.add("hygiene.ntfs-unreadable", WARNING, f"{part}: cannot read $Volume: {exc}",
+                [part])
+        return
+    if flags & ntfs_volume.FLAG_DIRTY:
+        res.add("hygiene.ntfs-dirty", ERROR if is_system else WARNING,
+                f"{part}: NTFS was not cleanly unmounted (dirty flag set): offline writes are "
+                "unsafe until chkdsk has run", [f"{part}: $Volume flags {flags:#06x}"])
