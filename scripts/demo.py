@@ -1,4 +1,4 @@
-"""The demo: inspect, then convert, the bundled synthetic Windows Server 2003 image.
+"""The demo: inspect, check, convert and re-check the bundled synthetic Windows 2003 image.
 
 The output (disk, libvirt XML, JSON report) goes to ``demo-output/``; a re-run
 replaces it (``--overwrite``).  The virtio drivers come from a generated virtio-win ISO
@@ -35,11 +35,20 @@ def main() -> int:
         virtio_iso.build_iso("current", iso)
     if run("inspect", rel):
         return 1
+    print("\nThe captured machine, as it is, on QEMU's IDE (exit 1 = not ready):")
+    if run("check", rel, "--bus", "ide") != 1:
+        return 1
     print()
     code = run("convert", rel, "-o", "demo-output/filesrv01.qcow2", "--size", "2G",
                "--virtio-win", "demo-output/virtio-win.iso", "--overwrite")
+    if code != 0:
+        return code
+    print("\nThe converted guest, with its own domain XML:")
+    code = run("check", "demo-output/filesrv01.qcow2", "--xml", "demo-output/filesrv01.xml",
+               "--junit", "demo-output/filesrv01.junit.xml")
     if code == 0:
-        print(f"\nReport: {out / 'filesrv01.json'}\nDomain XML: {out / 'filesrv01.xml'}")
+        print(f"\nReport: {out / 'filesrv01.json'}\nDomain XML: {out / 'filesrv01.xml'}"
+              f"\nCheck (JUnit): {out / 'filesrv01.junit.xml'}")
     return code
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -164,3 +165,16 @@ def test_bad_arguments_are_usage_errors(real_hives) -> None:
         check_hives(real_hives[XP], bus="floppy")
     with pytest.raises(UsageError):
         check_hives(real_hives[XP], vcpus=0)
+
+
+def test_every_finding_id_is_documented() -> None:
+    """docs/check.md is the contract pipelines match on: every id the code emits is there."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    source = "".join(p.read_text() for p in (root / "src/p2vimage/check").glob("*.py"))
+    ids = set(re.findall(r'"((?:storage|boot-start|nt5|virtio|network|hygiene|xml|registry)'
+                         r'\.[a-z0-9-]+)"', source))
+    doc = (root / "docs/check.md").read_text()
+    assert len(ids) > 30
+    assert sorted(i for i in ids if f"`{i}`" not in doc) == []

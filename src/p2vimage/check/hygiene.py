@@ -36,8 +36,11 @@ def check_hygiene(view: GuestView, system_partition: str | None) -> CheckResult:
                 "Windows is hibernated (hiberfil.sys header 'hibr'): it would resume from "
                 "memory and lose or corrupt any offline change; boot it and shut down fully "
                 "(powercfg /h off disables fast startup)", ["\\hiberfil.sys"])
+    # The system disk's partitions only: a job may hold other machines' disks.
+    disk = g.part_to_dev(system_partition) if system_partition else None
     for part in _partitions(g):
-        _check_partition(g, res, part, part == system_partition)
+        if disk is None or g.part_to_dev(part) == disk:
+            _check_partition(g, res, part, part == system_partition)
     try:
         st = g.statvfs("/")
         free = st["bavail"] * st["bsize"]
