@@ -5,11 +5,12 @@ Public API::
     import p2vimage
     info = p2vimage.inspect("server.img")          # -> Inspection
     info = p2vimage.inspect_hives("SYSTEM")         # bare hive files, no disk
+    p2vimage.restore_clonezilla("2012-04-19-img", "disk.raw")  # Clonezilla directory
 
 Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
 """
 
-from .api import inspect
+from .api import inspect, restore_clonezilla
 from .convert import ConversionReport, convert
 from .errors import (
     ApplianceError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "inspect",
+    "restore_clonezilla",
     "convert",
     "ConversionReport",
     "inspect_hives",

@@ -85,7 +85,6 @@ class DiskImage:
     mbr: Path | None
     hidden_after_mbr: Path | None
     ebrs: dict[str, Path] = field(default_factory=dict)
-    sfdisk_script: str = ""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -316,16 +315,9 @@ def load(directory: str | Path, disk: str | None = None) -> DiskImage:
             f"{disk}-hidden-data-after-mbr: {hidden.stat().st_size} bytes do not fit before "
             f"the first partition (sector {first})"
         )
-    script = ["label: dos", "unit: sectors", "sector-size: 512"]
-    if label_id is not None:
-        script.insert(1, f"label-id: {label_id:#010x}")
-    script.append("")
-    for p in parts:
-        script.append(f"/dev/part{p.number} : start={p.start}, size={p.size}, "
-                      f"type={p.type:x}" + (", bootable" if p.bootable else ""))
     return DiskImage(
         directory=d, disk=disk, size=size, label_id=label_id, partitions=parts,
         images=images, mbr=mbr if mbr.is_file() else None,
         hidden_after_mbr=hidden if hidden.is_file() else None, ebrs=ebrs,
-        sfdisk_script="\n".join(script) + "\n", warnings=warnings,
+        warnings=warnings,
     )

@@ -1,10 +1,10 @@
 """Rebuild a disk from a Clonezilla image directory into a sparse raw or a qcow2 file.
 
 Order, as Clonezilla's ``restoredisk`` does it: the partition table from the
-sfdisk dump (``sfdisk`` on the regular file rebuilds the EBR chain of logical
-partitions, of which only the first EBR was saved), the saved MBR and first
-EBR over it (boot code, disk signature, and the saved table bytes when they
-describe the same partitions), the hidden sectors between the MBR and the
+sfdisk dump (with the EBR chain of logical partitions, of which only the
+first EBR was saved: see :mod:`.table`), the saved MBR and first EBR over it
+(boot code, disk signature, and the saved table bytes when they describe the
+same partitions), the hidden sectors between the MBR and the
 first partition (boot loaders live there), then every partition from its
 image: only used blocks are written, so free space stays a hole.  partclone
 does not store the NTFS backup boot sector (the partition's last sector);
@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import struct
 import subprocess
 import tempfile
 import time
@@ -33,7 +32,7 @@ from .. import deps, interrupt
 from ..errors import BadInputError, ConversionError, P2VError, UsageError
 from ..targets.atomic import AtomicOutputs
 from ..targets.thin import Progress
-from . import metadata, partclone, streams
+from . import metadata, partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 
 log = logging.getLogger(__name__)
@@ -82,59 +81,6 @@ class RestoreResult:
             )
         lines += [f"Warning: {w}" for w in self.warnings]
         return lines
-
-
-# --- partition table -------------------------------------------------------------------
-
-
-def _entries(sector: bytes) -> list[tuple[int, int, int, int]]:
-    """(boot flag, type, start, size) of the four slots of an MBR/EBR, CHS ignored."""
-    out = []
-    for i in range(4):
-        e = sector[446 + 16 * i : 462 + 16 * i]
-        out.append((e[0], e[4], *struct.unpack_from("<II", e, 8)))
-    return out
-
-
-def _write_table(fd: int, raw: Path, img: DiskImage) -> None:
-    sfdisk = deps.require_program("sfdisk")
-    proc = subprocess.run(
-        [sfdisk, "--no-reread", "--no-tell-kernel", "-q", str(raw)],
-        input=img.sfdisk_script, capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["sfdisk failed"])[-1]
-        raise BadInputError(f"{img.disk}-pt.sf: sfdisk cannot write this table: {msg}")
-    if img.mbr is not None:
-        _overlay_boot_record(fd, img.mbr, 0, img, f"{img.disk}-mbr")
-    for name, path in img.ebrs.items():
-        ext = next(p for p in img.partitions if p.name == name)
-        _overlay_boot_record(fd, path, ext.offset, img, f"{name}-ebr")
-    if img.hidden_after_mbr is not None:
-        data = img.hidden_after_mbr.read_bytes()
-        os.pwrite(fd, data, SECTOR)
-
-
-def _overlay_boot_record(fd: int, saved_path: Path, offset: int, img: DiskImage,
-                         what: str) -> None:
-    """Put the saved boot record back: all 512 bytes when its table says what sfdisk wrote.
-
-    sfdisk's CHS fields may differ from those the original partitioner wrote;
-    the saved bytes win when the partitions are the same.  If the saved table
-    disagrees with the dump (edited by hand?), the dump wins and only the boot
-    code (and disk signature) are copied, as ``ocs-restore-mbr`` does.
-    """
-    saved = saved_path.read_bytes()
-    if len(saved) < SECTOR:
-        raise BadInputError(f"{what}: {len(saved)} bytes, not one sector")
-    saved = saved[:SECTOR]
-    current = os.pread(fd, SECTOR, offset)
-    if _entries(saved) == _entries(current) and saved[510:] == b"\x55\xaa":
-        os.pwrite(fd, saved, offset)
-    else:
-        img.warnings.append(f"{what}: its partition table differs from {img.disk}-pt.sf; "
-                            "only its boot code was restored")
-        os.pwrite(fd, saved[:446], offset)
 
 
 # --- partitions ------------------------------------------------------------------------
@@ -202,7 +148,7 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     results = []
     try:
         os.ftruncate(fd, img.size)
-        _write_table(fd, raw, img)
+        table.write_table(fd, img)
         total = sum(i.compressed_size for i in img.images.values())
         bar = Progress(f"restoring {img.disk} ({total / (1 << 20):,.0f} MiB compressed)")
         bar.enabled = bar.enabled and show_progress
