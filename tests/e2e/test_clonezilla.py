@@ -141,7 +141,7 @@ def test_same_bytes_as_partclone_restore(restored, variant: str, tmp_path: Path)
         with open(ref, "wb") as f:
             f.truncate(p.size * SECTOR)
         subprocess.run(
-            f"cat {d}/{name}.ntfs-ptcl-img.* | {decompress} | partclone.restore -f 0 -C "
+            f"cat {d}/{name}.ntfs-ptcl-img.* | {decompress} | partclone.restore -f 1 -C "
             f"-s - -O {ref} -L /dev/null", shell=True, check=True, capture_output=True)
         ours = _pread(out, p.start * SECTOR, p.size * SECTOR)
         theirs = ref.read_bytes()

@@ -46,7 +46,7 @@ def volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _image(volume: Path, dest: Path, *opts: str) -> Path:
-    _run("partclone.ntfs", "-f", "0", "-c", *opts, "-s", str(volume), "-o", str(dest),
+    _run("partclone.ntfs", "-f", "1", "-c", *opts, "-s", str(volume), "-o", str(dest),
          "-L", "/dev/null")
     return dest
 
@@ -55,7 +55,7 @@ def _reference(image: Path, dest: Path) -> bytes:
     """partclone.restore's output: the volume with free blocks as zeros."""
     with open(dest, "wb") as f:
         f.truncate(VOL_SIZE)
-    _run("partclone.restore", "-f", "0", "-s", str(image), "-O", str(dest), "-C", "-L", "/dev/null")
+    _run("partclone.restore", "-f", "1", "-s", str(image), "-O", str(dest), "-C", "-L", "/dev/null")
     return dest.read_bytes()
 
 

@@ -38,8 +38,8 @@ BM_NONE = 0x00
 BM_BIT = 0x01
 BM_BYTE = 0x08
 
-# Strip size read at once when the image has no checksum (partclone's own default buffer).
-_NO_CSUM_STRIP = 256
+# Bytes read at once when the image has no checksum to delimit strips.
+_NO_CSUM_STRIP_BYTES = 8 << 20
 # A strip never exceeds this many bytes of block data (a sanity bound on header values).
 _MAX_STRIP_BYTES = 256 << 20
 
@@ -260,7 +260,7 @@ def restore(
     bs = hdr.block_size
     cs = hdr.new_checksum()
     csize = cs.size
-    per = hdr.blocks_per_checksum if csize else _NO_CSUM_STRIP
+    per = hdr.blocks_per_checksum if csize else max(1, _NO_CSUM_STRIP_BYTES // bs)
     buf = bytearray(per * bs + csize)
     view = memoryview(buf)
     pos = hdr.header_size + (len(bitmap) + 4 if hdr.bitmap_mode == BM_BIT else 0)
