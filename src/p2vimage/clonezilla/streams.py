@@ -4,8 +4,9 @@ Clonezilla pipes ``partclone | compressor | split``, so chunk boundaries are
 arbitrary offsets of the *compressed* stream: the chunks are concatenated
 first (C-locale order, checked for gaps by the caller), then decompressed.
 
-Decompression runs in-process (zlib for gzip, the standard ``compression.zstd``
-API for zstd — ``backports.zstd`` before Python 3.14 —, bz2 and lzma), always
+Decompression runs in-process (ISA-L's zlib-compatible inflate for gzip, twice
+as fast as zlib's; the standard ``compression.zstd`` API for zstd —
+``backports.zstd`` before Python 3.14 —; bz2 and lzma), always
 with ``max_length`` so a run of zeros that compresses 30 000:1 still yields
 bounded pieces, and always checking that the last compressed member ended:
 a missing last chunk is a *truncated* stream, not a short partition.
@@ -28,18 +29,24 @@ from typing import Any
 
 from ..errors import CorruptImageError, SourceUnreadableError, UnsupportedFormatError
 
+try:  # ISA-L's inflate: twice zlib's speed, same API (python-isal); zlib if absent
+    from isal import isal_zlib as gzip_lib
+except ImportError:  # pragma: no cover - isal is a dependency; kept for other platforms
+    gzip_lib = zlib  # type: ignore[assignment]
+
 try:  # Python 3.14+
     from compression.zstd import ZstdDecompressor, ZstdError  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the Python version
     from backports.zstd import ZstdDecompressor, ZstdError
 
-IN_SIZE = 1 << 20  # compressed bytes read at a time
-PIECE = 4 << 20  # decompressed bytes produced at a time (at most)
-QUEUE_DEPTH = 4
+IN_SIZE = 2 << 20  # compressed bytes read at a time
+PIECE = 8 << 20  # decompressed bytes produced at a time (at most)
+QUEUE_DEPTH = 3
 
 # suffix -> (human name, magic of a member, new decompressor, its error types)
 CODECS: dict[str, tuple[str, bytes, Callable[[], Any], tuple[type[BaseException], ...]]] = {
-    "gz": ("gzip", b"\x1f\x8b", lambda: zlib.decompressobj(wbits=31), (zlib.error,)),
+    "gz": ("gzip", b"\x1f\x8b", lambda: gzip_lib.decompressobj(wbits=31),
+           (gzip_lib.error, zlib.error)),
     "zst": ("zstd", b"\x28\xb5\x2f\xfd", ZstdDecompressor, (ZstdError,)),
     "bz2": ("bzip2", b"BZh", bz2.BZ2Decompressor, (OSError, ValueError)),
     "xz": ("xz", b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
