@@ -119,26 +119,29 @@ def save_dir(disk: Path, work: Path, comp: str) -> Path:
 
 
 def run_timed(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of a child process (and its children for a shell)."""
-    with tempfile.TemporaryFile() as err_file:  # a file: a full pipe would stall partclone
+    """Wall seconds and peak RSS (KiB) of a command (the largest process of a pipeline).
+
+    GNU time reports the RSS: a child forked from this (larger) Python process
+    would report at least our own RSS, whatever it execs.
+    """
+    argv = ["sh", "-c", cmd] if shell else list(cmd)
+    with tempfile.NamedTemporaryFile() as rss_file, tempfile.TemporaryFile() as err_file:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=err_file,
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *argv],
+                                stdout=subprocess.DEVNULL, stderr=err_file,
                                 start_new_session=True)
-        while True:  # never block the benchmark forever
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - t0 > 900:
-                os.killpg(proc.pid, 9)
-                raise RuntimeError(f"{cmd}: no result after 900 s")
-            time.sleep(0.005)
+        try:
+            proc.wait(timeout=900)  # never block the benchmark forever
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            raise RuntimeError(f"{cmd}: no result after 900 s") from None
         wall = time.monotonic() - t0
         err_file.seek(0)
-        err = err_file.read().decode(errors="replace")
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        err = err_file.read().decode(errors="replace")  # a file: a full pipe stalls partclone
+        rss = int(Path(rss_file.name).read_text().split()[-1])
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} failed: {err[-500:]}")
-    return wall, usage.ru_maxrss
+    return wall, rss
 
 
 def best(fn, runs: int) -> tuple[float, int]:

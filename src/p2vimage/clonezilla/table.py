@@ -2,10 +2,11 @@
 
 Clonezilla saves the MBR and only the *first* EBR; the chain of the other
 logical partitions must be rebuilt from the sfdisk dump.  Where each further
-EBR sat is not recorded, so we follow the convention of Windows' and of
-sfdisk's own partitioning (an EBR sits as far before its logical partition as
-the first EBR sits before the first logical one); the saved first EBR's link
-entry, when present, gives the second EBR's exact place.  Windows only uses
+EBR sat is not recorded: the saved first EBR's link entry gives the second
+EBR's exact place, and the distance between that EBR and its logical
+partition is taken as the partitioner's habit for the following ones (without
+it, the distance between the extended partition's start and the first
+logical).  Windows only uses
 partition starts and sizes, which are exact either way.
 
 CHS fields are computed with the geometry of ``<disk>-chs.sf`` (255/63 when
@@ -132,6 +133,9 @@ def ebr_chain(img: DiskImage, ext: Partition, first_saved: bytes | None,
         link = entries(first_saved)[1]
         if link[1] in (0x05, 0x0F) and link[2]:
             saved_next = ext.start + link[2]
+    # The second EBR's place (saved) shows the partitioner's habit for the following ones.
+    if saved_next is not None and len(logicals) > 1 and saved_next < logicals[1].start:
+        gap = logicals[1].start - saved_next
     for i, p in enumerate(logicals[1:], start=1):
         prev_end = logicals[i - 1].start + logicals[i - 1].size
         want = saved_next if i == 1 and saved_next is not None else p.start - gap
