@@ -21,7 +21,7 @@ import pytest
 
 from fixtures import clonezilla as cz
 from p2vimage.clonezilla import partclone, streams
-from tests.conftest import run_cli
+from tests.conftest import P2VIMAGE, run_cli
 
 SECTOR = 512
 # name -> (profile, compression, split size (None: one file), partitions saved with -a 0)
@@ -349,3 +349,30 @@ def test_convert_directory_equals_convert_of_the_original(tmp_path: Path) -> Non
     for ka, kb in pairs:
         assert files[ka] == files[kb], ka
     assert any("system" in f.lower() for f in files["/dev/sda1"])
+
+
+def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM while a chunk is still "arriving" (a FIFO nobody writes): exit 130, no output,
+    no temporary raw of the qcow2 path, the directory untouched."""
+    import signal
+    import time
+
+    d = _copy("xp-gz-split", tmp_path / "img")
+    stalled = _chunks(d, "sda2")[2]
+    stalled.unlink()
+    os.mkfifo(stalled)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = subprocess.Popen([str(P2VIMAGE), "restore-clonezilla", str(d),
+                             "-o", str(outdir / "disk.qcow2"), "--format", "qcow2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(outdir.iterdir()):
+        time.sleep(0.05)
+    assert any(outdir.iterdir())  # the restore has started writing
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGTERM" in err
+    assert os.listdir(outdir) == []

@@ -220,9 +220,11 @@ class PieceReader:
         return bytes(buf[:got])
 
     def close(self) -> None:
+        """Stop the producer.  It is a daemon thread and may be stuck in a read that never
+        returns (a stalled network share, a FIFO): we wait a little, never forever."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout=2)
 
 
 def open_stream(paths: list[Path], comp: str, *, threaded: bool = True) -> tuple[PieceReader,
