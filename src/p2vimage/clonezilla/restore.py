@@ -149,8 +149,7 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     try:
         os.ftruncate(fd, img.size)
         table.write_table(fd, img)
-        total = sum(i.compressed_size for i in img.images.values())
-        bar = Progress(f"restoring {img.disk} ({total / (1 << 20):,.0f} MiB compressed)")
+        bar = Progress(f"restoring {img.disk} of {img.directory.name} (used data)")
         bar.enabled = bar.enabled and show_progress
         done = 0
 
