@@ -6,11 +6,12 @@ Public API::
     info = p2vimage.inspect("server.img")          # -> Inspection
     info = p2vimage.inspect_hives("SYSTEM")         # bare hive files, no disk
     report = p2vimage.check("out.qcow2", bus="virtio-blk")   # -> CheckReport (.ready)
+    p2vimage.restore_clonezilla("2012-04-19-img", "disk.raw")  # Clonezilla directory
 
 Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
 """
 
-from .api import inspect
+from .api import inspect, restore_clonezilla
 from .check import CheckReport, check
 from .convert import ConversionReport, convert
 from .errors import (
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "inspect",
+    "restore_clonezilla",
     "convert",
     "check",
     "CheckReport",

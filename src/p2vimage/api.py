@@ -84,3 +84,23 @@ def inspect(
     insp.appliance_launches = job.stats.appliance_launches
     insp.launch_attempts = job.stats.launch_attempts
     return insp
+
+
+def restore_clonezilla(
+    directory: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    format: str = "raw",
+    disk: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+):
+    """Rebuild one disk of a Clonezilla image directory as a raw or qcow2 file.
+
+    Returns a :class:`p2vimage.clonezilla.RestoreResult`; the output appears
+    only when the whole disk was restored with every checksum verified.
+    """
+    from .clonezilla import restore
+
+    return restore(directory, output, format=format, disk=disk, overwrite=overwrite,
+                   progress=progress)

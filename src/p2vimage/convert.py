@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from .guest import files
 from .guest.appliance import Job
 from .inspection import Inspection
 from .plan import BootSectorEdit, FileWrite, Plan
-from .sources.image import SourceImage, open_source
+from .sources.image import SourceImage
+from .sources.prepare import SourceSet
 from .targets import thin
 from .targets.atomic import AtomicOutputs
 from .virtio import select as virtio_select
@@ -617,14 +619,32 @@ def convert(
     opts = ConvertOptions(output=Path(output), **options)
     t0 = time.monotonic()
     phases: dict[str, float] = {}
-    sources = [open_source(s, opts.source_format) for s in srcs]
-    _validate(opts, sources)
-    media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
-    try:
-        return _convert(opts, sources, media, t0, phases)
-    finally:
-        if media is not None:
-            media.close()
+    with SourceSet(srcs, opts.source_format) as source_set:
+        sources = source_set.sources
+        _validate(opts, sources)
+        media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
+        try:
+            if source_set.has_directories:
+                sources = _restore_directories(opts, source_set, phases, t0)
+            return _convert(opts, sources, media, t0, phases)
+        finally:
+            if media is not None:
+                media.close()
+
+
+def _restore_directories(opts: ConvertOptions, source_set: SourceSet,
+                         phases: dict[str, float], t0: float) -> list[SourceImage]:
+    """Clonezilla directories: rebuild their disks (temporary raws beside the output)."""
+    outs = output_paths(opts.output, len(source_set.sources))
+    targets = [*outs, opts.xml or opts.output.with_suffix(".xml"),
+               opts.report or opts.output.with_suffix(".json")]
+    source_set.check_outputs(targets)
+    if not opts.dry_run:
+        AtomicOutputs(targets, overwrite=opts.overwrite)  # its checks, before a long restore
+    parent = opts.output.parent if opts.output.parent.is_dir() else Path(tempfile.gettempdir())
+    sources = source_set.restore(parent)
+    phases["restore"] = time.monotonic() - t0
+    return sources
 
 
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
@@ -651,7 +671,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             if insp.partition_table == "gpt" and opts.size != virtual:
                 raise UsageError("--size on a GPT disk is not supported yet")
         disk_size = opts.size if opts.size is not None else virtual
-        phases["inspect"] = time.monotonic() - t0
+        phases["inspect"] = time.monotonic() - t0 - sum(phases.values())
         plan = _plan(insp, job, opts, disk_size, media)
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
@@ -698,7 +718,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
 def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
             written, copy_stats=()) -> ConversionReport:
     r = ConversionReport(
-        sources=[str(s.path) for s in sources],
+        sources=[str(s.origin or s.path) for s in sources],
         outputs=[str(o) for o in outs],
         xml=str(xml) if xml else None,
         report=str(report_path) if report_path else None,

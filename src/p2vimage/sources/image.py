@@ -41,6 +41,7 @@ class SourceImage:
     virtual_size: int
     actual_size: int
     detected: bool  # False when the user named the format
+    origin: Path | None = None  # what the user named, when ``path`` was made from it
 
 
 def _sniff(head: bytes, tail: bytes) -> str | None:

@@ -1,0 +1,323 @@
+"""Recognise a Clonezilla image directory and describe one of its disks, without reading data.
+
+Everything that can be wrong with the *layout* (no partition table, a gap in
+the chunk names, an unknown compression suffix, two images for one
+partition, an image of a partition the table does not have) is found here,
+before any output exists, and reported naming the partition.  Clonezilla's
+own conventions (``ocs-functions``): ``disk``/``parts`` list device names,
+device names with ``/`` become ``-`` in file names, ``<disk>-pt.sf`` is the
+authoritative table, ``<disk>-pt.parted`` gives the disk size, chunks come
+from ``split -a 2`` and are joined in C-locale order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BadInputError, SourceNotFoundError, UnsupportedFormatError, UsageError
+from .streams import SUPPORTED
+
+EXTENDED_TYPES = (0x05, 0x0F, 0x85)
+SECTOR = 512
+
+# <part>.<fs>-ptcl-img.<comp>[.<chunk>]; older naming <part>.ntfs-img / .dd-img / .<fs>-img
+_IMAGE_RE = re.compile(
+    r"^(?P<part>[^.]+)\."
+    r"(?:(?P<fs>[A-Za-z0-9+]+)-ptcl-img\.(?P<comp>[A-Za-z0-9]+)"
+    r"|(?P<old>ntfs-img|dd-img|[A-Za-z0-9+]+-img))"
+    r"(?:\.(?P<chunk>[a-z]{2,}))?$"
+)
+_PART_LINE = re.compile(r"^\s*(?P<dev>\S+)\s*:\s*(?P<fields>.*)$")
+_DISK_SIZE = re.compile(r"^Disk\s+\S+:\s*(?P<n>\d+)(?P<unit>s|B)\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One row of the sfdisk dump."""
+
+    name: str  # file-name form, e.g. ``sda1``
+    number: int
+    start: int  # sectors
+    size: int  # sectors
+    type: int
+    bootable: bool
+
+    @property
+    def extended(self) -> bool:
+        return self.type in EXTENDED_TYPES
+
+    @property
+    def offset(self) -> int:
+        return self.start * SECTOR
+
+    @property
+    def length(self) -> int:
+        return self.size * SECTOR
+
+
+@dataclass(frozen=True)
+class PartitionImage:
+    """The image files of one partition, chunks in the order they must be joined."""
+
+    partition: str
+    kind: str  # "partclone" (the only kind restored so far)
+    fs: str
+    compression: str
+    files: tuple[Path, ...]
+
+    @property
+    def compressed_size(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+@dataclass
+class DiskImage:
+    """One disk of a Clonezilla image directory."""
+
+    directory: Path
+    disk: str
+    size: int  # bytes
+    label_id: int | None
+    partitions: list[Partition]
+    images: dict[str, PartitionImage]
+    mbr: Path | None
+    hidden_after_mbr: Path | None
+    ebrs: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def to_filename(dev: str) -> str:
+    """Clonezilla's ``to_filename``: ``/dev/cciss/c0d0`` -> ``cciss-c0d0``."""
+    return dev.removeprefix("/dev/").replace("/", "-")
+
+
+def looks_like_clonezilla(path: Path) -> bool:
+    """A directory with Clonezilla's ``disk``/``parts`` list and a partition table dump."""
+    return path.is_dir() and ((path / "disk").is_file() or (path / "parts").is_file()) and any(
+        path.glob("*-pt.sf")
+    )
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return [to_filename(w) for w in path.read_text(errors="replace").split()]
+    except FileNotFoundError:
+        return []
+
+
+def list_disks(directory: Path) -> list[str]:
+    """The disks a savedisk image holds (``disk``), else those with a table dump (saveparts)."""
+    disks = _words(directory / "disk")
+    if not disks:
+        disks = sorted(p.name.removesuffix("-pt.sf") for p in directory.glob("*-pt.sf"))
+    return disks
+
+
+def _part_number(name: str, disk: str) -> int:
+    m = re.search(r"(\d+)$", name.removeprefix(disk))
+    if not name.startswith(disk) or not m:
+        raise BadInputError(f"{disk}-pt.sf: partition {name} does not belong to {disk}")
+    return int(m.group(1))
+
+
+def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
+    """Label id and partitions (empty slots dropped) of an MBR ``sfdisk -d`` dump."""
+    label_id = None
+    parts: list[Partition] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("label:"):
+            label = line.split(":", 1)[1].strip()
+            if label != "dos":
+                raise UnsupportedFormatError(
+                    f"{disk}: {label.upper()} partition tables are not supported yet "
+                    "(only MBR/dos)"
+                )
+            continue
+        if line.startswith("label-id:"):
+            label_id = int(line.split(":", 1)[1].strip(), 16)
+            continue
+        if line.startswith("sector-size:"):
+            size = int(line.split(":", 1)[1])
+            if size != SECTOR:
+                raise UnsupportedFormatError(f"{disk}: {size}-byte sectors are not supported yet")
+            continue
+        if line.startswith("unit:"):
+            if line.split(":", 1)[1].strip() != "sectors":
+                raise BadInputError(f"{disk}-pt.sf: unit is not sectors")
+            continue
+        m = _PART_LINE.match(line)
+        if not m or "start=" not in m.group("fields"):
+            continue  # device:, first-lba: and other headers
+        name = to_filename(m.group("dev"))
+        fields: dict[str, str] = {}
+        flags: set[str] = set()
+        for item in m.group("fields").split(","):
+            if "=" in item:
+                k, v = item.split("=", 1)
+                fields[k.strip().lower()] = v.strip()
+            elif item.strip():
+                flags.add(item.strip().lower())
+        try:
+            start, size = int(fields["start"]), int(fields["size"])
+            type_ = int(fields.get("type", fields.get("id", "0")), 16)
+        except (KeyError, ValueError):
+            raise BadInputError(f"{disk}-pt.sf: cannot parse the line for {name}") from None
+        if size == 0:
+            continue  # an empty slot (old sfdisk lists them)
+        parts.append(Partition(name, _part_number(name, disk), start, size, type_,
+                               "bootable" in flags or fields.get("bootable") == "*"))
+    if not parts:
+        raise BadInputError(f"{disk}-pt.sf: no partitions")
+    return label_id, parts
+
+
+def _disk_size(directory: Path, disk: str, parts: list[Partition], warnings: list[str]) -> int:
+    end = max(p.offset + p.length for p in parts)
+    try:
+        text = (directory / f"{disk}-pt.parted").read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    m = _DISK_SIZE.search(text)
+    if not m:
+        warnings.append(f"{disk}-pt.parted gives no size in sectors; the disk ends with its "
+                        "last partition")
+        return end
+    size = int(m.group("n")) * (SECTOR if m.group("unit") == "s" else 1)
+    if size < end:
+        raise BadInputError(
+            f"{disk}-pt.parted: the disk ({size} bytes) is smaller than its partitions "
+            f"({end} bytes)"
+        )
+    return size
+
+
+def _chunk_index(suffix: str) -> int:
+    n = 0
+    for ch in suffix:
+        n = n * 26 + ord(ch) - ord("a")
+    return n
+
+
+def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
+    stems: dict[str, list[tuple[str | None, re.Match[str]]]] = {}
+    for name in names:
+        m = _IMAGE_RE.match(name)
+        assert m is not None
+        stem = name if m.group("chunk") is None else name[: -len(m.group("chunk")) - 1]
+        stems.setdefault(stem, []).append((m.group("chunk"), m))
+    if len(stems) > 1:
+        raise BadInputError(f"{part}: several images ({', '.join(sorted(stems))})")
+    stem, entries = next(iter(stems.items()))
+    m = entries[0][1]
+    if m.group("old"):
+        kind = m.group("old")
+        raise UnsupportedFormatError(
+            f"{part}: {'ntfsclone' if kind == 'ntfs-img' else 'old-style'} images "
+            f"({stem}) are not supported yet"
+        )
+    fs, comp = m.group("fs"), m.group("comp")
+    if fs == "dd":
+        raise UnsupportedFormatError(f"{part}: partclone.dd images ({stem}) are not supported yet")
+    if comp not in SUPPORTED:
+        raise UnsupportedFormatError(
+            f"{part}: unknown or unsupported compression suffix '.{comp}' ({stem}; "
+            f"supported: {', '.join(SUPPORTED)})"
+        )
+    chunks = sorted(c for c, _ in entries if c is not None)  # str order = C order for a-z
+    if chunks and len(chunks) != len(entries):
+        raise BadInputError(f"{part}: both {stem} and split chunks {stem}.{chunks[0]}… exist")
+    if chunks:
+        width = len(chunks[0])
+        if any(len(c) != width for c in chunks):
+            raise BadInputError(f"{part}: chunk suffixes of different lengths ({stem}.*)")
+        for want, c in enumerate(chunks):
+            if _chunk_index(c) != want:
+                missing = "".join(
+                    chr(ord("a") + (want // 26**i) % 26) for i in reversed(range(width))
+                )
+                raise BadInputError(f"{part}: chunk {stem}.{missing} is missing")
+        files = tuple(directory / f"{stem}.{c}" for c in chunks)
+    else:
+        files = (directory / stem,)
+    return PartitionImage(part, "partclone", fs, comp, files)
+
+
+def load(directory: str | Path, disk: str | None = None) -> DiskImage:
+    """Describe ``disk`` (default: the only disk) of a Clonezilla image directory."""
+    d = Path(directory)
+    if not d.exists():
+        raise SourceNotFoundError(f"{d}: no such directory")
+    if not looks_like_clonezilla(d):
+        raise UnsupportedFormatError(
+            f"{d}: not a Clonezilla image directory (no 'disk'/'parts' list and "
+            "'<disk>-pt.sf' partition table)"
+        )
+    disks = list_disks(d)
+    if disk is None:
+        if len(disks) != 1:
+            raise UsageError(
+                f"{d} holds {len(disks)} disks ({', '.join(disks)}): choose one with --disk"
+            )
+        disk = disks[0]
+    disk = to_filename(disk)
+    if disk not in disks:
+        raise UsageError(f"--disk {disk}: {d} holds {', '.join(disks) or 'no disk'}")
+    warnings: list[str] = []
+    try:
+        sf = (d / f"{disk}-pt.sf").read_text(errors="replace")
+    except FileNotFoundError:
+        raise BadInputError(f"{d}: {disk}-pt.sf is missing (no partition table)") from None
+    label_id, parts = parse_sfdisk(sf, disk)
+    size = _disk_size(d, disk, parts, warnings)
+
+    listed = _words(d / "parts")
+    by_part: dict[str, list[str]] = {}
+    known = {p.name: p for p in parts}
+    for f in sorted(p.name for p in d.iterdir()):
+        m = _IMAGE_RE.match(f)
+        part = m.group("part") if m else f.split(".", 1)[0]
+        if part == disk or not part.startswith(disk):
+            continue  # another disk's partition, or a metadata file
+        if m is None:
+            if "-img" in f:
+                raise UnsupportedFormatError(f"{part}: unexpected image file name {f}")
+            continue
+        if part not in known:
+            raise BadInputError(f"{part}: image files exist but {disk}-pt.sf has no {part}")
+        by_part.setdefault(part, []).append(f)
+    images: dict[str, PartitionImage] = {}
+    for p in parts:
+        if p.extended:
+            continue
+        if p.name in by_part:
+            images[p.name] = _classify(p.name, by_part[p.name], d)
+        elif p.name in listed:
+            raise BadInputError(f"{p.name}: listed in 'parts' but no image file found")
+        else:
+            warnings.append(f"{p.name}: no image (not saved by Clonezilla); left empty")
+
+    mbr = d / f"{disk}-mbr"
+    hidden = d / f"{disk}-hidden-data-after-mbr"
+    ebrs = {p.name: d / f"{p.name}-ebr" for p in parts if p.extended and
+            (d / f"{p.name}-ebr").is_file()}
+    if not mbr.is_file():
+        warnings.append(f"{disk}-mbr is missing: no MBR boot code")
+    elif mbr.stat().st_size != SECTOR:
+        raise BadInputError(f"{disk}-mbr: {mbr.stat().st_size} bytes, not one sector")
+    first = min(p.start for p in parts)
+    if hidden.is_file() and hidden.stat().st_size > (first - 1) * SECTOR:
+        raise BadInputError(
+            f"{disk}-hidden-data-after-mbr: {hidden.stat().st_size} bytes do not fit before "
+            f"the first partition (sector {first})"
+        )
+    return DiskImage(
+        directory=d, disk=disk, size=size, label_id=label_id, partitions=parts,
+        images=images, mbr=mbr if mbr.is_file() else None,
+        hidden_after_mbr=hidden if hidden.is_file() else None, ebrs=ebrs,
+        warnings=warnings,
+    )

@@ -1,0 +1,234 @@
+"""A partition's image files as one decompressed byte stream, in bounded memory.
+
+Clonezilla pipes ``partclone | compressor | split``, so chunk boundaries are
+arbitrary offsets of the *compressed* stream: the chunks are concatenated
+first (C-locale order, checked for gaps by the caller), then decompressed.
+
+Decompression runs in-process (ISA-L's zlib-compatible inflate for gzip, twice
+as fast as zlib's; the standard ``compression.zstd`` API for zstd —
+``backports.zstd`` before Python 3.14 —; bz2 and lzma), always
+with ``max_length`` so a run of zeros that compresses 30 000:1 still yields
+bounded pieces, and always checking that the last compressed member ended:
+a missing last chunk is a *truncated* stream, not a short partition.
+
+Decompression happens in a background thread that hands pieces to the
+parser through a small queue: zlib/zstd, zlib.crc32 and os.pwrite all release
+the GIL, so decompressing and verifying/writing overlap on two cores.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import CorruptImageError, SourceUnreadableError, UnsupportedFormatError
+
+try:  # ISA-L's inflate: twice zlib's speed, same API (python-isal); zlib if absent
+    from isal import isal_zlib as gzip_lib
+except ImportError:  # pragma: no cover - isal is a dependency; kept for other platforms
+    gzip_lib = zlib  # type: ignore[assignment]
+
+try:  # Python 3.14+
+    from compression.zstd import ZstdDecompressor, ZstdError  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the Python version
+    from backports.zstd import ZstdDecompressor, ZstdError
+
+IN_SIZE = 2 << 20  # compressed bytes read at a time
+PIECE = 8 << 20  # decompressed bytes produced at a time (at most)
+QUEUE_DEPTH = 3
+
+# suffix -> (human name, magic of a member, new decompressor, its error types)
+CODECS: dict[str, tuple[str, bytes, Callable[[], Any], tuple[type[BaseException], ...]]] = {
+    "gz": ("gzip", b"\x1f\x8b", lambda: gzip_lib.decompressobj(wbits=31),
+           (gzip_lib.error, zlib.error)),
+    "zst": ("zstd", b"\x28\xb5\x2f\xfd", ZstdDecompressor, (ZstdError,)),
+    "bz2": ("bzip2", b"BZh", bz2.BZ2Decompressor, (OSError, ValueError)),
+    "xz": ("xz", b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
+           (lzma.LZMAError,)),
+    "lzma": ("lzma", b"\x5d\x00\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+             (lzma.LZMAError,)),
+}
+SUPPORTED = ("uncomp", *CODECS)
+
+
+class ChunkReader:
+    """The concatenation of chunk files, read sequentially; knows where it is."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.index = 0
+        self.offset = 0  # compressed bytes read so far, all chunks together
+        self._f: Any = None
+
+    @property
+    def current(self) -> str:
+        return self.paths[min(self.index, len(self.paths) - 1)].name
+
+    def read(self, n: int) -> bytes:
+        while self.index < len(self.paths):
+            if self._f is None:
+                try:
+                    self._f = open(self.paths[self.index], "rb", buffering=0)  # noqa: SIM115
+                except OSError as exc:
+                    raise SourceUnreadableError(
+                        f"{self.paths[self.index].name}: cannot read: {exc.strerror}"
+                    ) from None
+            try:
+                data = self._f.read(n)
+            except OSError as exc:
+                raise SourceUnreadableError(f"{self.current}: cannot read: {exc.strerror}") \
+                    from None
+            if data:
+                self.offset += len(data)
+                return data
+            self._f.close()
+            self._f = None
+            self.index += 1
+        return b""
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def iter_decompressed(src: ChunkReader, comp: str) -> Iterator[bytes]:
+    """Decompressed pieces of at most PIECE bytes; raises CorruptImageError on bad data."""
+    if comp == "uncomp":
+        while data := src.read(PIECE):
+            yield data
+        return
+    if comp not in CODECS:
+        raise UnsupportedFormatError(
+            f"compression '{comp}' is not supported (supported: {', '.join(SUPPORTED)})"
+        )
+    name, magic, new, errors = CODECS[comp]
+    d = new()
+    ended = False  # the current member ended and no next one has started
+
+    def corrupt(detail: str) -> CorruptImageError:
+        return CorruptImageError(
+            f"{src.current}: {detail} (compressed byte {src.offset} of the joined chunks)"
+        )
+
+    while True:
+        data = src.read(IN_SIZE)
+        if not data:
+            break
+        while data:
+            if ended:
+                if data[: len(magic)] != magic[: len(data)]:
+                    raise corrupt(f"data after the end of the {name} stream (an extra chunk?)")
+                d, ended = new(), False
+            try:
+                if comp == "gz":
+                    out = d.decompress(data, PIECE)
+                    data = d.unconsumed_tail
+                    if out:
+                        yield out
+                else:
+                    out = d.decompress(data, PIECE)
+                    data = b""
+                    if out:
+                        yield out
+                    while not d.eof and not d.needs_input:
+                        out = d.decompress(b"", PIECE)
+                        if out:
+                            yield out
+            except errors as exc:
+                raise corrupt(f"corrupt {name} data: {exc}") from None
+            if d.eof:
+                data = d.unused_data + data
+                ended = True
+    if not ended:
+        raise corrupt(f"the {name} stream is truncated (a missing or short last chunk?)")
+
+
+class PieceReader:
+    """A file-like ``read``/``readinto`` over decompressed pieces made by a producer thread."""
+
+    _END = object()
+
+    def __init__(self, pieces: Iterator[bytes], *, threaded: bool = True) -> None:
+        self._cur = memoryview(b"")
+        self._pos = 0
+        self._iter = pieces
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if threaded:
+            self._q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+            self._thread = threading.Thread(target=self._produce, name="decompress",
+                                            daemon=True)
+            self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            for piece in self._iter:
+                if not self._put(piece):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consumer
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _next(self) -> bool:
+        if self._thread is None:
+            piece = next(self._iter, None)
+            if piece is None:
+                return False
+        else:
+            piece = self._q.get()
+            if piece is self._END:
+                self._q.put(self._END)  # stay at EOF for later reads
+                return False
+            if isinstance(piece, BaseException):
+                raise piece
+        self._cur = memoryview(piece)
+        self._pos = 0
+        return True
+
+    def readinto(self, buf: memoryview | bytearray) -> int:
+        mv = memoryview(buf).cast("B")
+        n = len(mv)
+        got = 0
+        while got < n:
+            if self._pos >= len(self._cur) and not self._next():
+                break
+            k = min(n - got, len(self._cur) - self._pos)
+            mv[got : got + k] = self._cur[self._pos : self._pos + k]
+            self._pos += k
+            got += k
+        return got
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.readinto(buf)
+        return bytes(buf[:got])
+
+    def close(self) -> None:
+        """Stop the producer.  It is a daemon thread and may be stuck in a read that never
+        returns (a stalled network share, a FIFO): we wait a little, never forever."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
+def open_stream(paths: list[Path], comp: str, *, threaded: bool = True) -> tuple[PieceReader,
+                                                                                  ChunkReader]:
+    """The decompressed stream of ``paths`` joined, and the raw reader (for positions)."""
+    raw = ChunkReader(paths)
+    return PieceReader(iter_decompressed(raw, comp), threaded=threaded), raw

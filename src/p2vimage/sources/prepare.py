@@ -1,0 +1,95 @@
+"""Turn ``convert``'s source arguments into SourceImages, restoring Clonezilla directories.
+
+A disk image file is opened as it is (:func:`open_source`).  A Clonezilla image
+directory becomes one source per disk it holds: each is first rebuilt into a
+sparse raw file in a temporary directory beside the output (same filesystem,
+so no space is needed elsewhere and the thin copy reads it quickly), which
+the job then uses as a read-only base under its overlay.  The temporaries go
+away when the conversion ends, on success, error or interrupt.
+
+Work is split in two steps so every cheap check (metadata of the directory,
+output paths, options) runs before the minutes a restore may take.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import UnsupportedFormatError, UsageError
+from .image import SourceImage, open_source
+
+log = logging.getLogger(__name__)
+
+
+class SourceSet:
+    """The sources of one conversion: placeholders first, restored disks after :meth:`restore`."""
+
+    def __init__(self, args: list[str | os.PathLike[str]], source_format: str | None) -> None:
+        from ..clonezilla import metadata
+
+        self._disks: dict[int, metadata.DiskImage] = {}
+        self.sources: list[SourceImage] = []
+        self._tmp: Path | None = None
+        for arg in args:
+            p = Path(arg)
+            if not p.is_dir():
+                self.sources.append(open_source(p, source_format))
+                continue
+            if not metadata.looks_like_clonezilla(p):
+                raise UnsupportedFormatError(
+                    f"{p}: is a directory, but not a Clonezilla image directory (no 'disk'/"
+                    "'parts' list and '<disk>-pt.sf'); give a disk image file or such a directory"
+                )
+            if source_format:
+                raise UsageError(f"--source-format does not apply to the Clonezilla directory {p}")
+            for disk in metadata.list_disks(p):
+                img = metadata.load(p, disk)
+                self._disks[len(self.sources)] = img
+                # Until restored, the source stands for the directory (output checks use it).
+                self.sources.append(SourceImage(p, "raw", img.size, 0, True, origin=p))
+
+    @property
+    def has_directories(self) -> bool:
+        return bool(self._disks)
+
+    def check_outputs(self, outputs: list[Path]) -> None:
+        """The source directory is never written: no output may land inside it."""
+        for img in self._disks.values():
+            for o in outputs:
+                if Path(o).resolve().is_relative_to(img.directory.resolve()):
+                    raise UsageError(f"output {o} is inside the source directory {img.directory}")
+
+    def restore(self, scratch_parent: Path) -> list[SourceImage]:
+        """Rebuild every Clonezilla disk into a temporary sparse raw; return the final sources."""
+        from ..clonezilla.restore import restore_raw
+
+        if not self._disks:
+            return self.sources
+        self._tmp = Path(tempfile.mkdtemp(prefix=".p2vimage-clonezilla-", dir=scratch_parent))
+        for i, img in self._disks.items():
+            raw = self._tmp / f"source-{i}-{img.disk}.raw"
+            log.info("restoring %s (%s) into %s", img.directory, img.disk, raw)
+            restore_raw(img, raw)
+            for w in img.warnings:
+                log.warning("%s: %s", img.directory, w)
+            self.sources[i] = replace(self.sources[i], path=raw,
+                                      actual_size=raw.stat().st_blocks * 512)
+        return self.sources
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> SourceSet:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
