@@ -206,13 +206,20 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
 
 def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     from .check import check
-    from .errors import EXIT_NOT_READY
+    from .errors import EXIT_NOT_READY, CouldNotCheckError
     from .targets.atomic import AtomicOutputs
 
     # The JUnit path is validated before the (slow) appliance launch.
     junit = AtomicOutputs([Path(args.junit)], overwrite=True) if args.junit else None
-    report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml, vcpus=args.vcpus,
-                   source_format=args.source_format, root=args.root)
+    try:
+        report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml, vcpus=args.vcpus,
+                       source_format=args.source_format, root=args.root)
+    except (P2VError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug: "could not check" (3), not "not ready"
+        raise CouldNotCheckError(
+            f"could not check {args.image}: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with --debug and report it)") from exc
     if junit is not None:
         with junit:
             junit.partial(Path(args.junit)).write_bytes(report.to_junit())

@@ -71,6 +71,11 @@ class CorruptImageError(BadInputError):
     """The disk or a filesystem on it is damaged in a way that stops the work."""
 
 
+class CouldNotCheckError(BadInputError):
+    """``check`` could not run to the end (appliance failure, missing package, a bug):
+    exit 3, so a pipeline tells "not ready" (1) from "unknown" (3)."""
+
+
 # --- exit 4: the conversion cannot be done -------------------------------------
 
 
@@ -123,6 +128,7 @@ __all__ = [
     "MultipleRootsError",
     "CorruptHiveError",
     "CorruptImageError",
+    "CouldNotCheckError",
     "ConversionError",
     "ApplianceError",
     "MissingDependencyError",

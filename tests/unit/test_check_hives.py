@@ -42,8 +42,11 @@ def test_real_xp_hive_not_ready_for_qemu_piix3(real_hives) -> None:
     hive = real_hives[XP]
     r = check_hives(hive, bus="ide")
     assert not r.ready
-    assert r.ids("error") == ["storage.no-driver", "storage.no-driver"]
+    # Default (001) is what the boot loader uses: an error; LastKnownGood (003): a warning.
+    assert r.ids("error") == ["storage.no-driver"]
+    assert r.ids("warning") == ["storage.no-driver"]
     assert [f.message.split(":")[0] for f in r.findings] == ["ControlSet001", "ControlSet003"]
+    assert r.findings[1].message.endswith("(when this control set is booted)")
     assert "PIIX3" in r.findings[0].message
     # Evidence: all eleven IDs, most specific first, as CDDB key names.
     assert r.findings[0].evidence[0].endswith(
@@ -71,7 +74,7 @@ def test_real_xp_hive_ready_after_mergeide_entries(real_hives, tmp_path) -> None
     r = check_hives(hive, bus="ide")
     assert r.ready, "\n".join(r.summary_lines())
     # virtio-blk is still not (no viostor at all)
-    assert check_hives(hive, bus="virtio-blk").ids("error") == ["storage.no-driver"] * 2
+    assert check_hives(hive, bus="virtio-blk").ids("error") == ["storage.no-driver"]
 
 
 def test_real_win10_hive_driver_database(real_hives, tmp_path) -> None:
@@ -126,11 +129,28 @@ def test_domain_xml_facts(tmp_path) -> None:
         "<target dev='vda' bus='virtio'/></disk>"
         "<interface type='network'><model type='e1000'/></interface></devices></domain>")
     f = domain.read_domain(x)
-    assert f == domain.DomainFacts("q35", "bios", "virtio-blk", True, "e1000", 2, "utc")
+    assert f == domain.DomainFacts("q35", "bios", "virtio-blk", "virtio-transitional", "e1000",
+                                   "e1000", 2, "utc")
+    assert not domain.modern_virtio(f.machine, f.disk_model)  # transitional even on q35
     res = domain.check_domain(f, "bios", utc=False, path=str(x))
     assert [i.id for i in res.findings] == ["xml.clock"]
     assert [i.id for i in domain.check_domain(f, "uefi", True, str(x)).findings] == [
         "xml.firmware"]
+    # virt-manager/virt-v2v's UEFI form, a non-transitional disk on i440fx, no NIC model
+    y = tmp_path / "e.xml"
+    y.write_text(
+        "<domain type='kvm'><name>b</name><vcpu current='1'>4</vcpu>"
+        "<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>"
+        "<loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader></os>"
+        "<clock offset='variable' basis='localtime'/><devices>"
+        "<disk type='file' device='disk' model='virtio-non-transitional'>"
+        "<target dev='vda' bus='virtio'/></disk>"
+        "<interface type='network'/></devices></domain>")
+    f = domain.read_domain(y)
+    assert (f.firmware, f.machine, f.vcpus, f.clock, f.nic) == ("uefi", "pc", 1, "localtime",
+                                                               "rtl8139")
+    assert domain.modern_virtio(f.machine, f.disk_model)  # 1AF4:1042 even on i440fx
+    assert not domain.modern_virtio(f.machine, None)
 
 
 def test_ntfs_volume_flags_on_real_mkntfs(tmp_path) -> None:

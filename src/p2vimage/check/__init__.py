@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..api import inspect_job
-from ..errors import UsageError
+from ..errors import BadInputError, CouldNotCheckError, Interrupted, P2VError, UsageError
 from ..guest.appliance import Job
 from ..inspection import Inspection
 from ..sources.image import open_source
@@ -38,9 +38,14 @@ def check(
     _validate(bus, nic, vcpus)
     facts = domain.read_domain(Path(xml)) if xml is not None else None
     src = open_source(image, source_format)
-    with Job([src], writable=False, root=root) as job:
-        return check_job(job, image=str(image), bus=bus, nic=nic, vcpus=vcpus, facts=facts,
-                         xml=str(xml) if xml is not None else None)
+    try:
+        with Job([src], writable=False, root=root) as job:
+            return check_job(job, image=str(image), bus=bus, nic=nic, vcpus=vcpus,
+                             facts=facts, xml=str(xml) if xml is not None else None)
+    except (BadInputError, UsageError, Interrupted, KeyboardInterrupt):
+        raise
+    except P2VError as exc:  # appliance failure, missing package: the check could not run
+        raise CouldNotCheckError(f"could not check {image}: {exc}") from exc
 
 
 def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None = None,
@@ -52,16 +57,31 @@ def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None =
     insp = inspect_job(job)
     g = job.g
     view = _view(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"), g)
-    disk = g.part_to_dev(job.root_device)
+    root = job.root_device
+    disk = root if g.is_whole_device(root) else g.part_to_dev(root)
     part_start = boot_sector = None
     if insp.is_nt5:
-        num = g.part_to_partnum(job.root_device)
-        part_start = next(int(p["part_start"]) // 512 for p in g.part_list(disk)
-                          if int(p["part_num"]) == num)
-        boot_sector = g.pread_device(job.root_device, 512, 0)
+        boot_part, part_start = _boot_partition(g, disk, root)
+        boot_sector = g.pread_device(boot_part, 512, 0)
     return _run(view, insp, image, bus, nic, vcpus, facts, xml,
                 disk_size=g.blockdev_getsize64(disk), boot_sector=boot_sector,
-                part_start=part_start, system_partition=job.root_device)
+                part_start=part_start, system_partition=root)
+
+
+def _boot_partition(g, disk: str, root: str) -> tuple[str, int | None]:
+    """The partition whose boot code runs (the MBR's active one; NTLDR may live on C: while
+    Windows is on D:) and its start sector; the Windows partition when none is active."""
+    if disk == root:
+        return root, 0
+    try:
+        parts = g.part_list(disk)
+        active = [p for p in parts if g.part_get_bootable(disk, int(p["part_num"]))]
+    except RuntimeError:
+        return root, None
+    num = int(active[0]["part_num"]) if active else g.part_to_partnum(root)
+    start = next((int(p["part_start"]) // 512 for p in parts if int(p["part_num"]) == num),
+                 None)
+    return f"{disk}{num}", start
 
 
 def check_hives(system_hive: str | os.PathLike[str], software_hive=None, *, bus: str = "ide",
@@ -92,9 +112,20 @@ def _view(insp: Inspection, sysh, soft, g) -> GuestView:
     bootable = cs.bootable if cs else []
     # Default first: it is what the boot loader uses.
     default = f"ControlSet{cs.default:03d}" if cs else None
+    present = {p.lower() for p in (cs.present if cs else [])}
+    missing = default if default and default.lower() not in present else None
     bootable = sorted(bootable, key=lambda n: n.lower() != (default or "").lower())
     return GuestView(sysh, soft, bootable, insp.major, insp.minor, insp.arch,
-                     insp.system_root, g)
+                     insp.system_root, g, default_missing=missing,
+                     system_drive=_system_drive(insp))
+
+
+def _system_drive(insp: Inspection) -> str:
+    """Drive letter of the Windows volume (ImagePaths may name it as \\??\\X:)."""
+    for letter, dev in (insp.drive_letters or {}).items():
+        if dev == insp.windows_partition:
+            return letter.upper()
+    return "C"
 
 
 def _service_start(view: GuestView, name: str) -> int | None:
@@ -116,14 +147,23 @@ def _run(view: GuestView, insp: Inspection, image: str, bus: str | None, nic: st
         bus = bus or (facts.bus if facts.bus in devices.BUSES else None)
         nic = nic or facts.nic
         vcpus = vcpus or facts.vcpus
+    if not view.control_sets:  # Select points nowhere: nothing else can be evaluated
+        report = CheckReport(image=image, bus=bus or "-", nic=nic or "-", machine="-",
+                             vcpus=vcpus, xml=xml, guest={"product_name": insp.product_name})
+        res = CheckResult("boot-storage", "Boot storage driver")
+        res.add("registry.no-bootable-control-set", ERROR,
+                "the SYSTEM hive's Select names no existing control set", ["SYSTEM\\Select"])
+        report.checks.append(res)
+        return report
     if bus is None:
-        bus = "virtio-blk" if _service_start(view, "viostor") == 0 else (
-            "sata" if uefi else "ide")
+        bus = ("virtio-blk" if _service_start(view, "viostor") == 0 else "virtio-scsi"
+               if _service_start(view, "vioscsi") == 0 else "sata" if uefi else "ide")
     machine = facts.machine if facts is not None else ("q35" if uefi or bus == "sata" else "pc")
-    modern = machine == "q35" and not (facts is not None and facts.transitional)
+    disk_modern = domain.modern_virtio(machine, facts.disk_model if facts else None)
+    nic_modern = domain.modern_virtio(machine, facts.nic_model if facts else None)
     if nic is None:  # as convert picks: virtio when NetKVM is there for PnP
         netkvm = _service_start(view, "netkvm") is not None or drivers.staged_for(
-            view, devices.nic_device("virtio", modern))
+            view, devices.nic_device("virtio", nic_modern))
         nic = "virtio" if netkvm else ("rtl8139" if insp.is_nt5 else "e1000")
     version = ".".join(str(x) for x in (insp.major, insp.minor, insp.build) if x is not None)
     report = CheckReport(
@@ -132,25 +172,25 @@ def _run(view: GuestView, insp: Inspection, image: str, bus: str | None, nic: st
                "system_root": insp.system_root, "firmware": insp.firmware,
                "control_sets": view.control_sets},
     )
-    if not view.control_sets:
-        res = CheckResult("boot-storage", "Boot storage driver")
-        res.add("registry.no-bootable-control-set", ERROR,
-                "the SYSTEM hive's Select names no existing control set", ["SYSTEM\\Select"])
-        report.checks.append(res)
-        return report
-    chain = devices.boot_chain(bus, machine, modern)
-    report.checks.append(storage.check_boot_storage(view, bus, chain))
+    chain = devices.boot_chain(bus, machine, disk_modern)
+    boot_storage = storage.check_boot_storage(view, bus, chain)
+    if view.default_missing:
+        boot_storage.add("registry.default-control-set-missing", ERROR,
+                         f"Select\\Default names {view.default_missing}, which does not exist: "
+                         "the boot loader has no control set to load", ["SYSTEM\\Select\\Default"])
+    report.checks.append(boot_storage)
     report.checks.append(system.check_boot_start_files(view))
     report.checks.append(system.check_geometry(view, boot_sector, disk_size, part_start))
     report.checks.append(system.check_hal(view, vcpus))
     wanted = [d for d in chain if d.role == "controller" and bus.startswith("virtio")]
-    nic_dev = devices.nic_device(nic, modern)
+    nic_dev = devices.nic_device(nic, nic_modern)
     if nic == "virtio":
         wanted.append(nic_dev)
-    virtio = drivers.check_virtio_staging(view, wanted)
-    if not wanted:
-        virtio = CheckResult(virtio.id, virtio.title, skipped="no virtio device in this setup")
-    report.checks.append(virtio)
+    if wanted:
+        report.checks.append(drivers.check_virtio_staging(view, wanted))
+    else:
+        report.checks.append(CheckResult("virtio-staging", drivers.VIRTIO_TITLE,
+                                         skipped="no virtio device in this setup"))
     report.checks.append(drivers.check_network(view, nic, nic_dev))
     report.checks.append(hygiene.check_hygiene(view, system_partition))
     if facts is not None and xml is not None:

@@ -25,6 +25,11 @@ class Device:
     # a driver was prepared for a different setup — worth saying.
     other_ids: tuple[str, ...] = ()
 
+    @property
+    def base_id(self) -> str:
+        """``PCI\\VEN_v&DEV_d`` for a PCI device (what INF models usually claim)."""
+        return self.ids[3] if self.ids[0].startswith("PCI\\") else self.ids[0]
+
 
 def pci_ids(ven: str, dev: str, subsys: str, rev: str, cc: str) -> tuple[str, ...]:
     """Hardware then compatible IDs of a PCI function, in Windows' matching order."""

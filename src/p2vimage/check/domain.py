@@ -21,15 +21,28 @@ class DomainFacts:
     machine: str  # "pc" | "q35"
     firmware: str  # "bios" | "uefi"
     bus: str | None
-    transitional: bool
+    disk_model: str | None  # "virtio-transitional" | "virtio-non-transitional" | None
     nic: str | None
+    nic_model: str | None  # the <model type>, e.g. "virtio-transitional"
     vcpus: int | None
-    clock: str | None
+    clock: str | None  # "utc" | "localtime" | other libvirt offsets
+
+
+def modern_virtio(machine: str, model: str | None) -> bool:
+    """Whether QEMU presents the modern (1.0) virtio IDs: always for a non-transitional
+    model, never for a transitional one, else by machine (PCIe slots of q35 get modern
+    devices; i440fx's PCI slots the transitional ones)."""
+    if model == "virtio-non-transitional":
+        return True
+    if model == "virtio-transitional":
+        return False
+    return machine == "q35"
 
 
 _BUS = {"ide": "ide", "sata": "sata", "virtio": "virtio-blk", "scsi": "scsi"}
-_NIC = {"virtio": "virtio", "virtio-transitional": "virtio", "e1000": "e1000",
-        "rtl8139": "rtl8139"}
+_NIC = {"virtio": "virtio", "virtio-transitional": "virtio",
+        "virtio-non-transitional": "virtio", "e1000": "e1000", "rtl8139": "rtl8139"}
+_EFI_HINTS = ("ovmf", "edk2", "aavmf", "efi")
 
 
 def read_domain(path: Path) -> DomainFacts:
@@ -44,33 +57,45 @@ def read_domain(path: Path) -> DomainFacts:
     mtype = otype.get("machine", "") if otype is not None else ""
     machine = "q35" if "q35" in mtype else "pc"
     os_el = dom.find("os")
-    efi = os_el is not None and (
-        os_el.get("firmware") == "efi" or (os_el.find("loader") is not None
-                                           and "efi" in (os_el.findtext("loader") or "").lower())
-    )
-    bus = transitional = None
+    efi = False
+    if os_el is not None:
+        loader = os_el.find("loader")
+        efi = (os_el.get("firmware") == "efi" or os_el.find("nvram") is not None
+               or (loader is not None and (loader.get("type") == "pflash" or any(
+                   h in (loader.text or "").lower() for h in _EFI_HINTS))))
+    bus = disk_model = None
     disk = _boot_disk(dom)
     if disk is not None:
         target = disk.find("target")
         raw = target.get("bus") if target is not None else None
-        bus = _BUS.get(raw or "")
+        bus = _BUS.get(raw or "", raw)
         if bus == "scsi":
             ctrl = dom.find("devices/controller[@type='scsi']")
             bus = "virtio-scsi" if ctrl is not None and ctrl.get("model") == "virtio-scsi" \
                 else "scsi"
-        transitional = disk.get("model") == "virtio-transitional"
-    iface = dom.find("devices/interface/model")
-    nic = _NIC.get(iface.get("type", "")) if iface is not None else None
-    vcpu = dom.findtext("vcpu")
+        disk_model = disk.get("model")
+    iface = dom.find("devices/interface")
+    nic = nic_model = None
+    if iface is not None:
+        model = iface.find("model")
+        # libvirt leaves the model to QEMU, whose x86 default is rtl8139
+        nic_model = model.get("type", "") if model is not None else "rtl8139"
+        nic = _NIC.get(nic_model)
+    vcpu = dom.find("vcpu")
+    count = vcpu.get("current") or vcpu.text if vcpu is not None else None
     clock = dom.find("clock")
+    offset = clock.get("offset") if clock is not None else None
+    if offset == "variable":
+        offset = clock.get("basis", "utc")
     return DomainFacts(
         machine=machine,
         firmware="uefi" if efi else "bios",
         bus=bus,
-        transitional=bool(transitional),
+        disk_model=disk_model,
         nic=nic,
-        vcpus=int(vcpu) if vcpu and vcpu.strip().isdigit() else None,
-        clock=clock.get("offset") if clock is not None else None,
+        nic_model=nic_model,
+        vcpus=int(count) if count and count.strip().isdigit() else None,
+        clock=offset,
     )
 
 
@@ -89,6 +114,10 @@ def check_domain(facts: DomainFacts, firmware: str | None, utc: bool, path: str)
     res = CheckResult("domain-xml", "Domain XML agrees with the guest")
     if facts.bus is None:
         res.add("xml.no-disk", ERROR, "the domain has no disk to boot from", [path])
+    elif facts.bus not in ("ide", "sata", "virtio-blk", "virtio-scsi", "scsi"):
+        res.add("xml.bus-unsupported", ERROR,
+                f"the system disk is on a {facts.bus} bus, which Windows cannot boot from here",
+                [f"{path}: devices/disk/target"])
     elif facts.bus == "scsi":
         res.add("xml.bus-unsupported", ERROR,
                 "the system disk is on a SCSI controller other than virtio-scsi (lsilogic: "
@@ -104,7 +133,8 @@ def check_domain(facts: DomainFacts, firmware: str | None, utc: bool, path: str)
         res.add("xml.clock", WARNING,
                 f"the guest keeps its RTC in {want_clock}, the domain's clock offset is "
                 f"{facts.clock}: the time will be off by the UTC offset", [f"{path}: clock"])
-    if facts.nic is None:
-        res.add("xml.nic-model", WARNING, "the domain's NIC model is not one we evaluate",
+    if facts.nic is None and facts.nic_model is not None:
+        res.add("xml.nic-model", WARNING,
+                f"the domain's NIC model {facts.nic_model!r} is not one check evaluates",
                 [f"{path}: devices/interface"])
     return res

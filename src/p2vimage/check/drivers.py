@@ -8,6 +8,7 @@ decorated models, the way setupapi reads them.
 
 from __future__ import annotations
 
+from ..guest.files import windows_path
 from ..virtio.stage import DEVICEPATH_ENTRY, STAGE_DIR
 from ..windows import inf as inf_mod
 from ..windows import nics as nics_mod
@@ -16,6 +17,7 @@ from .guest import GuestView
 from .report import WARNING, CheckResult
 
 DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
+VIRTIO_TITLE = "Virtio drivers staged for Plug and Play"
 _INF_LIMIT = 4 << 20
 
 
@@ -51,7 +53,7 @@ def staged_for(view: GuestView, dev: devices.Device) -> bool:
     """Whether a package staged for PnP claims ``dev`` for this Windows."""
     if not view.has_files:
         return False
-    base = dev.ids[3]
+    base = dev.base_id
     arch, ver = view.arch or "x86", view.version
     return any(info.claims(arch, ver, base) for _p, info in
                _infs(view, _stage_dir(view), needle=base.split("\\", 1)[1]))
@@ -64,13 +66,13 @@ def _device_path(view: GuestView) -> str | None:
 
 
 def check_virtio_staging(view: GuestView, wanted: list[devices.Device]) -> CheckResult:
-    res = CheckResult("virtio-staging", "Virtio drivers staged for Plug and Play")
+    res = CheckResult("virtio-staging", VIRTIO_TITLE)
     if not view.has_files:
         res.skipped = "no disk: only hives were given"
         return res
     folder = _stage_dir(view)
     staged = _infs(view, folder)
-    where = folder.replace("/", "\\")
+    where = windows_path(folder)
     if not staged:
         res.add("virtio.not-staged", WARNING,
                 f"no driver packages in {where}: Plug and Play will find no virtio drivers "
@@ -80,10 +82,10 @@ def check_virtio_staging(view: GuestView, wanted: list[devices.Device]) -> Check
     for path, info in staged:
         if not info.models(arch, ver):
             res.add("virtio.package-wrong-os", WARNING,
-                    f"{path.replace('/', chr(92))} has no models for Windows "
-                    f"{ver[0]}.{ver[1]} {arch}: Windows ignores it", [path.replace("/", "\\")])
+                    f"{windows_path(path)} has no models for Windows "
+                    f"{ver[0]}.{ver[1]} {arch}: Windows ignores it", [windows_path(path)])
     for dev in wanted:
-        base = dev.ids[3]  # PCI\VEN_v&DEV_d
+        base = dev.base_id  # PCI\VEN_v&DEV_d
         if not any(info.claims(arch, ver, base) for _p, info in staged):
             res.add("virtio.device-not-staged", WARNING,
                     f"no staged package claims {dev.description} ({base}) for this Windows",
@@ -102,12 +104,12 @@ def _driver_for(view: GuestView, dev: devices.Device) -> str | None:
         m = storage.match_driver_database(view.system, dev.ids)
         if m is not None:
             return f"DriverDatabase\\DeviceIds\\{m[0]}"
-    base = dev.ids[3]
+    base = dev.base_id
     arch, ver = view.arch or "x86", view.version
     for folder in (_stage_dir(view), view.join_root("inf")):
         for path, info in _infs(view, folder, needle=base.split("\\", 1)[1]):
             if info.claims(arch, ver, base):
-                return path.replace("/", "\\")
+                return windows_path(path)
     return None
 
 
@@ -127,6 +129,6 @@ def check_network(view: GuestView, nic: str, dev: devices.Device) -> CheckResult
         if found is None:
             res.add("network.no-driver", WARNING,
                     f"no driver for {dev.description}: the guest will boot without network",
-                    [_stage_dir(view).replace("/", "\\"),
-                     view.join_root("inf").replace("/", "\\")])
+                    [windows_path(_stage_dir(view)),
+                     windows_path(view.join_root("inf"))])
     return res

@@ -30,7 +30,9 @@ class GuestView:
     arch: str | None
     systemroot: str | None = None  # guest path, e.g. /WINDOWS
     g: Any = None  # libguestfs handle with the root mounted read-only, or None
-    _exists: dict[str, str | None] = field(default_factory=dict)
+    default_missing: str | None = None  # Select\Default names this absent control set
+    system_drive: str = "C"
+    _resolved: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def version(self) -> tuple[int, int]:
@@ -49,9 +51,9 @@ class GuestView:
 
     def resolve(self, path: str) -> str | None:
         """The real (case-matched) path of a guest file, None when absent."""
-        if path not in self._exists:
-            self._exists[path] = files.resolve(self.g, path) if self.g is not None else None
-        return self._exists[path]
+        if path not in self._resolved:
+            self._resolved[path] = files.resolve(self.g, path) if self.g is not None else None
+        return self._resolved[path]
 
     def exists(self, path: str) -> bool | None:
         """True/False on a disk; None when only hives were given."""
@@ -103,6 +105,10 @@ class GuestView:
             return (f"built for {names.get(machine, hex(machine))}, "
                     f"the guest is {self.arch}")
         return None
+
+    def is_default(self, cs: str) -> bool:
+        """The control set the boot loader uses (errors there; warnings for the others)."""
+        return bool(self.control_sets) and cs == self.control_sets[0]
 
     def join_root(self, *parts: str) -> str:
         return posixpath.join(self.systemroot or "/WINDOWS", *parts)

@@ -99,7 +99,7 @@ def _check_partition(g: Any, res: CheckResult, part: str, is_system: bool) -> No
         info = ntfs_volume.parse_boot(boot)
         record = g.pread_device(part, info.record_size, info.record_offset(
             ntfs_volume.VOLUME_RECORD))
-        flags, _at = ntfs_volume.volume_flags(record, info.bytes_per_sector)
+        flags, _at = ntfs_volume.volume_flags(record)
     except (RuntimeError, ntfs_volume.NtfsError) as exc:
         res.add("hygiene.ntfs-unreadable", WARNING, f"{part}: cannot read $Volume: {exc}",
                 [part])

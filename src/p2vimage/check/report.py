@@ -122,20 +122,21 @@ class CheckReport:
         suite = etree.SubElement(
             suites, "testsuite", name=f"p2vimage check {self.bus}",
             tests=str(len(self.checks)), failures=str(failures), errors="0",
-            skipped=str(skipped),
+            skipped=str(skipped), time="0",
         )
         props = etree.SubElement(suite, "properties")
         for k, v in (("image", self.image), ("bus", self.bus), ("nic", self.nic),
                      ("machine", self.machine), ("ready", str(self.ready).lower())):
-            etree.SubElement(props, "property", name=k, value=v)
+            etree.SubElement(props, "property", name=k, value=_xml_safe(v))
         for c in self.checks:
-            case = etree.SubElement(suite, "testcase", name=c.id, classname="p2vimage.check")
+            case = etree.SubElement(suite, "testcase", name=c.id, classname="p2vimage.check",
+                                    time="0")
             if c.skipped is not None:
                 etree.SubElement(case, "skipped", message=c.skipped)
                 continue
             errors = [f for f in c.findings if f.severity == ERROR]
             if errors:
-                fail = etree.SubElement(case, "failure", message=errors[0].message,
+                fail = etree.SubElement(case, "failure", message=_xml_safe(errors[0].message),
                                         type=errors[0].id)
                 fail.text = "\n".join(_finding_text(f) for f in errors)
             others = [f for f in c.findings if f.severity != ERROR]
@@ -147,4 +148,13 @@ class CheckReport:
 
 
 def _finding_text(f: Finding) -> str:
-    return "\n".join([f"{f.severity}: {f.message} [{f.id}]", *(f"  {e}" for e in f.evidence)])
+    return _xml_safe("\n".join([f"{f.severity}: {f.message} [{f.id}]",
+                                *(f"  {e}" for e in f.evidence)]))
+
+
+_XML_BAD = dict.fromkeys(i for i in range(32) if i not in (9, 10, 13))
+
+
+def _xml_safe(text: str) -> str:
+    """Registry-derived text can hold control characters XML 1.0 cannot carry."""
+    return text.translate(_XML_BAD)

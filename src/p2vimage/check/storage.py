@@ -11,10 +11,11 @@ on the system volume; a ``StartOverride`` of 8+ can still veto it.
 
 from __future__ import annotations
 
+from ..guest.files import windows_path
 from ..guest.registry import Hive
 from . import devices
 from .guest import GuestView
-from .report import ERROR, CheckResult
+from .report import ERROR, WARNING, CheckResult
 
 CDDB = "Control\\CriticalDeviceDatabase"
 KERNEL_DRIVER, FS_DRIVER = 1, 2
@@ -59,7 +60,8 @@ def match_driver_database(system: Hive, ids: tuple[str, ...]) -> tuple[str, str 
                 svc = system.get_str(cfg, "Service")
                 if svc:
                     return i, svc
-        return i, None
+        # A DeviceIds entry whose package does not resolve (a stale leftover): Windows
+        # goes on to the next ID, and so do we.
     return None
 
 
@@ -75,17 +77,23 @@ def _near(system: Hive, cs: str, dev: devices.Device) -> list[str]:
 
 
 def check_boot_storage(view: GuestView, bus: str, chain: list[devices.Device]) -> CheckResult:
+    """Errors for the Default control set (what the boot loader uses); the same problems in
+    the other bootable sets (LastKnownGood, a differing Current) are warnings: they bite
+    only when someone boots that set."""
     res = CheckResult("boot-storage", f"Boot storage driver for {bus}")
     sysh = view.system
     checked: set[tuple[str, str]] = set()
     files_checked: set[str] = set()
     dd = view.driver_database
+    groups = _service_groups(sysh, view.control_sets[0])
     for cs in view.control_sets:
+        sev = ERROR if view.is_default(cs) else WARNING
+        note = "" if view.is_default(cs) else " (when this control set is booted)"
         for dev in chain:
             m = match_driver_database(sysh, dev.ids) if dd else match_cddb(sysh, cs, dev.ids)
             where = "DriverDatabase\\DeviceIds" if dd else f"{cs}\\{CDDB}"
             if m is None:
-                if dd and cs != view.control_sets[0]:
+                if dd and not view.is_default(cs):
                     continue  # DriverDatabase is hive-wide: said once
                 near = _near(sysh, cs, dev)
                 prefix = "" if dd else f"{cs}: "
@@ -93,55 +101,88 @@ def check_boot_storage(view: GuestView, bus: str, chain: list[devices.Device]) -
                        f"entry in {where}")
                 if near:
                     msg += f" (only {', '.join(near)}, which this machine does not present)"
-                res.add("storage.no-driver", ERROR, msg,
+                res.add("storage.no-driver", sev, msg + note,
                         [f"{where}\\{_key(i) if not dd else i}" for i in dev.ids])
                 continue
             matched, service = m
             ev = f"{where}\\{matched if dd else _key(matched)}"
             if not service:
-                res.add("storage.no-service", ERROR,
-                        f"{cs}: the entry for {dev.description} names no service", [ev])
+                res.add("storage.no-service", sev,
+                        f"{cs}: the entry for {dev.description} names no service{note}", [ev])
                 continue
             if (cs, service.lower()) in checked:
                 continue
             checked.add((cs, service.lower()))
-            _check_service(view, res, cs, service, dev, ev, files_checked)
+            _check_service(view, res, cs, service, dev, ev, files_checked, sev, groups)
     return res
 
 
+def _service_groups(sysh: Hive, cs: str) -> set[str]:
+    return {g.lower() for g in sysh.get_list(
+        sysh.node(f"{cs}\\Control\\ServiceGroupOrder"), "List")}
+
+
+def _image_path_problem(image_path: str | None, drive: str) -> str | None:
+    """Why the boot loader could not read a driver from this ImagePath, or None.
+
+    The loader reads boot drivers from the system volume only: relative paths (to
+    %SystemRoot%), ``\\SystemRoot\\…``, ``%SystemRoot%\\…`` and the system drive's
+    ``\\??\\X:\\…``/``X:\\…`` are fine; another drive, ``\\Device\\…`` or UNC are not.
+    """
+    if not image_path:
+        return None  # the kernel's default: System32\drivers\<service>.sys
+    low = image_path.lower().replace("/", "\\")
+    if low.startswith(("\\systemroot\\", "%systemroot%\\")):
+        return None
+    if low.startswith("\\??\\"):
+        low = low[4:]
+    if len(low) > 1 and low[1] == ":":
+        return None if low[0] == drive.lower() else f"it is on drive {low[0].upper()}:"
+    if low.startswith("\\"):  # \Device\..., UNC, a bare NT path
+        return "it is not a path on the system volume"
+    return None
+
+
 def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
-                   dev: devices.Device, matched: str, files_checked: set[str]) -> None:
+                   dev: devices.Device, matched: str, files_checked: set[str], sev: str,
+                   groups: set[str]) -> None:
     sysh = view.system
     path = f"{cs}\\Services\\{service}"
     node = sysh.node(path)
     if node is None:
-        res.add("storage.service-missing", ERROR,
+        res.add("storage.service-missing", sev,
                 f"{cs}: {dev.description} maps to service {service}, which does not exist",
                 [matched, path])
         return
     start = sysh.get_int(node, "Start")
     if start != 0:
-        res.add("storage.not-boot-start", ERROR,
+        res.add("storage.not-boot-start", sev,
                 f"{cs}: {service} ({dev.description}) has Start={start}, not 0 (boot): "
                 "it is not loaded in time to mount the system disk", [f"{path}\\Start"])
     override = sysh.node("StartOverride", node)
     if override is not None:
         for v in sysh.values(override).values():
             if isinstance(v.value, int) and v.value != 0:
-                res.add("storage.start-override", ERROR,
+                res.add("storage.start-override", sev,
                         f"{cs}: {service} has StartOverride\\{v.name}={v.value}: Windows skips "
                         "it at boot", [f"{path}\\StartOverride\\{v.name}"])
     stype = sysh.get_int(node, "Type")
     if stype not in (KERNEL_DRIVER, FS_DRIVER):
-        res.add("storage.service-type", ERROR,
-                f"{cs}: {service} has Type={stype}, not a kernel driver (1)", [f"{path}\\Type"])
+        res.add("storage.service-type", sev,
+                f"{cs}: {service} has Type={stype}, not a driver (1 kernel, 2 file system)",
+                [f"{path}\\Type"])
+    group = sysh.get_str(node, "Group")
+    if group and groups and group.lower() not in groups:
+        res.add("storage.service-group", WARNING,
+                f"{cs}: {service} has Group {group!r}, which ServiceGroupOrder does not list: "
+                "it loads after every listed group", [f"{path}\\Group"])
     image_path = sysh.get_str(node, "ImagePath")
-    low = (image_path or "").lower().replace("/", "\\")
-    if low and not (low.startswith(("system32\\", "\\systemroot\\", "%systemroot%\\"))
-                    or low.startswith("\\??\\c:") or low.startswith("c:")):
-        res.add("storage.image-path", ERROR,
-                f"{cs}: {service} ImagePath {image_path!r} is not on the system volume: the "
-                "boot loader cannot read it", [f"{path}\\ImagePath"])
+    why = _image_path_problem(image_path, view.system_drive)
+    if why:
+        res.add("storage.image-path", sev,
+                f"{cs}: {service} ImagePath {image_path!r}: {why}; the boot loader reads "
+                "boot drivers from the system volume only", [f"{path}\\ImagePath"])
+        return
     targets = [view.driver_path(image_path, service)]
     dep = DEPENDENCIES.get(service.lower())
     if dep:
@@ -152,7 +193,7 @@ def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
         files_checked.add(target.lower())
         if not view.exists(target):
             what = "its image" if target == targets[0] else f"{dep}, which it needs,"
-            res.add("storage.file-missing", ERROR,
+            res.add("storage.file-missing", sev,
                     f"{service} ({dev.description}): {what} {_win(target)} is missing",
                     [f"{path}\\ImagePath", _win(target)])
             continue
@@ -160,8 +201,8 @@ def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
         if problem:
             fid = ("storage.file-wrong-machine" if problem.startswith("built for")
                    else "storage.file-not-pe")
-            res.add(fid, ERROR, f"{service}: {_win(target)} {problem}", [_win(target)])
+            res.add(fid, sev, f"{service}: {_win(target)} {problem}", [_win(target)])
 
 
 def _win(path: str) -> str:
-    return path.replace("/", "\\")
+    return windows_path(path)

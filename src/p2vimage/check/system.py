@@ -7,6 +7,7 @@ the commonest result of hand-copied drivers and half-undone driver installs.
 
 from __future__ import annotations
 
+from ..guest.files import windows_path
 from ..windows import geometry
 from ..windows.hal import read_hal
 from .guest import GuestView
@@ -15,12 +16,22 @@ from .report import ERROR, WARNING, CheckResult
 KERNEL_DRIVER_TYPES = (1, 2)
 
 
+def _skipped_by_override(view: GuestView, node: int) -> bool:
+    ov = view.system.node("StartOverride", node)
+    return ov is not None and any(
+        isinstance(v.value, int) and v.value != 0 for v in view.system.values(ov).values())
+
+
 def check_boot_start_files(view: GuestView) -> CheckResult:
+    """Every boot-start kernel driver's file.  The loader stops on a missing one whose
+    ErrorControl is Severe (2) or Critical (3) in the Default control set (an error); with
+    Ignore/Normal it goes on without it (a warning: the boot path itself is judged by the
+    boot-storage check), and other control sets matter only when booted (a warning)."""
     res = CheckResult("boot-start-files", "Every boot-start driver's file is present")
     if not view.has_files:
         res.skipped = "no disk: only hives were given"
         return res
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, dict] = {}
     for cs in view.control_sets:
         services = view.system.node(f"{cs}\\Services")
         if services is None:
@@ -30,15 +41,24 @@ def check_boot_start_files(view: GuestView) -> CheckResult:
                 continue
             if view.system.get_int(node, "Type") not in KERNEL_DRIVER_TYPES:
                 continue  # Start=0 on a non-driver is ignored by Windows
+            if _skipped_by_override(view, node):
+                continue
             target = view.driver_path(view.system.get_str(node, "ImagePath"), name)
-            seen.setdefault(target.lower(), [target, name]).append(cs)
-    for target, name, *css in seen.values():
-        if not view.exists(target):
-            res.add("boot-start.file-missing", ERROR,
-                    f"boot-start driver {name}: {target.replace('/', chr(92))} is missing "
-                    f"({', '.join(css)}): a classic 0x7B cause",
-                    [f"{cs}\\Services\\{name}\\ImagePath" for cs in css]
-                    + [target.replace("/", "\\")])
+            entry = seen.setdefault(target.lower(), {"path": target, "name": name, "cs": [],
+                                                     "fatal": False})
+            entry["cs"].append(cs)
+            if view.is_default(cs) and (view.system.get_int(node, "ErrorControl") or 0) >= 2:
+                entry["fatal"] = True
+    for e in seen.values():
+        if view.exists(e["path"]):
+            continue
+        target = windows_path(e["path"])
+        how = ("the boot stops (ErrorControl Severe/Critical)" if e["fatal"]
+               else "Windows starts without it")
+        res.add("boot-start.file-missing", ERROR if e["fatal"] else WARNING,
+                f"boot-start driver {e['name']}: {target} is missing "
+                f"({', '.join(e['cs'])}): {how}",
+                [f"{cs}\\Services\\{e['name']}\\ImagePath" for cs in e["cs"]] + [target])
     return res
 
 
@@ -78,7 +98,7 @@ def check_hal(view: GuestView, vcpus: int | None) -> CheckResult:
         return res
     cs = view.control_sets[0]
     hal = read_hal(view.system, cs)
-    ev = [f"{cs}\\Enum\\Root\\ACPI_HAL\\0000\\HardwareID"]
+    ev = [f"{cs}\\Enum\\Root\\{{ACPI_HAL,PCI_HAL}}\\0000\\HardwareID"]
     if hal is None:
         res.add("nt5.hal-unknown", WARNING, "the HAL could not be identified", ev)
     elif hal.multiprocessor is False and (vcpus or 1) > 1:

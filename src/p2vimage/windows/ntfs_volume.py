@@ -18,6 +18,7 @@ VOLUME_RECORD = 3
 ATTR_VOLUME_INFORMATION = 0x70
 ATTR_END = 0xFFFFFFFF
 FLAG_DIRTY = 0x0001
+FIXUP_STRIDE = 512
 
 
 class NtfsError(ValueError):
@@ -57,14 +58,17 @@ def parse_boot(sector: bytes) -> BootInfo:
     return BootInfo(bps, cluster, mft_lcn * cluster, mirr_lcn * cluster, record)
 
 
-def _fixup(record: bytes, sector_size: int) -> bytearray:
+def _fixup(record: bytes) -> bytearray:
+    """Undo the update sequence: the last two bytes of every 512-byte stride (NTFS uses
+    512 whatever the sector size) hold the sequence number; the real bytes are in the
+    array."""
     data = bytearray(record)
     usa_off, usa_count = struct.unpack_from("<HH", data, 4)
     if usa_off + 2 * usa_count > len(data) or usa_count == 0:
         raise NtfsError("MFT record: bad update sequence array")
     usn = data[usa_off : usa_off + 2]
     for i in range(1, usa_count):
-        end = i * sector_size - 2
+        end = i * FIXUP_STRIDE - 2
         if end + 2 > len(data):
             break
         if data[end : end + 2] != usn:
@@ -73,11 +77,11 @@ def _fixup(record: bytes, sector_size: int) -> bytearray:
     return data
 
 
-def volume_flags(record: bytes, sector_size: int = 512) -> tuple[int, int]:
+def volume_flags(record: bytes) -> tuple[int, int]:
     """(flags, byte offset of the flags in the record) of ``$Volume``'s record."""
     if record[:4] != b"FILE":
         raise NtfsError("MFT record 3 has no FILE signature")
-    data = _fixup(record, sector_size)
+    data = _fixup(record)
     off = struct.unpack_from("<H", data, 0x14)[0]
     while off + 8 <= len(data):
         atype, alen = struct.unpack_from("<II", data, off)
