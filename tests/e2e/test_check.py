@@ -28,6 +28,9 @@ from p2vimage.sources.image import open_source
 from p2vimage.windows import ntfs_volume
 from tests.conftest import run_cli, sha256
 
+# One conversion and three appliances: run by CI with the other slow cases (make test-slow).
+pytestmark = pytest.mark.slow
+
 BASE = "win2003-x86"
 SCSI = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
 CDDB = "Control\\CriticalDeviceDatabase"
@@ -227,17 +230,3 @@ def test_cli_exit_codes_json_and_junit(variants, tmp_path) -> None:
     assert set(failed) == {"boot-storage"}
     assert failed["boot-storage"].get("type") == "storage.file-missing"
     assert sha256(variants["sys-missing"]) == before
-
-
-def test_cli_could_not_check(tmp_path) -> None:
-    junk = tmp_path / "junk.img"
-    junk.write_bytes(b"\x1f\x8b" + bytes(4094))
-    r = run_cli("check", str(junk), "--json")
-    assert r.returncode == 3
-    assert json.loads(r.stdout)["error"]["exit_code"] == 3
-    r = run_cli("check", str(junk), "--bus", "floppy")
-    assert r.returncode == 2
-    xml = tmp_path / "bad.xml"
-    xml.write_text("<notadomain/>")
-    r = run_cli("check", str(junk), "--xml", str(xml))
-    assert r.returncode == 3 and "not <domain>" in r.stderr

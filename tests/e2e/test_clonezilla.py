@@ -329,6 +329,7 @@ def _ntfs_files(disks: list[Path]) -> dict[str, dict[str, str]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.appliance
 def test_convert_directory_equals_convert_of_the_original(tmp_path: Path) -> None:
     d = _dir("xp-gz-split")

@@ -21,6 +21,7 @@ from lxml import etree
 import p2vimage
 from fixtures import profiles
 from fixtures.images import DEMO
+from p2vimage.check import check_job, domain
 from p2vimage.guest.appliance import Job
 from p2vimage.sources.image import open_source
 from p2vimage.windows.geometry import seabios_heads
@@ -40,7 +41,8 @@ def converted(images, tmp_path_factory) -> dict:
     doc = json.loads(r.stdout)
     assert sha256(src) == before
     disk = out / "filesrv.qcow2"
-    with Job([open_source(disk)]) as job:
+    # One appliance: the output (sda) read back and checked, then the source (sdb) checked.
+    with Job([open_source(disk), open_source(src)], root="/dev/sda1") as job:
         job.mount_root()
         system = job.hive("SYSTEM")
         reg = {}
@@ -61,8 +63,14 @@ def converted(images, tmp_path_factory) -> dict:
             name = f["guest_path"].rsplit("/", 1)[1]
             drivers[name] = job.g.read_file(f"/WINDOWS/system32/drivers/{name}")
             origins[name] = origin_bytes(job.g, f["origin"], name, tmp)
-    return {"dir": out, "doc": doc, "disk": disk, "reg": reg, "boot": boot, "backup": backup,
-            "size": size, "parts": parts, "stderr": r.stderr, "drivers": drivers,
+        xml = out / "filesrv.xml"
+        checks = {"output": check_job(job, image=str(disk), facts=domain.read_domain(xml),
+                                      xml=str(xml))}
+        job.use_root("/dev/sdb1")
+        checks["source"] = check_job(job, image=str(src), bus="ide")
+    assert sha256(src) == before
+    return {"checks": checks, "dir": out, "doc": doc, "disk": disk, "reg": reg, "boot": boot,
+            "backup": backup, "size": size, "parts": parts, "stderr": r.stderr, "drivers": drivers,
             "origins": origins}
 
 
@@ -307,3 +315,15 @@ def test_sigkill_leaves_at_most_partial(images, tmp_path: Path) -> None:
     if names == {"x.img", "x.xml", "x.json"}:
         pytest.fail("the conversion finished before SIGKILL; the test proved nothing")
     assert names and names <= {"x.img.partial", "x.xml.partial", "x.json.partial"}, names
+
+
+def test_check_before_and_after(converted) -> None:
+    """The captured 2003 server is not ready for QEMU's IDE (no PIIX3 entry, RAID-BIOS
+    geometry); the converted guest is ready on what its own domain XML gives it."""
+    src, out = converted["checks"]["source"], converted["checks"]["output"]
+    assert not src.ready
+    assert src.ids("error")[0] == "storage.no-driver" and src.ids("error")[-1] == "nt5.geometry"
+    assert "PIIX3" in src.findings[0].message
+    assert out.ready, "\n".join(out.summary_lines())
+    assert (out.bus, out.machine, out.nic) == ("ide", "pc", "rtl8139")
+    assert [c.status for c in out.checks if c.id == "domain-xml"] == ["passed"]

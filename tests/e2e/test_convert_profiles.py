@@ -30,6 +30,9 @@ from p2vimage.windows.nics import physical_nics
 from p2vimage.windows.pe import read_pe, version_str
 from tests.conftest import origin_bytes, sha256
 
+# Five conversions and a read-back appliance: CI runs these with the other slow cases.
+pytestmark = pytest.mark.slow
+
 NAMES = ["win2000-x86", "winxp-x86", "win2003r2-x64", "win7-x64", "win2019-x64"]
 
 # Every profile is converted once, with a fake virtio-win ISO and --bus auto: the guest
@@ -243,7 +246,6 @@ def _virtio_readback(job, p, sr: str) -> dict:
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_profile_conversion(results, name: str) -> None:
     p = profiles.PROFILES[name]
@@ -294,7 +296,6 @@ def _sz(text: str) -> bytes:
     return (text + "\0").encode("utf-16-le")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if profiles.PROFILES[n].layout == "nt5"])
 def test_mergeide_on_output(results, name: str) -> None:
     """Every KB314082 key and service value, type and data, in every bootable control set."""
@@ -323,7 +324,6 @@ def test_mergeide_on_output(results, name: str) -> None:
         assert ide["services"]["atapi"]["ImagePath"].type == REG_EXPAND_SZ
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WINNERS))
 def test_ide_driver_files_on_output(results, name: str) -> None:
     """The four files are the newest copy of the right architecture, byte for byte what
@@ -354,7 +354,6 @@ def test_ide_driver_files_on_output(results, name: str) -> None:
                    and "ServicePackFiles" in c["origin"] for c in atapi)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if profiles.PROFILES[n].layout == "nt6"])
 def test_nt6_emulated_controller_enabled(results, name: str) -> None:
     back = results["readback"][name]
@@ -416,7 +415,6 @@ def _expected_stage(media, folders: dict[str, str]) -> dict[str, bytes]:
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in CASES if n != "win2000-x86"])
 def test_virtio_staged_on_output(results, isos, name: str) -> None:
     layout, variant, key = CASES[name]
@@ -492,7 +490,6 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
         p.layout == "nt5")
 
 
-@pytest.mark.slow
 def test_second_run_with_virtio_changes_nothing(results, isos, tmp_path) -> None:
     """Re-converting the 2019 output with the same ISO reuses the DriverDatabase entry."""
     src = results["dir"] / "win2019-x64.qcow2"
@@ -514,7 +511,6 @@ def _export(path: Path) -> dict[str, str]:
     return blocks
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_physical_nics_dropped_on_output(results, name: str) -> None:
     """Every stale key gone in every bootable control set; the captured settings equal the
@@ -552,7 +548,6 @@ def test_physical_nics_dropped_on_output(results, name: str) -> None:
         assert key in edited or any(k.startswith(key + "\\") for k in edited), key
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_firstboot_files_on_output(results, name: str) -> None:
     report = results["reports"][name]
@@ -583,7 +578,6 @@ def test_firstboot_files_on_output(results, name: str) -> None:
     assert report.plan["network"]["firstboot"]["connection"] == first["connection_name"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_hardware_leftovers(results, name: str) -> None:
     """The HP profile: vendor agents disabled on request, OEM licence noted, its SMBIOS

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fixtures.images import DEMO
 from tests.conftest import ROOT, sha256
 
@@ -25,6 +27,7 @@ def test_guide_has_offline_and_manual_steps() -> None:
     assert "```sh manual" in text
 
 
+@pytest.mark.slow
 def test_offline_commands_run(images, tmp_path: Path) -> None:
     src = images[DEMO]
     before = sha256(src)

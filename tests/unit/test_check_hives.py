@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from p2vimage.check.storage import match_cddb, match_driver_database
 from p2vimage.guest.registry import REG_DWORD, REG_SZ, Hive
 from p2vimage.windows import ntfs_volume
 from p2vimage.windows.mergeide import HDC_CLASS
+from tests.conftest import run_cli
 
 XP = "dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"
 W10 = "regipy-win10-18362-x64-SYSTEM_WIN_10_1709"
@@ -198,3 +200,18 @@ def test_every_finding_id_is_documented() -> None:
     doc = (root / "docs/check.md").read_text()
     assert len(ids) > 30
     assert sorted(i for i in ids if f"`{i}`" not in doc) == []
+
+
+def test_cli_could_not_check(tmp_path) -> None:
+    """Rejected before any appliance starts: exit 3 (could not check) or 2 (usage)."""
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(b"\x1f\x8b" + bytes(4094))
+    r = run_cli("check", str(junk), "--json")
+    assert r.returncode == 3
+    assert json.loads(r.stdout)["error"]["exit_code"] == 3
+    r = run_cli("check", str(junk), "--bus", "floppy")
+    assert r.returncode == 2
+    xml = tmp_path / "bad.xml"
+    xml.write_text("<notadomain/>")
+    r = run_cli("check", str(junk), "--xml", str(xml))
+    assert r.returncode == 3 and "not <domain>" in r.stderr

@@ -73,15 +73,12 @@ def _boot_partition(g, disk: str, root: str) -> tuple[str, int | None]:
     Windows is on D:) and its start sector; the Windows partition when none is active."""
     if disk == root:
         return root, 0
-    try:
-        parts = g.part_list(disk)
-        active = [p for p in parts if g.part_get_bootable(disk, int(p["part_num"]))]
-    except RuntimeError:
-        return root, None
-    num = int(active[0]["part_num"]) if active else g.part_to_partnum(root)
-    start = next((int(p["part_start"]) // 512 for p in parts if int(p["part_num"]) == num),
-                 None)
-    return f"{disk}{num}", start
+    entries = {p: hygiene.part_entry(g, p) for p in g.list_partitions()
+               if g.part_to_dev(p) == disk}
+    active = [p for p, e in entries.items() if e.get("PART_ENTRY_FLAGS") == "0x80"]
+    part = active[0] if active else root
+    offset = entries.get(part, {}).get("PART_ENTRY_OFFSET")
+    return part, int(offset) if offset and offset.isdigit() else None
 
 
 def check_hives(system_hive: str | os.PathLike[str], software_hive=None, *, bus: str = "ide",
