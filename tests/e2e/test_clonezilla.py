@@ -224,7 +224,7 @@ def _checksum_mismatch(d: Path) -> None:
 
 def _unknown_suffix(d: Path) -> None:
     for c in _chunks(d, "sda6"):
-        c.rename(c.with_name(c.name.replace(".gz", ".lzo")))
+        c.rename(c.with_name(c.name.replace(".gz", ".lrz")))  # lrzip: not supported
 
 
 def _too_big(d: Path) -> None:
