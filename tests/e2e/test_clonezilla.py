@@ -245,7 +245,7 @@ BAD = {
     "truncated-chunk": (_truncated, r"sda2: .*(truncated|corrupt gzip)"),
     "corrupt-chunk": (_corrupt_chunk, r"sda1: .*corrupt gzip data"),
     "checksum": (_checksum_mismatch, r"sda5: partclone checksum mismatch at image byte \d+"),
-    "unknown-compression": (_unknown_suffix, r"sda6: .*compression suffix '\.lzo'"),
+    "unknown-compression": (_unknown_suffix, r"sda6: .*compression suffix '\.lrz'"),
     "image-larger-than-partition": (_too_big, r"sda5: the image is of a 52428800-byte volume, "
                                     r"larger than the 46080000-byte partition"),
     "listed-without-image": (_listed_but_absent, r"sda2: listed in 'parts' but no image"),
