@@ -88,8 +88,28 @@ def test_disk_size_from_parted_and_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="sda3: image files exist but sda-pt.sf has no sda3"):
         metadata.load(d)
     os.unlink(d / "sda3.ntfs-ptcl-img.gz")
+    # older names: the compression is in the data (sniffed), or in the name
     (d / "sda2.ntfs-ptcl-img.zst").rename(d / "sda2.ntfs-img.aa")
-    with pytest.raises(UnsupportedFormatError, match="sda2: ntfsclone images"):
+    (d / "sda2.ntfs-img.aa").write_bytes(b"\x1f\x8b\x08rest of a gzip member")
+    (d / "sda2.ntfs-img.ab").write_bytes(b"x")
+    sda2 = metadata.load(d).images["sda2"]
+    assert (sda2.kind, sda2.compression, len(sda2.files)) == ("ntfsclone", "gz", 2)
+    (d / "sda2.ntfs-img.aa").write_bytes(b"LRZI0\x06")
+    with pytest.raises(UnsupportedFormatError, match="sda2: sda2.ntfs-img is compressed with lrz"):
+        metadata.load(d)
+    for f in d.glob("sda2.*"):
+        f.unlink()
+    for name, want in (("sda2.dd-img.xz", ("raw", "xz")),
+                       ("sda2.dd-ptcl-img.lzo.aa", ("raw", "lzo")),
+                       ("sda2.ntfs-img.lz4", ("ntfsclone", "lz4")),
+                       ("sda2.dd-img", ("raw", "uncomp")),
+                       ("sda2.hfsp-img.aa", ("partclone", "uncomp"))):
+        (d / name).write_bytes(b"x")
+        sda2 = metadata.load(d).images["sda2"]
+        assert (sda2.kind, sda2.compression) == want, name
+        (d / name).unlink()
+    (d / "sda2.dd-img.lrz").write_bytes(b"x")
+    with pytest.raises(UnsupportedFormatError, match=r"sda2: .*suffix '\.lrz'"):
         metadata.load(d)
     with pytest.raises(UsageError, match="--disk sdb"):
         metadata.load(d, "sdb")

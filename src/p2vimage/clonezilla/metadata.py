@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError, SourceNotFoundError, UnsupportedFormatError, UsageError
-from .streams import SUPPORTED
+from .streams import SUPPORTED, sniff_compression
 
 EXTENDED_TYPES = (0x05, 0x0F, 0x85)
 SECTOR = 512
 
-# <part>.<fs>-ptcl-img.<comp>[.<chunk>]; older naming <part>.ntfs-img / .dd-img / .<fs>-img
+# Clonezilla's compression suffixes (ocs-get-comp-suffix), supported or not
+_COMP_SUFFIXES = "gz|bz2|lzo|lzma|xz|lzip|lrz|lz4|zst|uncomp"
+# <part>.<fs>-ptcl-img.<comp>[.<chunk>]; ntfsclone <part>.ntfs-img[.<comp>][.<chunk>];
+# dd <part>.dd-img[.<comp>][.<chunk>]; older partclone <part>.<fs>-img[.<chunk>]
 _IMAGE_RE = re.compile(
     r"^(?P<part>[^.]+)\."
     r"(?:(?P<fs>[A-Za-z0-9+]+)-ptcl-img\.(?P<comp>[A-Za-z0-9]+)"
-    r"|(?P<old>ntfs-img|dd-img|[A-Za-z0-9+]+-img))"
+    rf"|(?P<old>ntfs-img|dd-img|[A-Za-z0-9+]+-img)(?:\.(?P<ocomp>{_COMP_SUFFIXES}))?)"
     r"(?:\.(?P<chunk>[a-z]{2,}))?$"
 )
 _PART_LINE = re.compile(r"^\s*(?P<dev>\S+)\s*:\s*(?P<fields>.*)$")
@@ -62,7 +65,7 @@ class PartitionImage:
     """The image files of one partition, chunks in the order they must be joined."""
 
     partition: str
-    kind: str  # "partclone" (the only kind restored so far)
+    kind: str  # "partclone", "ntfsclone" or "raw" (dd, partclone.dd)
     fs: str
     compression: str
     files: tuple[Path, ...]
@@ -215,15 +218,16 @@ def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
     stem, entries = next(iter(stems.items()))
     m = entries[0][1]
     if m.group("old"):
-        kind = m.group("old")
-        raise UnsupportedFormatError(
-            f"{part}: {'ntfsclone' if kind == 'ntfs-img' else 'old-style'} images "
-            f"({stem}) are not supported yet"
-        )
-    fs, comp = m.group("fs"), m.group("comp")
-    if fs == "dd":
-        raise UnsupportedFormatError(f"{part}: partclone.dd images ({stem}) are not supported yet")
-    if comp not in SUPPORTED:
+        # ntfsclone, dd, or partclone before the "-ptcl-" naming; compression in the
+        # name (newer) or only in the data (older: sniffed like Clonezilla's `file -Ls`)
+        old = m.group("old")
+        kind = {"ntfs-img": "ntfsclone", "dd-img": "raw"}.get(old, "partclone")
+        fs = {"ntfs-img": "ntfs", "dd-img": "dd"}.get(old, old.removesuffix("-img"))
+        comp = m.group("ocomp")
+    else:
+        fs, comp = m.group("fs"), m.group("comp")
+        kind = "raw" if fs == "dd" else "partclone"  # partclone.dd writes raw bytes
+    if comp not in SUPPORTED and comp is not None:
         raise UnsupportedFormatError(
             f"{part}: unknown or unsupported compression suffix '.{comp}' ({stem}; "
             f"supported: {', '.join(SUPPORTED)})"
@@ -244,7 +248,12 @@ def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
         files = tuple(directory / f"{stem}.{c}" for c in chunks)
     else:
         files = (directory / stem,)
-    return PartitionImage(part, "partclone", fs, comp, files)
+    if comp is None:
+        comp = sniff_compression(files[0])
+        if comp not in SUPPORTED:
+            raise UnsupportedFormatError(f"{part}: {stem} is compressed with {comp}, which is "
+                                         f"not supported (supported: {', '.join(SUPPORTED)})")
+    return PartitionImage(part, kind, fs, comp, files)
 
 
 def load(directory: str | Path, disk: str | None = None) -> DiskImage:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps, interrupt
-from ..errors import BadInputError, ConversionError, P2VError, UsageError
+from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
+from ..sources import ntfsclone
 from ..targets.atomic import AtomicOutputs
 from ..targets.thin import Progress
 from . import metadata, partclone, streams, table
@@ -93,10 +94,7 @@ def _restore_partition(fd: int, part: Partition, image: PartitionImage,
 
     def check_header(hdr: partclone.Header) -> None:
         if hdr.device_size > limit:
-            raise BadInputError(
-                f"the image is of a {hdr.device_size}-byte volume, larger than the "
-                f"{limit}-byte partition"
-            )
+            raise _too_big(hdr.device_size, limit)
 
     def write_at(off: int, data: memoryview) -> None:
         end = off + len(data)
@@ -112,18 +110,96 @@ def _restore_partition(fd: int, part: Partition, image: PartitionImage,
 
     reader, raw = streams.open_stream(list(image.files), image.compression)
     try:
-        hdr = partclone.restore(reader, write_at, on_header=check_header, on_progress=progress)
+        head = reader.peek(16)
+        if image.kind == "raw":
+            used, bsize, fs, csum = _restore_raw_stream(reader, write_at, limit, progress), \
+                _RAW_BLOCK, "raw (dd)", "none"
+        elif head.startswith(ntfsclone.MAGIC):
+            used, bsize = _restore_ntfsclone(reader, write_at, limit, progress)
+            fs, csum = "NTFS (ntfsclone)", "none"
+        elif head.startswith(partclone.MAGIC[:15]) or image.kind == "partclone":
+            hdr = partclone.restore(reader, write_at, on_header=check_header,
+                                    on_progress=progress)
+            used, bsize, fs, csum = hdr.used_bytes, hdr.block_size, hdr.fs, hdr.checksum_name
+        else:
+            raise CorruptImageError(f"{image.files[0].name}: neither an ntfsclone nor a "
+                                    "partclone image")
     finally:
         reader.close()
         raw.close()
     result = PartitionResult(
-        name=part.name, fs=hdr.fs, compression=image.compression, chunks=len(image.files),
-        compressed_bytes=image.compressed_size, used_bytes=hdr.used_bytes,
-        block_size=hdr.block_size, checksum=hdr.checksum_name,
+        name=part.name, fs=fs, compression=image.compression, chunks=len(image.files),
+        compressed_bytes=image.compressed_size, used_bytes=used,
+        block_size=bsize, checksum=csum,
         seconds=time.monotonic() - t0,
     )
     result.backup_boot_sector = _ntfs_backup_boot_sector(fd, part)
     return result
+
+
+_RAW_BLOCK = 64 << 10  # all-zero blocks of a dd image are left as holes
+_RAW_READ = 8 << 20
+
+
+def _too_big(size: int, limit: int) -> BadInputError:
+    return BadInputError(f"the image is of a {size}-byte volume, larger than the "
+                         f"{limit}-byte partition")
+
+
+def _restore_raw_stream(reader: streams.PieceReader, write_at: Callable[[int, memoryview], None],
+                        limit: int, progress: Callable[[int], None]) -> int:
+    """A dd / partclone.dd image: the partition's bytes.  Zero blocks stay holes.
+
+    The stream must be exactly the partition: dd and partclone.dd read the whole
+    device, so a shorter stream is a lost chunk (an uncompressed one has no other
+    end marker) and a longer one does not fit.
+    """
+    buf = bytearray(_RAW_READ)
+    view = memoryview(buf)
+    zero = bytes(_RAW_BLOCK)
+    pos = written = 0
+    while True:
+        got = reader.readinto(view)
+        if not got:
+            break
+        if pos + got > limit:
+            raise _too_big(pos + got + len(reader.read(1 << 20)), limit)
+        for a in range(0, got, _RAW_BLOCK):
+            b = min(a + _RAW_BLOCK, got)
+            if buf[a:b] != zero[: b - a]:  # (bytearray compare: memcmp; memoryview: slow)
+                write_at(pos + a, view[a:b])
+                written += b - a
+        pos += got
+        progress(got)
+    if pos != limit:
+        raise CorruptImageError(f"the dd image is truncated: {pos} bytes of a {limit}-byte "
+                                "partition")
+    return written
+
+
+def _restore_ntfsclone(reader: streams.PieceReader,
+                       write_at: Callable[[int, memoryview], None], limit: int,
+                       progress: Callable[[int], None]) -> tuple[int, int]:
+    """An ntfsclone special image (``ntfsclone --save-image``), with its backup boot sector.
+
+    ntfsclone's last record is the cluster holding the backup boot sector at the
+    volume's end, so a stream ending earlier lost its tail.
+    """
+    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+    if hdr.device_size > limit:
+        raise _too_big(hdr.device_size, limit)
+    written = end = 0
+    for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
+        data = data[: max(0, hdr.device_size - off)]
+        if data:
+            write_at(off, memoryview(data))
+            written += len(data)
+            end = off + len(data)
+            progress(len(data))
+    if end != hdr.device_size:
+        raise CorruptImageError(f"the ntfsclone image is truncated (data ends at byte {end} "
+                                f"of the {hdr.device_size}-byte volume)")
+    return written, hdr.cluster_size
 
 
 def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:

@@ -74,6 +74,27 @@ TOOLS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
 SUPPORTED = ("uncomp", *CODECS, *TOOLS)
 
 
+_MAGICS = (
+    (b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zst"), (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"), (b"\x89LZO\x00\r\n\x1a\n", "lzo"), (b"LZIP", "lzip"),
+    (b"LRZI", "lrz"), (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def sniff_compression(path: Path) -> str:
+    """The compression of an image whose name does not say it (old ``*.ntfs-img.aa``,
+    ``*.dd-img``), from the first bytes as Clonezilla does with ``file -Ls``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise SourceUnreadableError(f"{path.name}: cannot read: {exc.strerror}") from None
+    for magic, comp in _MAGICS:
+        if head.startswith(magic):
+            return comp
+    return "uncomp"
+
+
 def _iter_tool(src: ChunkReader, comp: str) -> Iterator[bytes]:
     """Pieces from ``<tool> -dc`` fed with the joined chunks by a thread."""
     name, cmd, harmless = TOOLS[comp]
@@ -268,6 +289,16 @@ class PieceReader:
         self._cur = memoryview(piece)
         self._pos = 0
         return True
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` next bytes, without consuming them (to tell image formats apart)."""
+        while len(self._cur) - self._pos < n:
+            rest = bytes(self._cur[self._pos :])
+            if not self._next():
+                self._cur, self._pos = memoryview(rest), 0
+                break
+            self._cur, self._pos = memoryview(rest + bytes(self._cur)), 0
+        return bytes(self._cur[self._pos : self._pos + n])
 
     def readinto(self, buf: memoryview | bytearray) -> int:
         mv = memoryview(buf).cast("B")
