@@ -151,3 +151,27 @@ def test_ebr_chain_equals_sfdisk(tmp_path: Path) -> None:
         os.close(fd)
     assert not [w for w in img.warnings if "differs" in w]  # saved MBR/EBR agree
     assert out.read_bytes() == ref.read_bytes()  # every EBR where sfdisk put it, same CHS
+
+
+def test_lvm_and_software_raid_are_refused_naming_what_was_found(tmp_path: Path) -> None:
+    sf = ("label: dos\nlabel-id: 0x1234abcd\nunit: sectors\n\n"
+          "/dev/sda1 : start=2048, size=100000, type=7, bootable\n"
+          "/dev/sda2 : start=110000, size=400000, type=8e\n")
+    d = _dir(tmp_path, sf, "Disk /dev/sda: 600000s\n", ("sda1.ntfs-ptcl-img.gz",))
+    with pytest.raises(UnsupportedFormatError,
+                       match=r"sda: LVM and software RAID .* not supported: sda2 is an LVM "
+                             r"physical volume \(type 8e\)"):
+        metadata.load(d)
+    (d / "sda-pt.sf").write_text(sf.replace("type=8e", "type=fd"))
+    with pytest.raises(UnsupportedFormatError, match="sda2 is a Linux software RAID member"):
+        metadata.load(d)
+    (d / "sda-pt.sf").write_text(sf.replace("type=8e", "type=83"))
+    metadata.load(d)
+    # what ocs-sr writes when it saved logical volumes / md arrays
+    (d / "lvm_vg_dev.list").write_text("vg_data /dev/sda2 Xy12-uuid\n")
+    with pytest.raises(UnsupportedFormatError, match=r"lvm_vg_dev.list \(LVM: vg_data /dev/sda2"):
+        metadata.load(d)
+    (d / "lvm_vg_dev.list").unlink()
+    (d / "md0-detail.info").write_text("/dev/md0:\n Raid Level : raid1\n")
+    with pytest.raises(UnsupportedFormatError, match=r"md0-detail.info \(RAID: /dev/md0:"):
+        metadata.load(d)

@@ -256,6 +256,40 @@ def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
     return PartitionImage(part, kind, fs, comp, files)
 
 
+LVM_TYPES = {0x8E}
+RAID_TYPES = {0xFD}
+# files ocs-sr writes when it saved LVM volumes or software/fake RAID (ocs-functions save_logv,
+# ocs-save-mdraid-layout, dmraid)
+_LVM_FILES = ("lvm_vg_dev.list", "lvm_logv.list", "lvm_*.conf")
+_RAID_FILES = ("dmraid.table", "md*-detail.info", "*-examine.info", "mdadm.conf")
+
+
+def refuse_volume_managers(d: Path, disk: str, parts: list[Partition]) -> None:
+    """LVM and software RAID are not restored: say exactly what the image holds (exit 3).
+
+    Their volumes are saved as ``<vg>-<lv>.<fs>-ptcl-img`` images that belong to no
+    partition, so restoring the partitions alone would give a disk whose data is
+    missing -- better refuse, naming the evidence.
+    """
+    found: list[str] = []
+    for p in parts:
+        if p.type in LVM_TYPES:
+            found.append(f"{p.name} is an LVM physical volume (type {p.type:x})")
+        elif p.type in RAID_TYPES:
+            found.append(f"{p.name} is a Linux software RAID member (type {p.type:x})")
+    for what, patterns in (("LVM", _LVM_FILES), ("RAID", _RAID_FILES)):
+        for pattern in patterns:
+            for f in sorted(d.glob(pattern)):
+                words = f.read_text(errors="replace").split()[:3] if f.stat().st_size < 1 << 20 \
+                    else []
+                found.append(f"{f.name} ({what}{': ' + ' '.join(words) if words else ''})")
+    if found:
+        raise UnsupportedFormatError(
+            f"{disk}: LVM and software RAID inside a Clonezilla image are not supported: "
+            + "; ".join(found[:4]) + ("; …" if len(found) > 4 else "")
+        )
+
+
 def load(directory: str | Path, disk: str | None = None) -> DiskImage:
     """Describe ``disk`` (default: the only disk) of a Clonezilla image directory."""
     d = Path(directory)
@@ -282,6 +316,7 @@ def load(directory: str | Path, disk: str | None = None) -> DiskImage:
     except FileNotFoundError:
         raise BadInputError(f"{d}: {disk}-pt.sf is missing (no partition table)") from None
     label_id, parts = parse_sfdisk(sf, disk)
+    refuse_volume_managers(d, disk, parts)
     size = _disk_size(d, disk, parts, warnings)
 
     listed = _words(d / "parts")
