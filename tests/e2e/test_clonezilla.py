@@ -286,9 +286,10 @@ def test_disk_option_and_multi_disk_directories(tmp_path: Path) -> None:
     d = _copy("xp-zst", tmp_path / "img")
     r = run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"), "--disk", "sdb")
     assert r.returncode == 2 and "--disk sdb" in r.stderr and "sda" in r.stderr
-    (d / "disk").write_text("sda sdb\n")
+    (d / "disk").write_text("sda sdb\n")  # every disk by default (issue #9): sdb's table lacks
     r = run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"))
-    assert r.returncode == 2 and "choose one with --disk" in r.stderr
+    assert r.returncode == 3 and "sdb-pt.sf is missing" in r.stderr
+    assert not (tmp_path / "x.raw").exists()
     doc = json.loads(run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"),
                              "--disk", "sda", "--json").stdout)
     assert doc["disk"] == "sda"

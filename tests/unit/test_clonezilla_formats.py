@@ -71,8 +71,8 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return raw
 
 
-def _partition(raw: Path, n: int) -> bytes:
-    _n, start, size, _t = LAYOUT[n - 1]
+def _partition(raw: Path, n: int, layout: list = LAYOUT) -> bytes:
+    _n, start, size, _t = layout[n - 1]
     with open(raw, "rb") as f:
         return os.pread(f.fileno(), size * S, start * S)
 
@@ -97,34 +97,46 @@ def _partclone_bitmap(vol: Path, tmp: Path) -> tuple[list[bool], int, int]:
     return used, bs, used_sb
 
 
-def save(raw: Path, out: Path, how: dict[int, tuple[str, str, int | None]]) -> Path:
-    """A savedisk directory; ``how[n] = (format, compression or "" (old name), split)``."""
-    out.mkdir()
-    sf = _run("sfdisk", "-d", str(raw), text=True).stdout.replace(str(raw), "/dev/sda")
-    (out / "sda-pt.sf").write_text(sf)
+def save(raw: Path, out: Path, how: dict[int, tuple[str, str, int | None]], *,
+         name: str = "sda", layout: list = LAYOUT) -> Path:
+    """A savedisk directory; ``how[n] = (format, compression or "" (old name), split)``.
+
+    A second disk is added to an existing ``out`` (``disk`` = ``sda sdb``)."""
+    out.mkdir(exist_ok=True)
+    sf = _run("sfdisk", "-d", str(raw), text=True).stdout.replace(str(raw), f"/dev/{name}")
+    (out / f"{name}-pt.sf").write_text(sf)
     parted = _run("parted", "-s", str(raw), "unit", "s", "print", text=True).stdout
-    (out / "sda-pt.parted").write_text(parted.replace(str(raw), "/dev/sda"))
-    (out / "sda-mbr").write_bytes(raw.read_bytes()[:S])
-    (out / "disk").write_text("sda\n")
-    (out / "parts").write_text(" ".join(f"sda{n}" for n in how) + "\n")
+    (out / f"{name}-pt.parted").write_text(parted.replace(str(raw), f"/dev/{name}"))
+    data = raw.read_bytes()
+    (out / f"{name}-mbr").write_bytes(data[:S])
+    if "label: gpt" in sf:  # as ocs-sr does, its one-sector-short 2nd part included
+        n_sectors = len(data) // S
+        (out / f"{name}-gpt-1st").write_bytes(data[: 34 * S])
+        (out / f"{name}-gpt-2nd").write_bytes(data[(n_sectors - 32) * S :])
+        _run("sgdisk", "-b", str(out / f"{name}-gpt.gdisk"), str(raw))
+        (out / f"{name}-gpt.sgdisk").write_text(_run("sgdisk", "-p", str(raw), text=True).stdout)
+    disks = (out / "disk").read_text().split() if (out / "disk").exists() else []
+    (out / "disk").write_text(" ".join([*disks, name]) + "\n")
+    parts = (out / "parts").read_text().split() if (out / "parts").exists() else []
+    (out / "parts").write_text(" ".join([*parts, *(f"{name}{n}" for n in how)]) + "\n")
     for n, (fmt, comp, split) in how.items():
         vol = out.parent / f"vol{n}"
-        vol.write_bytes(_partition(raw, n))
+        vol.write_bytes(_partition(raw, n, layout))
         if fmt == "ntfsclone":
             data = _run("ntfsclone", "--save-image", "-o", "-", str(vol)).stdout
-            name = f"sda{n}.ntfs-img" + (f".{comp}" if comp else "")
+            stem = f"{name}{n}.ntfs-img" + (f".{comp}" if comp else "")
         elif fmt in ("partclone.dd", "dd"):
             if fmt == "partclone.dd":
                 data = _run("partclone.dd", "-f", "1", "-s", str(vol), "-o", "-",
                             "-L", "/dev/null").stdout
-                name = f"sda{n}.dd-ptcl-img.{comp}"
+                stem = f"{name}{n}.dd-ptcl-img.{comp}"
             else:
                 data = vol.read_bytes()
-                name = f"sda{n}.dd-img" + (f".{comp}" if comp else "")
+                stem = f"{name}{n}.dd-img" + (f".{comp}" if comp else "")
         elif fmt == "partclone":
             data = _run("partclone.ntfs", "-f", "1", "-z", "10485760", "-c", "-s", str(vol),
                         "-o", "-", "-L", "/dev/null").stdout
-            name = f"sda{n}.ntfs-ptcl-img.{comp}"
+            stem = f"{name}{n}.ntfs-ptcl-img.{comp}"
         else:  # writer formats: v0001, XXH64, XXH128
             used, bs, used_sb = _partclone_bitmap(vol, out.parent)
             img = out.parent / "w.img"
@@ -137,9 +149,9 @@ def save(raw: Path, out: Path, how: dict[int, tuple[str, str, int | None]]) -> P
                            version="0.3.47")
             data = img.read_bytes()
             img.unlink()
-            name = f"sda{n}.ntfs-ptcl-img.{comp}"
+            stem = f"{name}{n}.ntfs-ptcl-img.{comp}"
         vol.unlink()
-        _put(out, name, _pipe(data, comp or "gz"), split)
+        _put(out, stem, _pipe(data, comp or "gz"), split)
     return out
 
 
@@ -178,6 +190,90 @@ def test_ntfsclone_equals_ntfsclone_restore(disk: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     _n, start, size, _t = LAYOUT[0]
     assert _partition(out, 1) == ref.read_bytes()[: size * S]
+
+
+GPT_LAYOUT = [(1, 2048, 8192, "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"),  # MSR: no fs, dd
+              (2, 10240, 40960, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"),
+              (3, 51200, 24576, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7")]
+GPT_SECTORS = 80000
+
+
+@pytest.fixture(scope="module")
+def gpt_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("gpt")
+    raw = d / "gpt.raw"
+    with open(raw, "wb") as f:
+        f.truncate(GPT_SECTORS * S)
+    table = "label: gpt\nlabel-id: 3932C36A-FA86-43B8-B03A-CD56195B74D4\nunit: sectors\n\n" + \
+        "".join(f"/dev/sdb{n} : start={start}, size={size}, type={t}, name=\"p{n}\"\n"
+                for n, start, size, t in GPT_LAYOUT)
+    _run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(raw), input=table.encode())
+    rnd = random.Random(10)
+    for n, start, size, _t in GPT_LAYOUT:
+        vol = d / f"p{n}"
+        with open(vol, "wb") as f:
+            f.truncate(size * S)
+        if n == 1:
+            vol.write_bytes(rnd.randbytes(4096) + bytes(size * S - 4096))
+        else:
+            _run("mkntfs", "-q", "-F", "-f", "-p", str(start), "-H", "255", "-S", "63", str(vol))
+            src = d / "f.bin"
+            src.write_bytes(rnd.randbytes(300_000))
+            _run("ntfscp", "-f", str(vol), str(src), "/f.bin")
+        _run("dd", f"if={vol}", f"of={raw}", f"seek={start}", "bs=512", "conv=notrunc,sparse")
+        vol.unlink()
+    return raw
+
+
+GPT_HOW = {1: ("partclone.dd", "zst", None), 2: ("XXH128", "zst", 200_000),
+           3: ("partclone", "gz", None)}
+
+
+def test_gpt_disk_and_two_disks(disk: Path, gpt_disk: Path, tmp_path: Path) -> None:
+    """sda MBR + sdb GPT in one image: OUT and OUT-2, each identical to its original."""
+    d = save(disk, tmp_path / "img", {1: ("partclone", "zst", None), 2: ("ntfsclone", "gz", None),
+                                      3: ("partclone.dd", "zst", None),
+                                      4: ("XXH128", "zst", None)})
+    save(gpt_disk, d, GPT_HOW, name="sdb", layout=GPT_LAYOUT)
+    assert (d / "disk").read_text().split() == ["sda", "sdb"]
+    assert (d / "sdb-gpt-2nd").stat().st_size == 32 * S  # one sector short, as ocs-sr saves it
+    out = tmp_path / "out" / "vm.raw"
+    out.parent.mkdir()
+    r = run_cli("restore-clonezilla", str(d), "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out.parent)) == ["vm-2.raw", "vm.raw"]
+    assert out.read_bytes() == disk.read_bytes()
+    assert (out.parent / "vm-2.raw").read_bytes() == gpt_disk.read_bytes()
+    verify = _run("sgdisk", "-v", str(out.parent / "vm-2.raw"), text=True).stdout
+    assert "No problems found" in verify
+    # --disk: only that one
+    one = tmp_path / "one.raw"
+    r = run_cli("restore-clonezilla", str(d), "-o", str(one), "--disk", "sdb")
+    assert r.returncode == 0, r.stderr
+    assert one.read_bytes() == gpt_disk.read_bytes()
+
+
+def test_gpt_without_its_saved_first_part_comes_from_the_dump(gpt_disk: Path,
+                                                               tmp_path: Path) -> None:
+    d = save(gpt_disk, tmp_path / "img", GPT_HOW, name="sdb", layout=GPT_LAYOUT)
+    (d / "sdb-gpt-1st").unlink()
+    out = tmp_path / "out.raw"
+    r = run_cli("restore-clonezilla", str(d), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert _run("sfdisk", "-d", str(out), text=True).stdout.replace(str(out), "X") == \
+        _run("sfdisk", "-d", str(gpt_disk), text=True).stdout.replace(str(gpt_disk), "X")
+    assert "No problems found" in _run("sgdisk", "-v", str(out), text=True).stdout
+    for n, *_ in GPT_LAYOUT:
+        assert _partition(out, n, GPT_LAYOUT) == _partition(gpt_disk, n, GPT_LAYOUT)
+    # a damaged saved primary GPT is not trusted (warning), the dump is
+    d2 = save(gpt_disk, tmp_path / "img2", GPT_HOW, name="sdb", layout=GPT_LAYOUT)
+    bad = bytearray((d2 / "sdb-gpt-1st").read_bytes())
+    bad[2 * S + 40] ^= 1  # inside the entries: their CRC no longer matches
+    (d2 / "sdb-gpt-1st").write_bytes(bad)
+    r = run_cli("restore-clonezilla", str(d2), "-o", str(tmp_path / "out2.raw"))
+    assert r.returncode == 0 and "sdb-gpt-1st is not an intact primary GPT" in r.stdout + r.stderr
+    assert "No problems found" in _run("sgdisk", "-v", str(tmp_path / "out2.raw"),
+                                       text=True).stdout
 
 
 def _truncate_last(d: Path, glob: str, by: int) -> None:

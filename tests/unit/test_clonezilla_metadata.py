@@ -46,10 +46,16 @@ def test_real_windows_dumps() -> None:
         ("sdh5", 2146770944, 2148192256, 0x83, False),
     ]
     assert parts[3].extended and not parts[4].extended
-    for gpt in ("sdf-win10-uefi-gpt.sfdisk-dump.txt",
-                "sda-win10-gpt-recovery-first.sfdisk-dump.txt"):
-        with pytest.raises(UnsupportedFormatError, match="GPT partition tables"):
-            metadata.parse_sfdisk((SAMPLES / gpt).read_text(), "sda")
+    # GPT (issue #9): type GUIDs, no MBR disk signature
+    text = (SAMPLES / "sdf-win10-uefi-gpt.sfdisk-dump.txt").read_text()
+    label_id, parts = metadata.parse_sfdisk(text, "sdf")
+    assert label_id is None and metadata.sfdisk_label(text) == ("gpt", 512)
+    assert [(p.name, p.start, p.size, p.type_guid[:8]) for p in parts] == [
+        ("sdf1", 2048, 204800, "C12A7328"), ("sdf2", 206848, 32768, "E3C9E316"),
+        ("sdf3", 239616, 103593927, "EBD0A0A2"), ("sdf4", 103833600, 1019904, "DE94BBA4")]
+    assert not any(p.extended for p in parts)
+    with pytest.raises(UnsupportedFormatError, match="4096-byte sectors are not supported yet"):
+        metadata.parse_sfdisk(text.replace("sector-size: 512", "sector-size: 4096"), "sdf")
 
 
 def test_old_sfdisk_format_and_empty_slots() -> None:

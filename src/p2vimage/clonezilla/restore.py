@@ -66,6 +66,7 @@ class RestoreResult:
     bytes_written: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    other_disks: list[RestoreResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +82,8 @@ class RestoreResult:
                 f"{p.seconds:.1f}s ({rate:,.0f} MiB/s)"
             )
         lines += [f"Warning: {w}" for w in self.warnings]
+        for other in self.other_disks:
+            lines += other.summary_lines()
         return lines
 
 
@@ -252,6 +255,31 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     return results
 
 
+def output_names(out: Path, n: int) -> list[Path]:
+    """OUT for the first disk, then OUT-2, OUT-3 … (before the extension) for the others."""
+    return [out] + [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(2, n + 1)]
+
+
+def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | None,
+                 out: Path, progress: bool) -> list[PartitionResult]:
+    if format == "raw":
+        return restore_raw(img, partial, show_progress=progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        raw = tmp / "disk.raw"
+        results = restore_raw(img, raw, show_progress=progress)
+        proc = subprocess.run(
+            [str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw),
+             str(partial)], capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
+            raise ConversionError(f"writing {out}: {msg}")
+        return results
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def restore(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -261,38 +289,39 @@ def restore(
     overwrite: bool = False,
     progress: bool = True,
 ) -> RestoreResult:
-    """Restore one disk of a Clonezilla image directory to ``output`` (raw or qcow2)."""
+    """Restore a Clonezilla image directory to ``output`` (raw or qcow2).
+
+    With ``disk`` only that disk; otherwise every disk of the image, the first to
+    ``output`` and the others to ``OUT-2``, ``OUT-3`` … (in the ``disk`` file's order),
+    all appearing together or not at all; the others are in ``other_disks``.
+    """
     t0 = time.monotonic()
     if format not in FORMATS:
         raise UsageError(f"--format {format}: use raw or qcow2")
     out = Path(output)
-    img = metadata.load(source, disk)
-    if out.resolve().is_relative_to(img.directory.resolve()):
-        raise UsageError(f"{out}: never write into the image directory")
+    src = Path(source)
+    names = [disk] if disk is not None or not metadata.looks_like_clonezilla(src) else \
+        metadata.list_disks(src) or [None]
+    imgs = [metadata.load(source, name) for name in names]
+    outs = output_names(out, len(imgs))
+    for o in outs:
+        if o.resolve().is_relative_to(imgs[0].directory.resolve()):
+            raise UsageError(f"{o}: never write into the image directory")
     qemu_img = deps.require_program("qemu-img") if format == "qcow2" else None
-    with AtomicOutputs([out], overwrite=overwrite) as atomic:
-        partial = atomic.partial(out)
-        if format == "raw":
-            results = restore_raw(img, partial, show_progress=progress)
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-            try:
-                raw = tmp / "disk.raw"
-                results = restore_raw(img, raw, show_progress=progress)
-                proc = subprocess.run(
-                    [str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw),
-                     str(partial)], capture_output=True, text=True, check=False,
-                )
-                if proc.returncode != 0:
-                    msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
-                    raise ConversionError(f"writing {out}: {msg}")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        written = partial.stat().st_blocks * 512
-        interrupt.check()
+    results: list[RestoreResult] = []
+    with AtomicOutputs(outs, overwrite=overwrite) as atomic:
+        for img, o in zip(imgs, outs, strict=True):
+            t1 = time.monotonic()
+            partial = atomic.partial(o)
+            parts = _restore_one(img, partial, format, qemu_img, o, progress)
+            results.append(RestoreResult(
+                source=str(img.directory), disk=img.disk, output=str(o), format=format,
+                size=img.size, partitions=parts, bytes_written=partial.stat().st_blocks * 512,
+                seconds=round(time.monotonic() - t1, 3), warnings=img.warnings,
+            ))
+            interrupt.check()
         atomic.commit()
-    return RestoreResult(
-        source=str(img.directory), disk=img.disk, output=str(out), format=format,
-        size=img.size, partitions=results, bytes_written=written,
-        seconds=round(time.monotonic() - t0, 3), warnings=img.warnings,
-    )
+    first = results[0]
+    first.other_disks = results[1:]
+    first.seconds = round(time.monotonic() - t0, 3)
+    return first
