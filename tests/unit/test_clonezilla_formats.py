@@ -342,3 +342,21 @@ def test_bad_input_exit_3_naming_the_partition(disk: Path, tmp_path: Path, case:
     assert re.search(message, r.stderr), r.stderr
     assert os.listdir(outdir) == []
     shutil.rmtree(d)
+
+
+def test_convert_sources_of_a_two_disk_image(disk: Path, gpt_disk: Path, tmp_path: Path) -> None:
+    """``convert DIR`` gets one source per disk, in the ``disk`` file's order (system disk
+    first as ocs-sr lists it; the job's inspection finds the root), each restored exactly."""
+    from p2vimage.sources.prepare import SourceSet
+
+    d = save(disk, tmp_path / "img", {2: ("ntfsclone", "gz", None), 4: ("v0001", "zst", None)})
+    save(gpt_disk, d, GPT_HOW, name="sdb", layout=GPT_LAYOUT)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with SourceSet([d], None) as sources:
+        assert [s.virtual_size for s in sources.sources] == [DISK_SECTORS * S, GPT_SECTORS * S]
+        restored = sources.restore(scratch)
+        for i, n in ((0, 2), (0, 4)):
+            assert _partition(restored[i].path, n) == _partition(disk, n)
+        assert restored[1].path.read_bytes() == gpt_disk.read_bytes()
+    assert os.listdir(scratch) == []  # temporaries gone
