@@ -16,6 +16,7 @@ misreading of the format in the reader is not mirrored by the writer.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -64,14 +65,29 @@ def read_real_bitmap(image: Path) -> tuple[list[bool], int, int, int]:
     return [bool(bm[i // 8] >> (i % 8) & 1) for i in range(total)], bs, dev, used_sb
 
 
-def _blocks(volume: bytes, used: list[bool], bs: int):
-    for i, u in enumerate(used):
-        if u:
-            block = volume[i * bs : (i + 1) * bs]
-            yield block + bytes(bs - len(block))
+Volume = bytes | tuple[Path, int, int]  # the bytes, or (file, byte offset, size) read lazily
 
 
-def write_v2(volume: bytes, used: list[bool], bs: int, dest: Path, *, mode: int = CRC32,
+def _size(volume: Volume) -> int:
+    return len(volume) if isinstance(volume, bytes) else volume[2]
+
+
+def _blocks(volume: Volume, used: list[bool], bs: int):
+    if isinstance(volume, bytes):
+        for i, u in enumerate(used):
+            if u:
+                block = volume[i * bs : (i + 1) * bs]
+                yield block + bytes(bs - len(block))
+        return
+    path, offset, size = volume
+    with open(path, "rb") as f:
+        for i, u in enumerate(used):
+            if u:
+                block = os.pread(f.fileno(), min(bs, size - i * bs), offset + i * bs)
+                yield block + bytes(bs - len(block))
+
+
+def write_v2(volume: Volume, used: list[bool], bs: int, dest: Path, *, mode: int = CRC32,
              bpc: int = 256, reseed: bool = True, fs: str = "NTFS",
              version: str = "0.3.23", used_superblock: int | None = None,
              device_size: int | None = None) -> Path:
@@ -82,7 +98,7 @@ def write_v2(volume: bytes, used: list[bool], bs: int, dest: Path, *, mode: int 
         bpc = 0
     head = struct.pack(
         "<16s14s4sH16sQQQQIIHHHHIBB", b"partclone-image\0", version.encode(), b"0002",
-        0xC0DE, fs.encode(), len(volume) if device_size is None else device_size, total,
+        0xC0DE, fs.encode(), _size(volume) if device_size is None else device_size, total,
         nused if used_superblock is None else used_superblock, nused, bs, 18, 2, 64, mode,
         csize, bpc, 1 if reseed else 0, 0x01,
     )
@@ -111,12 +127,12 @@ def write_v2(volume: bytes, used: list[bool], bs: int, dest: Path, *, mode: int 
     return dest
 
 
-def write_v1(volume: bytes, used: list[bool], bs: int, dest: Path, *, fs: str = "NTFS",
+def write_v1(volume: Volume, used: list[bool], bs: int, dest: Path, *, fs: str = "NTFS",
              device_size: int | None = None) -> Path:
     """Format 0001 as partclone 0.2.89 writes it (4-byte CRCs)."""
     total, nused = len(used), sum(used)
     head = struct.pack("<15s15s4s2siQQQ", b"partclone-image", fs.encode(), b"0001", b"\0\0",
-                       bs, len(volume) if device_size is None else device_size, total, nused)
+                       bs, _size(volume) if device_size is None else device_size, total, nused)
     with open(dest, "wb") as out:
         out.write(head + bytes(4096))
         out.write(bytes(1 if u else 0 for u in used) + b"BiTmAgIc")
