@@ -71,10 +71,10 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return raw
 
 
-def _partition(raw: Path, n: int, layout: list = LAYOUT) -> bytes:
+def _partition(raw: Path, n: int, layout: list = LAYOUT, sector: int = S) -> bytes:
     _n, start, size, _t = layout[n - 1]
     with open(raw, "rb") as f:
-        return os.pread(f.fileno(), size * S, start * S)
+        return os.pread(f.fileno(), size * sector, start * sector)
 
 
 def _pipe(data: bytes, comp: str) -> bytes:
@@ -98,11 +98,26 @@ def _partclone_bitmap(vol: Path, tmp: Path) -> tuple[list[bool], int, int]:
 
 
 def save(raw: Path, out: Path, how: dict[int, tuple[str, str, int | None]], *,
-         name: str = "sda", layout: list = LAYOUT) -> Path:
+         name: str = "sda", layout: list = LAYOUT, sector: int = S) -> Path:
     """A savedisk directory; ``how[n] = (format, compression or "" (old name), split)``.
 
-    A second disk is added to an existing ``out`` (``disk`` = ``sda sdb``)."""
+    A second disk is added to an existing ``out`` (``disk`` = ``sda sdb``).  With 4K
+    sectors the caller writes the table files (sfdisk/parted would see 512-byte sectors)."""
     out.mkdir(exist_ok=True)
+    if sector == S:
+        _save_tables(raw, out, name)
+    disks = (out / "disk").read_text().split() if (out / "disk").exists() else []
+    (out / "disk").write_text(" ".join([*disks, name]) + "\n")
+    parts = (out / "parts").read_text().split() if (out / "parts").exists() else []
+    (out / "parts").write_text(" ".join([*parts, *(f"{name}{n}" for n in how)]) + "\n")
+    for n, (fmt, comp, split) in how.items():
+        vol = out.parent / f"vol{n}"
+        vol.write_bytes(_partition(raw, n, layout, sector))
+        _save_partition(out, vol, f"{name}{n}", fmt, comp, split)
+    return out
+
+
+def _save_tables(raw: Path, out: Path, name: str) -> None:
     sf = _run("sfdisk", "-d", str(raw), text=True).stdout.replace(str(raw), f"/dev/{name}")
     (out / f"{name}-pt.sf").write_text(sf)
     parted = _run("parted", "-s", str(raw), "unit", "s", "print", text=True).stdout
@@ -115,44 +130,40 @@ def save(raw: Path, out: Path, how: dict[int, tuple[str, str, int | None]], *,
         (out / f"{name}-gpt-2nd").write_bytes(data[(n_sectors - 32) * S :])
         _run("sgdisk", "-b", str(out / f"{name}-gpt.gdisk"), str(raw))
         (out / f"{name}-gpt.sgdisk").write_text(_run("sgdisk", "-p", str(raw), text=True).stdout)
-    disks = (out / "disk").read_text().split() if (out / "disk").exists() else []
-    (out / "disk").write_text(" ".join([*disks, name]) + "\n")
-    parts = (out / "parts").read_text().split() if (out / "parts").exists() else []
-    (out / "parts").write_text(" ".join([*parts, *(f"{name}{n}" for n in how)]) + "\n")
-    for n, (fmt, comp, split) in how.items():
-        vol = out.parent / f"vol{n}"
-        vol.write_bytes(_partition(raw, n, layout))
-        if fmt == "ntfsclone":
-            data = _run("ntfsclone", "--save-image", "-o", "-", str(vol)).stdout
-            stem = f"{name}{n}.ntfs-img" + (f".{comp}" if comp else "")
-        elif fmt in ("partclone.dd", "dd"):
-            if fmt == "partclone.dd":
-                data = _run("partclone.dd", "-f", "1", "-s", str(vol), "-o", "-",
-                            "-L", "/dev/null").stdout
-                stem = f"{name}{n}.dd-ptcl-img.{comp}"
-            else:
-                data = vol.read_bytes()
-                stem = f"{name}{n}.dd-img" + (f".{comp}" if comp else "")
-        elif fmt == "partclone":
-            data = _run("partclone.ntfs", "-f", "1", "-z", "10485760", "-c", "-s", str(vol),
-                        "-o", "-", "-L", "/dev/null").stdout
-            stem = f"{name}{n}.ntfs-ptcl-img.{comp}"
-        else:  # writer formats: v0001, XXH64, XXH128
-            used, bs, used_sb = _partclone_bitmap(vol, out.parent)
-            img = out.parent / "w.img"
-            if fmt == "v0001":
-                w.write_v1(vol.read_bytes(), used, bs, img)
-            else:
-                mode = w.XXH64 if fmt == "XXH64" else w.XXH128
-                w.write_v2(vol.read_bytes(), used, bs, img, mode=mode,
-                           bpc=2560 if mode == w.XXH128 else 256, used_superblock=used_sb,
-                           version="0.3.47")
-            data = img.read_bytes()
-            img.unlink()
-            stem = f"{name}{n}.ntfs-ptcl-img.{comp}"
-        vol.unlink()
-        _put(out, stem, _pipe(data, comp or "gz"), split)
-    return out
+
+
+def _save_partition(out: Path, vol: Path, part: str, fmt: str, comp: str,
+                    split: int | None) -> None:
+    if fmt == "ntfsclone":
+        data = _run("ntfsclone", "--save-image", "-o", "-", str(vol)).stdout
+        stem = f"{part}.ntfs-img" + (f".{comp}" if comp else "")
+    elif fmt in ("partclone.dd", "dd"):
+        if fmt == "partclone.dd":
+            data = _run("partclone.dd", "-f", "1", "-s", str(vol), "-o", "-",
+                        "-L", "/dev/null").stdout
+            stem = f"{part}.dd-ptcl-img.{comp}"
+        else:
+            data = vol.read_bytes()
+            stem = f"{part}.dd-img" + (f".{comp}" if comp else "")
+    elif fmt == "partclone":
+        data = _run("partclone.ntfs", "-f", "1", "-z", "10485760", "-c", "-s", str(vol),
+                    "-o", "-", "-L", "/dev/null").stdout
+        stem = f"{part}.ntfs-ptcl-img.{comp}"
+    else:  # writer formats: v0001, XXH64, XXH128
+        used, bs, used_sb = _partclone_bitmap(vol, out.parent)
+        img = out.parent / "w.img"
+        if fmt == "v0001":
+            w.write_v1(vol.read_bytes(), used, bs, img)
+        else:
+            mode = w.XXH64 if fmt == "XXH64" else w.XXH128
+            w.write_v2(vol.read_bytes(), used, bs, img, mode=mode,
+                       bpc=2560 if mode == w.XXH128 else 256, used_superblock=used_sb,
+                       version="0.3.47")
+        data = img.read_bytes()
+        img.unlink()
+        stem = f"{part}.ntfs-ptcl-img.{comp}"
+    vol.unlink()
+    _put(out, stem, _pipe(data, comp or "gz"), split)
 
 
 # Every format x every compression at least once, split and unsplit, old names sniffed.
@@ -360,3 +371,51 @@ def test_convert_sources_of_a_two_disk_image(disk: Path, gpt_disk: Path, tmp_pat
             assert _partition(restored[i].path, n) == _partition(disk, n)
         assert restored[1].path.read_bytes() == gpt_disk.read_bytes()
     assert os.listdir(scratch) == []  # temporaries gone
+
+
+K = 4096
+K_LAYOUT = [(1, 256, 3072, "7"), (2, 3328, 2560, "7")]  # in 4096-byte sectors
+
+
+def test_4k_sector_mbr_disk(tmp_path: Path) -> None:
+    """A 4Kn disk: the dump, parted and MBR count 4096-byte sectors; NTFS has 4096-byte
+    sectors, so its backup boot sector is the partition's last 4096 bytes."""
+    raw = tmp_path / "4k.raw"
+    with open(raw, "wb") as f:
+        f.truncate(6144 * K)
+    mbr = bytearray(512)
+    mbr[440:444] = (0x4B4B4B4B).to_bytes(4, "little")
+    for i, (n, start, size, t) in enumerate(K_LAYOUT):
+        mbr[446 + 16 * i : 462 + 16 * i] = bytes((0x80 if n == 1 else 0, 0xFE, 0xFF, 0xFF,
+                                                  int(t, 16), 0xFE, 0xFF, 0xFF)) + \
+            start.to_bytes(4, "little") + size.to_bytes(4, "little")
+    mbr[510:] = b"\x55\xaa"
+    with open(raw, "r+b") as f:
+        f.write(mbr)
+    for n, start, size, _t in K_LAYOUT:
+        vol = tmp_path / "vol"
+        with open(vol, "wb") as f:
+            f.truncate(size * K)
+        _run("mkntfs", "-q", "-F", "-f", "-s", "4096", "-p", str(start), str(vol))
+        src = tmp_path / "f.bin"
+        src.write_bytes(random.Random(n).randbytes(200_000))
+        _run("ntfscp", "-f", str(vol), str(src), "/f.bin")
+        _run("dd", f"if={vol}", f"of={raw}", f"seek={start}", "bs=4096", "conv=notrunc,sparse")
+    d = tmp_path / "img"
+    d.mkdir()
+    (d / "sda-pt.sf").write_text(
+        "label: dos\nlabel-id: 0x4b4b4b4b\ndevice: /dev/sda\nunit: sectors\n"
+        "sector-size: 4096\n\n"
+        "/dev/sda1 : start=         256, size=        3072, type=7, bootable\n"
+        "/dev/sda2 : start=        3328, size=        2560, type=7\n")
+    (d / "sda-pt.parted").write_text(
+        "Model:  (file)\nDisk /dev/sda: 6144s\nSector size (logical/physical): 4096B/4096B\n"
+        "Partition Table: msdos\n")
+    (d / "sda-mbr").write_bytes(bytes(mbr))
+    save(raw, d, {1: ("partclone", "zst", None), 2: ("ntfsclone", "gz", None)},
+         layout=K_LAYOUT, sector=K)
+    out = tmp_path / "out.raw"
+    r = run_cli("restore-clonezilla", str(d), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "logical_block_size=4096" in r.stdout + r.stderr
+    assert out.read_bytes() == raw.read_bytes()  # incl. sda1's backup boot sector (4096 B)

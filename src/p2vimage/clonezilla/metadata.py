@@ -162,11 +162,14 @@ def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
                 label_id = int(line.split(":", 1)[1].strip(), 16)
             continue
         if line.startswith("sector-size:"):
-            if sector_size != SECTOR:
-                # 4Kn: Debian 12's sfdisk cannot write a 4K-sector table into a file (no
-                # --sector-size) and gpt-1st is cut short (34 x 512 bytes); not done yet
+            if sector_size not in (SECTOR, 4096):
                 raise UnsupportedFormatError(f"{disk}: {sector_size}-byte sectors are not "
-                                             "supported yet (only 512)")
+                                             "supported (512 and 4096 are)")
+            if sector_size != SECTOR and label == "gpt":
+                # Debian 12's sfdisk cannot write a 4K-sector GPT into a file (no
+                # --sector-size) and ocs-sr's gpt-1st (34 x 512 bytes) cuts its entries
+                raise UnsupportedFormatError(f"{disk}: GPT with {sector_size}-byte sectors "
+                                             "is not supported yet (4K MBR disks are)")
             continue
         if line.startswith("unit:"):
             if line.split(":", 1)[1].strip() != "sectors":
@@ -380,11 +383,14 @@ def load(directory: str | Path, disk: str | None = None) -> DiskImage:
     first = min(p.start for p in parts)
     if label == "gpt":
         hidden = d / "-"  # ocs-sr saves hidden sectors of MBR disks only
-    if hidden.is_file() and hidden.stat().st_size > (first - 1) * SECTOR:
+    if hidden.is_file() and hidden.stat().st_size > (first - 1) * sector_size:
         raise BadInputError(
             f"{disk}-hidden-data-after-mbr: {hidden.stat().st_size} bytes do not fit before "
             f"the first partition (sector {first})"
         )
+    if sector_size != SECTOR:
+        warnings.append(f"{disk} has {sector_size}-byte sectors: the VM must see its disk with "
+                        f"logical_block_size={sector_size} (the tables and NTFS count in them)")
     return DiskImage(
         directory=d, disk=disk, size=size, label_id=label_id, partitions=parts,
         images=images, mbr=mbr if mbr.is_file() else None,

@@ -210,8 +210,12 @@ def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:
     first = os.pread(fd, SECTOR, part.offset)
     if first[3:11] != b"NTFS    " or first[510:] != b"\x55\xaa":
         return False
-    last = part.offset + part.length - SECTOR
-    if os.pread(fd, SECTOR, last).count(0) != SECTOR:
+    bps = int.from_bytes(first[11:13], "little")  # 4096 on 4Kn volumes: its last sector
+    if bps not in (512, 1024, 2048, 4096):
+        return False
+    first = os.pread(fd, bps, part.offset)
+    last = part.offset + part.length - bps
+    if os.pread(fd, bps, last).count(0) != bps:
         return False
     os.pwrite(fd, first, last)
     return True

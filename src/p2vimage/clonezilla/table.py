@@ -256,6 +256,6 @@ def write_table(fd: int, img: DiskImage) -> None:
         for i, (pos, sector) in enumerate(chain):
             if i == 0:
                 sector = _overlay(sector, saved, f"{ext.name}-ebr", img)
-            os.pwrite(fd, sector, pos * SECTOR)
+            os.pwrite(fd, sector, pos * img.sector_size)  # a 4Kn EBR: 512 bytes, rest zero
     if img.hidden_after_mbr is not None:
-        os.pwrite(fd, img.hidden_after_mbr.read_bytes(), SECTOR)
+        os.pwrite(fd, img.hidden_after_mbr.read_bytes(), img.sector_size)
