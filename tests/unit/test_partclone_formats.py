@@ -119,6 +119,18 @@ def test_reader_restores_v0001_xxh64_xxh128(volume: Path, real, tmp_path: Path) 
         assert hdr.version == (1 if name == "v0001" else 2)
 
 
+def test_v0001_bitmap_decides_when_the_header_count_disagrees(volume: Path, real,  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    """partclone 0.2 stored the file system's used count and wrote the bitmap's blocks even
+    when they differed (it only warned): the data section follows the bitmap."""
+    _img, used, bs, _used_sb, reference = real
+    v1 = bytearray(w.write_v1(volume.read_bytes(), used, bs, tmp_path / "v1.img").read_bytes())
+    v1[56:64] = (sum(used) + 5).to_bytes(8, "little")
+    (tmp_path / "v1.img").write_bytes(v1)
+    hdr, ours = _ours(tmp_path / "v1.img")
+    assert ours == reference and hdr.used_blocks == sum(used)
+
+
 def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes((data[at] ^ 0x40,)) + data[at + 1 :]
 

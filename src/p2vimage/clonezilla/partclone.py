@@ -23,6 +23,7 @@ on) saves XXH128 checksums; XXH64/XXH128 digests are stored little-endian
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import zlib
@@ -281,10 +282,8 @@ def read_bitmap(f: BinaryIO, hdr: Header) -> bytes:
             raise CorruptImageError("partclone bitmap magic BiTmAgIc missing (corrupt bitmap)")
         if bm.translate(None, b"\0\1"):
             raise CorruptImageError("partclone bitmap has bytes other than 0 and 1")
-        if bm.count(1) != hdr.used_blocks:
-            raise CorruptImageError(
-                f"partclone bitmap marks {bm.count(1)} blocks used, the header {hdr.used_blocks}"
-            )
+        # 0001 has one used count, the file system's; 0.2.x wrote the blocks of the bitmap
+        # even when the two disagreed (it only warned), so the bitmap decides (see restore)
         return bm
     if hdr.bitmap_mode == BM_NONE:
         full = bytearray(b"\xff" * (hdr.total_blocks // 8))
@@ -371,6 +370,8 @@ def restore(
     bitmap = read_bitmap(f, hdr)
     bs = hdr.block_size
     v1 = hdr.version == 1
+    if v1:
+        hdr = dataclasses.replace(hdr, used_blocks=bitmap.count(1))
     if v1:
         pos = hdr.header_size + len(bitmap) + len(BITMAP_V1_MAGIC)
         per, csize = max(1, _NO_CSUM_STRIP_BYTES // (bs + 4)), 0

@@ -264,6 +264,10 @@ class PieceReader:
             self._put(self._END)
         except BaseException as exc:  # handed to the consumer
             self._put(exc)
+        finally:  # a stopped consumer: end the generator now (it may own an lzop/lzip child)
+            close = getattr(self._iter, "close", None)
+            if close is not None:
+                close()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
