@@ -95,10 +95,12 @@ def restore_clonezilla(
     overwrite: bool = False,
     progress: bool = True,
 ):
-    """Rebuild one disk of a Clonezilla image directory as a raw or qcow2 file.
+    """Rebuild the disks of a Clonezilla image directory as raw or qcow2 files.
 
-    Returns a :class:`p2vimage.clonezilla.RestoreResult`; the output appears
-    only when the whole disk was restored with every checksum verified.
+    Every disk (``output``, then ``OUT-2``, ``OUT-3`` … in the ``disk`` file's
+    order), or only ``disk``.  Returns a :class:`p2vimage.clonezilla.RestoreResult`
+    (further disks in ``other_disks``); the outputs appear only when every disk
+    was restored with every checksum verified.
     """
     from .clonezilla import restore
 

@@ -146,15 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "restore-clonezilla",
         help="rebuild a disk image from a Clonezilla image directory (no VM, no CD boot)",
-        description="Rebuild one disk of a Clonezilla image directory (ocs-sr savedisk) as a "
-        "sparse raw or qcow2 file: partition table, boot code, then every partition's used "
-        "blocks, checksums verified. The directory is only read.",
+        description="Rebuild the disks of a Clonezilla image directory (ocs-sr savedisk) as "
+        "sparse raw or qcow2 files: partition table (MBR or GPT), boot code, then every "
+        "partition's used blocks, checksums verified. The directory is only read. Several "
+        "disks go to OUT, OUT-2, OUT-3 … in the order of the image's 'disk' file.",
     )
     r.add_argument("directory", metavar="DIR", help="Clonezilla image directory")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="output disk image")
     r.add_argument("--format", default="raw", choices=("raw", "qcow2"))
     r.add_argument("--disk", metavar="NAME",
-                   help="which disk of the image (e.g. sda; default: the only one)")
+                   help="only this disk of the image (e.g. sda; default: every disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     _common(r)
     r.set_defaults(func=cmd_restore_clonezilla)

@@ -224,7 +224,7 @@ def _checksum_mismatch(d: Path) -> None:
 
 def _unknown_suffix(d: Path) -> None:
     for c in _chunks(d, "sda6"):
-        c.rename(c.with_name(c.name.replace(".gz", ".lzo")))
+        c.rename(c.with_name(c.name.replace(".gz", ".lrz")))  # lrzip: not supported
 
 
 def _too_big(d: Path) -> None:
@@ -245,7 +245,7 @@ BAD = {
     "truncated-chunk": (_truncated, r"sda2: .*(truncated|corrupt gzip)"),
     "corrupt-chunk": (_corrupt_chunk, r"sda1: .*corrupt gzip data"),
     "checksum": (_checksum_mismatch, r"sda5: partclone checksum mismatch at image byte \d+"),
-    "unknown-compression": (_unknown_suffix, r"sda6: .*compression suffix '\.lzo'"),
+    "unknown-compression": (_unknown_suffix, r"sda6: .*compression suffix '\.lrz'"),
     "image-larger-than-partition": (_too_big, r"sda5: the image is of a 52428800-byte volume, "
                                     r"larger than the 46080000-byte partition"),
     "listed-without-image": (_listed_but_absent, r"sda2: listed in 'parts' but no image"),
@@ -286,9 +286,10 @@ def test_disk_option_and_multi_disk_directories(tmp_path: Path) -> None:
     d = _copy("xp-zst", tmp_path / "img")
     r = run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"), "--disk", "sdb")
     assert r.returncode == 2 and "--disk sdb" in r.stderr and "sda" in r.stderr
-    (d / "disk").write_text("sda sdb\n")
+    (d / "disk").write_text("sda sdb\n")  # every disk by default (issue #9): sdb's table lacks
     r = run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"))
-    assert r.returncode == 2 and "choose one with --disk" in r.stderr
+    assert r.returncode == 3 and "sdb-pt.sf is missing" in r.stderr
+    assert not (tmp_path / "x.raw").exists()
     doc = json.loads(run_cli("restore-clonezilla", str(d), "-o", str(tmp_path / "x.raw"),
                              "--disk", "sda", "--json").stdout)
     assert doc["disk"] == "sda"

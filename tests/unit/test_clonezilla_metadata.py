@@ -46,10 +46,17 @@ def test_real_windows_dumps() -> None:
         ("sdh5", 2146770944, 2148192256, 0x83, False),
     ]
     assert parts[3].extended and not parts[4].extended
-    for gpt in ("sdf-win10-uefi-gpt.sfdisk-dump.txt",
-                "sda-win10-gpt-recovery-first.sfdisk-dump.txt"):
-        with pytest.raises(UnsupportedFormatError, match="GPT partition tables"):
-            metadata.parse_sfdisk((SAMPLES / gpt).read_text(), "sda")
+    # GPT (issue #9): type GUIDs, no MBR disk signature
+    text = (SAMPLES / "sdf-win10-uefi-gpt.sfdisk-dump.txt").read_text()
+    label_id, parts = metadata.parse_sfdisk(text, "sdf")
+    assert label_id is None and metadata.sfdisk_label(text) == ("gpt", 512)
+    assert [(p.name, p.start, p.size, p.type_guid[:8]) for p in parts] == [
+        ("sdf1", 2048, 204800, "C12A7328"), ("sdf2", 206848, 32768, "E3C9E316"),
+        ("sdf3", 239616, 103593927, "EBD0A0A2"), ("sdf4", 103833600, 1019904, "DE94BBA4")]
+    assert not any(p.extended for p in parts)
+    with pytest.raises(UnsupportedFormatError,
+                       match="GPT with 4096-byte sectors is not supported yet"):
+        metadata.parse_sfdisk(text.replace("sector-size: 512", "sector-size: 4096"), "sdf")
 
 
 def test_old_sfdisk_format_and_empty_slots() -> None:
@@ -88,8 +95,28 @@ def test_disk_size_from_parted_and_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="sda3: image files exist but sda-pt.sf has no sda3"):
         metadata.load(d)
     os.unlink(d / "sda3.ntfs-ptcl-img.gz")
+    # older names: the compression is in the data (sniffed), or in the name
     (d / "sda2.ntfs-ptcl-img.zst").rename(d / "sda2.ntfs-img.aa")
-    with pytest.raises(UnsupportedFormatError, match="sda2: ntfsclone images"):
+    (d / "sda2.ntfs-img.aa").write_bytes(b"\x1f\x8b\x08rest of a gzip member")
+    (d / "sda2.ntfs-img.ab").write_bytes(b"x")
+    sda2 = metadata.load(d).images["sda2"]
+    assert (sda2.kind, sda2.compression, len(sda2.files)) == ("ntfsclone", "gz", 2)
+    (d / "sda2.ntfs-img.aa").write_bytes(b"LRZI0\x06")
+    with pytest.raises(UnsupportedFormatError, match="sda2: sda2.ntfs-img is compressed with lrz"):
+        metadata.load(d)
+    for f in d.glob("sda2.*"):
+        f.unlink()
+    for name, want in (("sda2.dd-img.xz", ("raw", "xz")),
+                       ("sda2.dd-ptcl-img.lzo.aa", ("raw", "lzo")),
+                       ("sda2.ntfs-img.lz4", ("ntfsclone", "lz4")),
+                       ("sda2.dd-img", ("raw", "uncomp")),
+                       ("sda2.hfsp-img.aa", ("partclone", "uncomp"))):
+        (d / name).write_bytes(b"x")
+        sda2 = metadata.load(d).images["sda2"]
+        assert (sda2.kind, sda2.compression) == want, name
+        (d / name).unlink()
+    (d / "sda2.dd-img.lrz").write_bytes(b"x")
+    with pytest.raises(UnsupportedFormatError, match=r"sda2: .*suffix '\.lrz'"):
         metadata.load(d)
     with pytest.raises(UsageError, match="--disk sdb"):
         metadata.load(d, "sdb")
@@ -131,3 +158,27 @@ def test_ebr_chain_equals_sfdisk(tmp_path: Path) -> None:
         os.close(fd)
     assert not [w for w in img.warnings if "differs" in w]  # saved MBR/EBR agree
     assert out.read_bytes() == ref.read_bytes()  # every EBR where sfdisk put it, same CHS
+
+
+def test_lvm_and_software_raid_are_refused_naming_what_was_found(tmp_path: Path) -> None:
+    sf = ("label: dos\nlabel-id: 0x1234abcd\nunit: sectors\n\n"
+          "/dev/sda1 : start=2048, size=100000, type=7, bootable\n"
+          "/dev/sda2 : start=110000, size=400000, type=8e\n")
+    d = _dir(tmp_path, sf, "Disk /dev/sda: 600000s\n", ("sda1.ntfs-ptcl-img.gz",))
+    with pytest.raises(UnsupportedFormatError,
+                       match=r"sda: LVM and software RAID .* not supported: sda2 is an LVM "
+                             r"physical volume \(type 8e\)"):
+        metadata.load(d)
+    (d / "sda-pt.sf").write_text(sf.replace("type=8e", "type=fd"))
+    with pytest.raises(UnsupportedFormatError, match="sda2 is a Linux software RAID member"):
+        metadata.load(d)
+    (d / "sda-pt.sf").write_text(sf.replace("type=8e", "type=83"))
+    metadata.load(d)
+    # what ocs-sr writes when it saved logical volumes / md arrays
+    (d / "lvm_vg_dev.list").write_text("vg_data /dev/sda2 Xy12-uuid\n")
+    with pytest.raises(UnsupportedFormatError, match=r"lvm_vg_dev.list \(LVM: vg_data /dev/sda2"):
+        metadata.load(d)
+    (d / "lvm_vg_dev.list").unlink()
+    (d / "md0-detail.info").write_text("/dev/md0:\n Raid Level : raid1\n")
+    with pytest.raises(UnsupportedFormatError, match=r"md0-detail.info \(RAID: /dev/md0:"):
+        metadata.load(d)

@@ -17,16 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError, SourceNotFoundError, UnsupportedFormatError, UsageError
-from .streams import SUPPORTED
+from .streams import SUPPORTED, sniff_compression
 
 EXTENDED_TYPES = (0x05, 0x0F, 0x85)
 SECTOR = 512
 
-# <part>.<fs>-ptcl-img.<comp>[.<chunk>]; older naming <part>.ntfs-img / .dd-img / .<fs>-img
+# Clonezilla's compression suffixes (ocs-get-comp-suffix), supported or not
+_COMP_SUFFIXES = "gz|bz2|lzo|lzma|xz|lzip|lrz|lz4|zst|uncomp"
+# <part>.<fs>-ptcl-img.<comp>[.<chunk>]; ntfsclone <part>.ntfs-img[.<comp>][.<chunk>];
+# dd <part>.dd-img[.<comp>][.<chunk>]; older partclone <part>.<fs>-img[.<chunk>]
 _IMAGE_RE = re.compile(
     r"^(?P<part>[^.]+)\."
     r"(?:(?P<fs>[A-Za-z0-9+]+)-ptcl-img\.(?P<comp>[A-Za-z0-9]+)"
-    r"|(?P<old>ntfs-img|dd-img|[A-Za-z0-9+]+-img))"
+    rf"|(?P<old>ntfs-img|dd-img|[A-Za-z0-9+]+-img)(?:\.(?P<ocomp>{_COMP_SUFFIXES}))?)"
     r"(?:\.(?P<chunk>[a-z]{2,}))?$"
 )
 _PART_LINE = re.compile(r"^\s*(?P<dev>\S+)\s*:\s*(?P<fields>.*)$")
@@ -41,20 +44,22 @@ class Partition:
     number: int
     start: int  # sectors
     size: int  # sectors
-    type: int
+    type: int  # MBR type byte (0 on GPT)
     bootable: bool
+    sector_size: int = SECTOR  # the dump's unit: 512, or 4096 on 4Kn disks
+    type_guid: str = ""  # GPT partition type
 
     @property
     def extended(self) -> bool:
-        return self.type in EXTENDED_TYPES
+        return not self.type_guid and self.type in EXTENDED_TYPES
 
     @property
     def offset(self) -> int:
-        return self.start * SECTOR
+        return self.start * self.sector_size
 
     @property
     def length(self) -> int:
-        return self.size * SECTOR
+        return self.size * self.sector_size
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ class PartitionImage:
     """The image files of one partition, chunks in the order they must be joined."""
 
     partition: str
-    kind: str  # "partclone" (the only kind restored so far)
+    kind: str  # "partclone", "ntfsclone" or "raw" (dd, partclone.dd)
     fs: str
     compression: str
     files: tuple[Path, ...]
@@ -86,6 +91,10 @@ class DiskImage:
     hidden_after_mbr: Path | None
     ebrs: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    label: str = "dos"  # or "gpt"
+    sector_size: int = SECTOR
+    sfdisk_dump: Path | None = None  # <disk>-pt.sf, replayed by sfdisk for GPT
+    gpt_1st: Path | None = None  # protective MBR + primary GPT as saved (34 x 512 bytes)
 
 
 def to_filename(dev: str) -> str:
@@ -122,29 +131,45 @@ def _part_number(name: str, disk: str) -> int:
     return int(m.group(1))
 
 
+def sfdisk_label(text: str) -> tuple[str, int]:
+    """``(label, sector size)`` of an sfdisk dump: dos/gpt, 512/4096 (old dumps: dos, 512)."""
+    label = re.search(r"^label:\s*(\S+)", text, re.M)
+    size = re.search(r"^sector-size:\s*(\d+)", text, re.M)
+    return (label.group(1) if label else "dos"), (int(size.group(1)) if size else SECTOR)
+
+
+GPT_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+GPT_RAID = "A19D880F-05FC-4D3B-A006-743F0F84911E"
+
+
 def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
-    """Label id and partitions (empty slots dropped) of an MBR ``sfdisk -d`` dump."""
+    """Label id (MBR disk signature; None on GPT) and partitions (empty slots dropped)."""
     label_id = None
+    label, sector_size = sfdisk_label(text)
     parts: list[Partition] = []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("label:"):
-            label = line.split(":", 1)[1].strip()
-            if label != "dos":
+            if label not in ("dos", "gpt"):
                 raise UnsupportedFormatError(
-                    f"{disk}: {label.upper()} partition tables are not supported yet "
-                    "(only MBR/dos)"
+                    f"{disk}: {label.upper()} partition tables are not supported (MBR and GPT are)"
                 )
             continue
         if line.startswith("label-id:"):
-            label_id = int(line.split(":", 1)[1].strip(), 16)
+            if label == "dos":
+                label_id = int(line.split(":", 1)[1].strip(), 16)
             continue
         if line.startswith("sector-size:"):
-            size = int(line.split(":", 1)[1])
-            if size != SECTOR:
-                raise UnsupportedFormatError(f"{disk}: {size}-byte sectors are not supported yet")
+            if sector_size not in (SECTOR, 4096):
+                raise UnsupportedFormatError(f"{disk}: {sector_size}-byte sectors are not "
+                                             "supported (512 and 4096 are)")
+            if sector_size != SECTOR and label == "gpt":
+                # Debian 12's sfdisk cannot write a 4K-sector GPT into a file (no
+                # --sector-size) and ocs-sr's gpt-1st (34 x 512 bytes) cuts its entries
+                raise UnsupportedFormatError(f"{disk}: GPT with {sector_size}-byte sectors "
+                                             "is not supported yet (4K MBR disks are)")
             continue
         if line.startswith("unit:"):
             if line.split(":", 1)[1].strip() != "sectors":
@@ -164,13 +189,16 @@ def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
                 flags.add(item.strip().lower())
         try:
             start, size = int(fields["start"]), int(fields["size"])
-            type_ = int(fields.get("type", fields.get("id", "0")), 16)
+            raw_type = fields.get("type", fields.get("id", "0"))
+            guid = raw_type.upper() if label == "gpt" else ""
+            type_ = 0 if guid else int(raw_type, 16)
         except (KeyError, ValueError):
             raise BadInputError(f"{disk}-pt.sf: cannot parse the line for {name}") from None
         if size == 0:
             continue  # an empty slot (old sfdisk lists them)
         parts.append(Partition(name, _part_number(name, disk), start, size, type_,
-                               "bootable" in flags or fields.get("bootable") == "*"))
+                               "bootable" in flags or fields.get("bootable") == "*",
+                               sector_size, guid))
     if not parts:
         raise BadInputError(f"{disk}-pt.sf: no partitions")
     return label_id, parts
@@ -187,7 +215,7 @@ def _disk_size(directory: Path, disk: str, parts: list[Partition], warnings: lis
         warnings.append(f"{disk}-pt.parted gives no size in sectors; the disk ends with its "
                         "last partition")
         return end
-    size = int(m.group("n")) * (SECTOR if m.group("unit") == "s" else 1)
+    size = int(m.group("n")) * (parts[0].sector_size if m.group("unit") == "s" else 1)
     if size < end:
         raise BadInputError(
             f"{disk}-pt.parted: the disk ({size} bytes) is smaller than its partitions "
@@ -215,15 +243,16 @@ def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
     stem, entries = next(iter(stems.items()))
     m = entries[0][1]
     if m.group("old"):
-        kind = m.group("old")
-        raise UnsupportedFormatError(
-            f"{part}: {'ntfsclone' if kind == 'ntfs-img' else 'old-style'} images "
-            f"({stem}) are not supported yet"
-        )
-    fs, comp = m.group("fs"), m.group("comp")
-    if fs == "dd":
-        raise UnsupportedFormatError(f"{part}: partclone.dd images ({stem}) are not supported yet")
-    if comp not in SUPPORTED:
+        # ntfsclone, dd, or partclone before the "-ptcl-" naming; compression in the
+        # name (newer) or only in the data (older: sniffed like Clonezilla's `file -Ls`)
+        old = m.group("old")
+        kind = {"ntfs-img": "ntfsclone", "dd-img": "raw"}.get(old, "partclone")
+        fs = {"ntfs-img": "ntfs", "dd-img": "dd"}.get(old, old.removesuffix("-img"))
+        comp = m.group("ocomp")
+    else:
+        fs, comp = m.group("fs"), m.group("comp")
+        kind = "raw" if fs == "dd" else "partclone"  # partclone.dd writes raw bytes
+    if comp not in SUPPORTED and comp is not None:
         raise UnsupportedFormatError(
             f"{part}: unknown or unsupported compression suffix '.{comp}' ({stem}; "
             f"supported: {', '.join(SUPPORTED)})"
@@ -244,7 +273,47 @@ def _classify(part: str, names: list[str], directory: Path) -> PartitionImage:
         files = tuple(directory / f"{stem}.{c}" for c in chunks)
     else:
         files = (directory / stem,)
-    return PartitionImage(part, "partclone", fs, comp, files)
+    if comp is None:
+        comp = sniff_compression(files[0])
+        if comp not in SUPPORTED:
+            raise UnsupportedFormatError(f"{part}: {stem} is compressed with {comp}, which is "
+                                         f"not supported (supported: {', '.join(SUPPORTED)})")
+    return PartitionImage(part, kind, fs, comp, files)
+
+
+LVM_TYPES = {0x8E}
+RAID_TYPES = {0xFD}
+# files ocs-sr writes when it saved LVM volumes or software/fake RAID (ocs-functions save_logv,
+# ocs-save-mdraid-layout, dmraid)
+_LVM_FILES = ("lvm_vg_dev.list", "lvm_logv.list", "lvm_*.conf")
+_RAID_FILES = ("dmraid.table", "md*-detail.info", "*-examine.info", "mdadm.conf")
+
+
+def refuse_volume_managers(d: Path, disk: str, parts: list[Partition]) -> None:
+    """LVM and software RAID are not restored: say exactly what the image holds (exit 3).
+
+    Their volumes are saved as ``<vg>-<lv>.<fs>-ptcl-img`` images that belong to no
+    partition, so restoring the partitions alone would give a disk whose data is
+    missing -- better refuse, naming the evidence.
+    """
+    found: list[str] = []
+    for p in parts:
+        t = p.type_guid or f"{p.type:x}"
+        if p.type_guid == GPT_LVM or (not p.type_guid and p.type in LVM_TYPES):
+            found.append(f"{p.name} is an LVM physical volume (type {t})")
+        elif p.type_guid == GPT_RAID or (not p.type_guid and p.type in RAID_TYPES):
+            found.append(f"{p.name} is a Linux software RAID member (type {t})")
+    for what, patterns in (("LVM", _LVM_FILES), ("RAID", _RAID_FILES)):
+        for pattern in patterns:
+            for f in sorted(d.glob(pattern)):
+                words = f.read_text(errors="replace").split()[:3] if f.stat().st_size < 1 << 20 \
+                    else []
+                found.append(f"{f.name} ({what}{': ' + ' '.join(words) if words else ''})")
+    if found:
+        raise UnsupportedFormatError(
+            f"{disk}: LVM and software RAID inside a Clonezilla image are not supported: "
+            + "; ".join(found[:4]) + ("; …" if len(found) > 4 else "")
+        )
 
 
 def load(directory: str | Path, disk: str | None = None) -> DiskImage:
@@ -273,6 +342,8 @@ def load(directory: str | Path, disk: str | None = None) -> DiskImage:
     except FileNotFoundError:
         raise BadInputError(f"{d}: {disk}-pt.sf is missing (no partition table)") from None
     label_id, parts = parse_sfdisk(sf, disk)
+    label, sector_size = sfdisk_label(sf)
+    refuse_volume_managers(d, disk, parts)
     size = _disk_size(d, disk, parts, warnings)
 
     listed = _words(d / "parts")
@@ -310,14 +381,20 @@ def load(directory: str | Path, disk: str | None = None) -> DiskImage:
     elif mbr.stat().st_size != SECTOR:
         raise BadInputError(f"{disk}-mbr: {mbr.stat().st_size} bytes, not one sector")
     first = min(p.start for p in parts)
-    if hidden.is_file() and hidden.stat().st_size > (first - 1) * SECTOR:
+    if label == "gpt":
+        hidden = d / "-"  # ocs-sr saves hidden sectors of MBR disks only
+    if hidden.is_file() and hidden.stat().st_size > (first - 1) * sector_size:
         raise BadInputError(
             f"{disk}-hidden-data-after-mbr: {hidden.stat().st_size} bytes do not fit before "
             f"the first partition (sector {first})"
         )
+    if sector_size != SECTOR:
+        warnings.append(f"{disk} has {sector_size}-byte sectors: the VM must see its disk with "
+                        f"logical_block_size={sector_size} (the tables and NTFS count in them)")
     return DiskImage(
         directory=d, disk=disk, size=size, label_id=label_id, partitions=parts,
         images=images, mbr=mbr if mbr.is_file() else None,
         hidden_after_mbr=hidden if hidden.is_file() else None, ebrs=ebrs,
-        warnings=warnings,
+        warnings=warnings, label=label, sector_size=sector_size, sfdisk_dump=d / f"{disk}-pt.sf",
+        gpt_1st=d / f"{disk}-gpt-1st" if (d / f"{disk}-gpt-1st").is_file() else None,
     )

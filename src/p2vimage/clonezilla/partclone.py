@@ -1,4 +1,4 @@
-"""Streaming reader for partclone images (format 0002), the data of a Clonezilla partition.
+"""Streaming reader for partclone images (formats 0001 and 0002): Clonezilla partition data.
 
 Layout (little-endian, see ``docs``/the research notes): a 110-byte header
 ending in its own CRC32, a bitmap of one bit per block (LSB first) followed
@@ -10,18 +10,28 @@ trailing partial strip.  partclone's CRC32 is zlib's polynomial with seed
 The reader pulls exactly one strip at a time from a file-like object (a
 decompressing stream), verifies it and hands consecutive-block runs to a
 ``write_at(offset, view)`` callback, so memory stays bounded by one strip
-whatever the volume size.  Format 0001 and the XXH64/XXH128 checksum modes
-(issue #9) plug in as another header parser and another :class:`Checksum`.
+whatever the volume size.
+
+Format 0001 (partclone <= 0.2.89, Clonezilla images from before ~2017) has a
+4160-byte header without checksum options, a bitmap of one *byte* per block
+followed by ``BiTmAgIc``, and a 4-byte CRC after every block, chained over the
+whole image and -- a bug partclone keeps for compatibility -- computed over the
+block's first byte repeated ``block_size`` times.  Current Clonezilla (2026-04
+on) saves XXH128 checksums; XXH64/XXH128 digests are stored little-endian
+(the in-memory integers), not in xxhash's canonical big-endian ``digest()``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import xxhash
 
 from ..errors import CorruptImageError, UnsupportedFormatError
 
@@ -33,12 +43,16 @@ except ImportError:  # pragma: no cover - isal is a dependency
 MAGIC = b"partclone-image\0"
 HEADER_V2 = struct.Struct("<16s14s4sH16sQQQQIIHHHHIBB")  # 106 bytes, then its CRC32
 HEADER_V2_SIZE = HEADER_V2.size + 4
+HEADER_V1 = struct.Struct("<15s15s4s2xiQQQ")  # 64 bytes, then 4096 unused
+HEADER_V1_SIZE = HEADER_V1.size + 4096
+BITMAP_V1_MAGIC = b"BiTmAgIc"
 ENDIAN_MAGIC = 0xC0DE
 
 CSUM_NONE = 0x00
 CSUM_CRC32 = 0x20
 CSUM_XXH64 = 0x30
 CSUM_XXH128 = 0x31
+CSUM_CRC32_0001 = 0xFF  # partclone's own value for the v0001 per-block chained CRC
 BM_NONE = 0x00
 BM_BIT = 0x01
 BM_BYTE = 0x08
@@ -83,11 +97,67 @@ class Crc32(Checksum):
         return self.state.to_bytes(4, "little")
 
 
+class Xxh64(Checksum):
+    """XXH64, seed 0; partclone stores the 64-bit value as it is in memory (little-endian)."""
+
+    size = 8
+
+    def __init__(self) -> None:
+        self.h = xxhash.xxh64()
+
+    def reset(self) -> None:
+        self.h.reset()
+
+    def update(self, data: memoryview) -> None:
+        self.h.update(data)
+
+    def digest(self) -> bytes:
+        return self.h.intdigest().to_bytes(8, "little")
+
+
+class Xxh128(Xxh64):
+    """XXH3-128; partclone ``memcpy``s ``XXH128_hash_t{low64, high64}``: le(low) || le(high)."""
+
+    size = 16
+
+    def __init__(self) -> None:
+        self.h = xxhash.xxh3_128()
+
+    def digest(self) -> bytes:
+        return self.h.intdigest().to_bytes(16, "little")
+
+
+class Crc32V1(Checksum):
+    """v0001's CRC: chained over the image, and over each block's *first byte* only.
+
+    partclone 0.2's loop forgot to advance its pointer, so the CRC of a block
+    is that of its first byte repeated ``block_size`` times; the state carries
+    over from block to block (never reseeded).  Corruption past a block's first
+    byte therefore goes unnoticed in v0001 images -- partclone has the same
+    blindness.
+    """
+
+    size = 4
+
+    def __init__(self, block_size: int = 0) -> None:
+        self.state = 0xFFFFFFFF
+        self.block_size = block_size
+        self._rep: dict[int, bytes] = {}
+
+    def update_block(self, first: int) -> bytes:
+        rep = self._rep.get(first)
+        if rep is None:
+            rep = self._rep[first] = bytes((first,)) * self.block_size
+        self.state = pc_crc32(rep, self.state)
+        return self.state.to_bytes(4, "little")
+
+
 _CHECKSUMS: dict[int, tuple[str, type[Checksum] | None]] = {
     CSUM_NONE: ("none", Checksum),
     CSUM_CRC32: ("CRC32", Crc32),
-    CSUM_XXH64: ("XXH64", None),  # issue #9
-    CSUM_XXH128: ("XXH128", None),  # issue #9
+    CSUM_XXH64: ("XXH64", Xxh64),
+    CSUM_XXH128: ("XXH128", Xxh128),
+    CSUM_CRC32_0001: ("CRC32_0001", Crc32V1),
 }
 
 
@@ -133,6 +203,29 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
+def _check_sizes(used: int, total: int, bs: int, dev_size: int) -> None:
+    if bs < 512 or bs > (64 << 20) or bs & (bs - 1):
+        raise CorruptImageError(f"partclone header: bad block size {bs}")
+    if used > total or total * bs > dev_size + bs or (total == 0 and used):
+        raise CorruptImageError(
+            f"partclone header: inconsistent sizes ({used} used of {total} blocks of {bs} "
+            f"bytes, device {dev_size} bytes)"
+        )
+
+
+def _read_header_v1(head: bytes, f: BinaryIO) -> Header:
+    """The 0001 header: no checksum of its own, no options (CRC32_0001 after every block)."""
+    raw = head + _read_exact(f, HEADER_V1_SIZE - len(head), "the header")
+    _magic, fs, _ver, bs, dev_size, total, used = HEADER_V1.unpack_from(raw)
+    _check_sizes(used, total, bs, dev_size)
+    return Header(
+        version=1, partclone_version="0.2 or older", fs=fs.rstrip(b"\0").decode("ascii", "replace"),
+        device_size=dev_size, total_blocks=total, used_blocks=used, block_size=bs,
+        checksum_mode=CSUM_CRC32_0001, checksum_size=4, blocks_per_checksum=1, reseed=False,
+        bitmap_mode=BM_BYTE, header_size=HEADER_V1_SIZE,
+    )
+
+
 def read_header(f: BinaryIO) -> Header:
     """Parse and check the header; raises CorruptImageError/UnsupportedFormatError."""
     head = _read_exact(f, 34, "the header")
@@ -140,7 +233,7 @@ def read_header(f: BinaryIO) -> Header:
         raise CorruptImageError("not a partclone image (bad magic)")
     version = head[30:34]
     if version == b"0001":
-        raise UnsupportedFormatError("partclone image format 0001 is not supported yet")
+        return _read_header_v1(head, f)
     if version != b"0002":
         raise UnsupportedFormatError(f"unknown partclone image format {version!r}")
     raw = head + _read_exact(f, HEADER_V2_SIZE - 34, "the header")
@@ -168,13 +261,9 @@ def read_header(f: BinaryIO) -> Header:
     )
     if img_ver != 2:
         raise CorruptImageError(f"partclone header: image version {img_ver} in a 0002 header")
-    if bs < 512 or bs > (64 << 20) or bs & (bs - 1):
-        raise CorruptImageError(f"partclone header: bad block size {bs}")
-    if used > total or total * bs > dev_size + bs or (total == 0 and used):
-        raise CorruptImageError(
-            f"partclone header: inconsistent sizes ({used} used of {total} blocks of {bs} "
-            f"bytes, device {dev_size} bytes)"
-        )
+    _check_sizes(used, total, bs, dev_size)
+    if cmode == CSUM_CRC32_0001:
+        raise CorruptImageError("partclone header: the 0001 checksum in a 0002 header")
     if bmode not in (BM_BIT, BM_NONE):
         raise UnsupportedFormatError(f"partclone bitmap mode {bmode:#x} is not supported yet")
     cs = hdr.new_checksum()
@@ -186,7 +275,16 @@ def read_header(f: BinaryIO) -> Header:
 
 
 def read_bitmap(f: BinaryIO, hdr: Header) -> bytes:
-    """The used-block bitmap (one bit per block), its CRC32 checked, its count checked."""
+    """The used-block bitmap (one bit per block; one byte per block in 0001), its count checked."""
+    if hdr.version == 1:
+        bm = _read_exact(f, hdr.total_blocks, "the bitmap")
+        if _read_exact(f, len(BITMAP_V1_MAGIC), "the bitmap magic") != BITMAP_V1_MAGIC:
+            raise CorruptImageError("partclone bitmap magic BiTmAgIc missing (corrupt bitmap)")
+        if bm.translate(None, b"\0\1"):
+            raise CorruptImageError("partclone bitmap has bytes other than 0 and 1")
+        # 0001 has one used count, the file system's; 0.2.x wrote the blocks of the bitmap
+        # even when the two disagreed (it only warned), so the bitmap decides (see restore)
+        return bm
     if hdr.bitmap_mode == BM_NONE:
         full = bytearray(b"\xff" * (hdr.total_blocks // 8))
         if hdr.total_blocks % 8:
@@ -207,6 +305,14 @@ def read_bitmap(f: BinaryIO, hdr: Header) -> bytes:
 
 
 _RUNS = re.compile(rb"\xff+|\x00+|[^\x00\xff]")
+_RUNS_V1 = re.compile(rb"\x01+")
+
+
+def bitmap_runs(hdr: Header, bitmap: bytes) -> Iterator[tuple[int, int]]:
+    """(first block, count) of each run of used blocks, whatever the bitmap's format."""
+    if hdr.version == 1:
+        return ((m.start(), m.end() - m.start()) for m in _RUNS_V1.finditer(bitmap))
+    return iter_runs(bitmap, hdr.total_blocks)
 
 
 def iter_runs(bitmap: bytes, total: int) -> Iterator[tuple[int, int]]:
@@ -263,34 +369,63 @@ def restore(
         on_header(hdr)
     bitmap = read_bitmap(f, hdr)
     bs = hdr.block_size
-    cs = hdr.new_checksum()
-    csize = cs.size
-    per = hdr.blocks_per_checksum if csize else max(1, _NO_CSUM_STRIP_BYTES // bs)
+    v1 = hdr.version == 1
+    if v1:
+        hdr = dataclasses.replace(hdr, used_blocks=bitmap.count(1))
+    if v1:
+        pos = hdr.header_size + len(bitmap) + len(BITMAP_V1_MAGIC)
+        per, csize = max(1, _NO_CSUM_STRIP_BYTES // (bs + 4)), 0
+        record = bs + 4
+        crc_v1 = Crc32V1(bs)
+        raw_buf = bytearray(per * record)
+        raw_view = memoryview(raw_buf)
+        cs = Checksum()
+    else:
+        pos = hdr.header_size + (len(bitmap) + 4 if hdr.bitmap_mode == BM_BIT else 0)
+        cs = hdr.new_checksum()
+        csize = cs.size
+        per = hdr.blocks_per_checksum if csize else max(1, _NO_CSUM_STRIP_BYTES // bs)
     buf = bytearray(per * bs + csize)
     view = memoryview(buf)
-    pos = hdr.header_size + (len(bitmap) + 4 if hdr.bitmap_mode == BM_BIT else 0)
-    runs = iter_runs(bitmap, hdr.total_blocks)
+    runs = bitmap_runs(hdr, bitmap)
     run_start, run_left = 0, 0
     done = 0
     while done < hdr.used_blocks:
         n = min(per, hdr.used_blocks - done)
-        want = n * bs + csize
-        got = f.readinto(view[:want])  # type: ignore[attr-defined]
-        if got != want:
-            raise CorruptImageError(
-                f"partclone image truncated at byte {pos + got} (block data "
-                f"{done + got // bs} of {hdr.used_blocks})"
-            )
-        data = view[: n * bs]
-        if csize:
-            cs.update(data)
-            if cs.digest() != view[n * bs : want]:
+        if v1:
+            # n records of block + chained CRC; blocks are compacted into ``buf``
+            want = n * record
+            got = f.readinto(raw_view[:want])  # type: ignore[attr-defined]
+            if got != want:
                 raise CorruptImageError(
-                    f"partclone checksum mismatch at image byte {pos} "
-                    f"(used blocks {done}-{done + n - 1})"
+                    f"partclone image truncated at byte {pos + got} (block data "
+                    f"{done + got // record} of {hdr.used_blocks})"
                 )
-            if hdr.reseed:
-                cs.reset()
+            for i in range(n):
+                r = i * record
+                if crc_v1.update_block(raw_buf[r]) != raw_view[r + bs : r + record]:
+                    raise CorruptImageError(
+                        f"partclone checksum mismatch at image byte {pos + r} "
+                        f"(used block {done + i})"
+                    )
+                view[i * bs : (i + 1) * bs] = raw_view[r : r + bs]
+        else:
+            want = n * bs + csize
+            got = f.readinto(view[:want])  # type: ignore[attr-defined]
+            if got != want:
+                raise CorruptImageError(
+                    f"partclone image truncated at byte {pos + got} (block data "
+                    f"{done + got // bs} of {hdr.used_blocks})"
+                )
+            if csize:
+                cs.update(view[: n * bs])
+                if cs.digest() != view[n * bs : want]:
+                    raise CorruptImageError(
+                        f"partclone checksum mismatch at image byte {pos} "
+                        f"(used blocks {done}-{done + n - 1})"
+                    )
+                if hdr.reseed:
+                    cs.reset()
         k = 0
         while k < n:
             if run_left == 0:

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps, interrupt
-from ..errors import BadInputError, ConversionError, P2VError, UsageError
+from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
+from ..sources import ntfsclone
 from ..targets.atomic import AtomicOutputs
 from ..targets.thin import Progress
 from . import metadata, partclone, streams, table
@@ -65,6 +66,7 @@ class RestoreResult:
     bytes_written: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    other_disks: list[RestoreResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,8 @@ class RestoreResult:
                 f"{p.seconds:.1f}s ({rate:,.0f} MiB/s)"
             )
         lines += [f"Warning: {w}" for w in self.warnings]
+        for other in self.other_disks:
+            lines += other.summary_lines()
         return lines
 
 
@@ -93,10 +97,7 @@ def _restore_partition(fd: int, part: Partition, image: PartitionImage,
 
     def check_header(hdr: partclone.Header) -> None:
         if hdr.device_size > limit:
-            raise BadInputError(
-                f"the image is of a {hdr.device_size}-byte volume, larger than the "
-                f"{limit}-byte partition"
-            )
+            raise _too_big(hdr.device_size, limit)
 
     def write_at(off: int, data: memoryview) -> None:
         end = off + len(data)
@@ -112,18 +113,96 @@ def _restore_partition(fd: int, part: Partition, image: PartitionImage,
 
     reader, raw = streams.open_stream(list(image.files), image.compression)
     try:
-        hdr = partclone.restore(reader, write_at, on_header=check_header, on_progress=progress)
+        head = reader.peek(16)
+        if image.kind == "raw":
+            used, bsize, fs, csum = _restore_raw_stream(reader, write_at, limit, progress), \
+                _RAW_BLOCK, "raw (dd)", "none"
+        elif head.startswith(ntfsclone.MAGIC):
+            used, bsize = _restore_ntfsclone(reader, write_at, limit, progress)
+            fs, csum = "NTFS (ntfsclone)", "none"
+        elif head.startswith(partclone.MAGIC[:15]) or image.kind == "partclone":
+            hdr = partclone.restore(reader, write_at, on_header=check_header,
+                                    on_progress=progress)
+            used, bsize, fs, csum = hdr.used_bytes, hdr.block_size, hdr.fs, hdr.checksum_name
+        else:
+            raise CorruptImageError(f"{image.files[0].name}: neither an ntfsclone nor a "
+                                    "partclone image")
     finally:
         reader.close()
         raw.close()
     result = PartitionResult(
-        name=part.name, fs=hdr.fs, compression=image.compression, chunks=len(image.files),
-        compressed_bytes=image.compressed_size, used_bytes=hdr.used_bytes,
-        block_size=hdr.block_size, checksum=hdr.checksum_name,
+        name=part.name, fs=fs, compression=image.compression, chunks=len(image.files),
+        compressed_bytes=image.compressed_size, used_bytes=used,
+        block_size=bsize, checksum=csum,
         seconds=time.monotonic() - t0,
     )
     result.backup_boot_sector = _ntfs_backup_boot_sector(fd, part)
     return result
+
+
+_RAW_BLOCK = 64 << 10  # all-zero blocks of a dd image are left as holes
+_RAW_READ = 8 << 20
+
+
+def _too_big(size: int, limit: int) -> BadInputError:
+    return BadInputError(f"the image is of a {size}-byte volume, larger than the "
+                         f"{limit}-byte partition")
+
+
+def _restore_raw_stream(reader: streams.PieceReader, write_at: Callable[[int, memoryview], None],
+                        limit: int, progress: Callable[[int], None]) -> int:
+    """A dd / partclone.dd image: the partition's bytes.  Zero blocks stay holes.
+
+    The stream must be exactly the partition: dd and partclone.dd read the whole
+    device, so a shorter stream is a lost chunk (an uncompressed one has no other
+    end marker) and a longer one does not fit.
+    """
+    buf = bytearray(_RAW_READ)
+    view = memoryview(buf)
+    zero = bytes(_RAW_BLOCK)
+    pos = written = 0
+    while True:
+        got = reader.readinto(view)
+        if not got:
+            break
+        if pos + got > limit:
+            raise _too_big(pos + got + len(reader.read(1 << 20)), limit)
+        for a in range(0, got, _RAW_BLOCK):
+            b = min(a + _RAW_BLOCK, got)
+            if buf[a:b] != zero[: b - a]:  # (bytearray compare: memcmp; memoryview: slow)
+                write_at(pos + a, view[a:b])
+                written += b - a
+        pos += got
+        progress(got)
+    if pos != limit:
+        raise CorruptImageError(f"the dd image is truncated: {pos} bytes of a {limit}-byte "
+                                "partition")
+    return written
+
+
+def _restore_ntfsclone(reader: streams.PieceReader,
+                       write_at: Callable[[int, memoryview], None], limit: int,
+                       progress: Callable[[int], None]) -> tuple[int, int]:
+    """An ntfsclone special image (``ntfsclone --save-image``), with its backup boot sector.
+
+    ntfsclone's last record is the cluster holding the backup boot sector at the
+    volume's end, so a stream ending earlier lost its tail.
+    """
+    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+    if hdr.device_size > limit:
+        raise _too_big(hdr.device_size, limit)
+    written = end = 0
+    for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
+        data = data[: max(0, hdr.device_size - off)]
+        if data:
+            write_at(off, memoryview(data))
+            written += len(data)
+            end = off + len(data)
+            progress(len(data))
+    if end != hdr.device_size:
+        raise CorruptImageError(f"the ntfsclone image is truncated (data ends at byte {end} "
+                                f"of the {hdr.device_size}-byte volume)")
+    return written, hdr.cluster_size
 
 
 def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:
@@ -131,8 +210,12 @@ def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:
     first = os.pread(fd, SECTOR, part.offset)
     if first[3:11] != b"NTFS    " or first[510:] != b"\x55\xaa":
         return False
-    last = part.offset + part.length - SECTOR
-    if os.pread(fd, SECTOR, last).count(0) != SECTOR:
+    bps = int.from_bytes(first[11:13], "little")  # 4096 on 4Kn volumes: its last sector
+    if bps not in (512, 1024, 2048, 4096):
+        return False
+    first = os.pread(fd, bps, part.offset)
+    last = part.offset + part.length - bps
+    if os.pread(fd, bps, last).count(0) != bps:
         return False
     os.pwrite(fd, first, last)
     return True
@@ -176,6 +259,31 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     return results
 
 
+def output_names(out: Path, n: int) -> list[Path]:
+    """OUT for the first disk, then OUT-2, OUT-3 … (before the extension) for the others."""
+    return [out] + [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(2, n + 1)]
+
+
+def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | None,
+                 out: Path, progress: bool) -> list[PartitionResult]:
+    if format == "raw":
+        return restore_raw(img, partial, show_progress=progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        raw = tmp / "disk.raw"
+        results = restore_raw(img, raw, show_progress=progress)
+        proc = subprocess.run(
+            [str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw),
+             str(partial)], capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
+            raise ConversionError(f"writing {out}: {msg}")
+        return results
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def restore(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -185,38 +293,39 @@ def restore(
     overwrite: bool = False,
     progress: bool = True,
 ) -> RestoreResult:
-    """Restore one disk of a Clonezilla image directory to ``output`` (raw or qcow2)."""
+    """Restore a Clonezilla image directory to ``output`` (raw or qcow2).
+
+    With ``disk`` only that disk; otherwise every disk of the image, the first to
+    ``output`` and the others to ``OUT-2``, ``OUT-3`` … (in the ``disk`` file's order),
+    all appearing together or not at all; the others are in ``other_disks``.
+    """
     t0 = time.monotonic()
     if format not in FORMATS:
         raise UsageError(f"--format {format}: use raw or qcow2")
     out = Path(output)
-    img = metadata.load(source, disk)
-    if out.resolve().is_relative_to(img.directory.resolve()):
-        raise UsageError(f"{out}: never write into the image directory")
+    src = Path(source)
+    names = [disk] if disk is not None or not metadata.looks_like_clonezilla(src) else \
+        metadata.list_disks(src) or [None]
+    imgs = [metadata.load(source, name) for name in names]
+    outs = output_names(out, len(imgs))
+    for o in outs:
+        if o.resolve().is_relative_to(imgs[0].directory.resolve()):
+            raise UsageError(f"{o}: never write into the image directory")
     qemu_img = deps.require_program("qemu-img") if format == "qcow2" else None
-    with AtomicOutputs([out], overwrite=overwrite) as atomic:
-        partial = atomic.partial(out)
-        if format == "raw":
-            results = restore_raw(img, partial, show_progress=progress)
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-            try:
-                raw = tmp / "disk.raw"
-                results = restore_raw(img, raw, show_progress=progress)
-                proc = subprocess.run(
-                    [str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw),
-                     str(partial)], capture_output=True, text=True, check=False,
-                )
-                if proc.returncode != 0:
-                    msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
-                    raise ConversionError(f"writing {out}: {msg}")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        written = partial.stat().st_blocks * 512
-        interrupt.check()
+    results: list[RestoreResult] = []
+    with AtomicOutputs(outs, overwrite=overwrite) as atomic:
+        for img, o in zip(imgs, outs, strict=True):
+            t1 = time.monotonic()
+            partial = atomic.partial(o)
+            parts = _restore_one(img, partial, format, qemu_img, o, progress)
+            results.append(RestoreResult(
+                source=str(img.directory), disk=img.disk, output=str(o), format=format,
+                size=img.size, partitions=parts, bytes_written=partial.stat().st_blocks * 512,
+                seconds=round(time.monotonic() - t1, 3), warnings=img.warnings,
+            ))
+            interrupt.check()
         atomic.commit()
-    return RestoreResult(
-        source=str(img.directory), disk=img.disk, output=str(out), format=format,
-        size=img.size, partitions=results, bytes_written=written,
-        seconds=round(time.monotonic() - t0, 3), warnings=img.warnings,
-    )
+    first = results[0]
+    first.other_disks = results[1:]
+    first.seconds = round(time.monotonic() - t0, 3)
+    return first

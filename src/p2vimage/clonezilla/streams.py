@@ -6,10 +6,15 @@ first (C-locale order, checked for gaps by the caller), then decompressed.
 
 Decompression runs in-process (ISA-L's zlib-compatible inflate for gzip, twice
 as fast as zlib's; the standard ``compression.zstd`` API for zstd —
-``backports.zstd`` before Python 3.14 —; bz2 and lzma), always
+``backports.zstd`` before Python 3.14 —; bz2, xz and lzma from the standard
+library; lz4 frames from the maintained ``lz4`` binding), always
 with ``max_length`` so a run of zeros that compresses 30 000:1 still yields
 bounded pieces, and always checking that the last compressed member ended:
 a missing last chunk is a *truncated* stream, not a short partition.
+
+lzop and lzip have no maintained Python library: their standard tools run in
+a pipe (``lzop -dc``, ``lzip -dc``), fed from a thread; they detect truncation
+and trailing garbage themselves and a failure becomes the same one-line error.
 
 Decompression happens in a background thread that hands pieces to the
 parser through a small queue: zlib/zstd, zlib.crc32 and os.pwrite all release
@@ -21,12 +26,16 @@ from __future__ import annotations
 import bz2
 import lzma
 import queue
+import subprocess
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
+
+from .. import deps
 from ..errors import CorruptImageError, SourceUnreadableError, UnsupportedFormatError
 
 try:  # ISA-L's inflate: twice zlib's speed, same API (python-isal); zlib if absent
@@ -53,8 +62,85 @@ CODECS: dict[str, tuple[str, bytes, Callable[[], Any], tuple[type[BaseException]
            (lzma.LZMAError,)),
     "lzma": ("lzma", b"\x5d\x00\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
              (lzma.LZMAError,)),
+    "lz4": ("lz4", b"\x04\x22\x4d\x18", lz4.frame.LZ4FrameDecompressor, (RuntimeError,)),
 }
-SUPPORTED = ("uncomp", *CODECS)
+# suffix -> (human name, decompress-to-stdout command, harmless warnings); no maintained
+# Python library.  lzop exits 2 with a warning on concatenated members (a stream that
+# was compressed in pieces is still whole) -- but also on trailing garbage, which is not.
+TOOLS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
+    "lzo": ("lzop", ["lzop", "-dc"], ("this is a multipart archive",)),
+    "lzip": ("lzip", ["lzip", "-dc", "--trailing-error"], ()),
+}
+SUPPORTED = ("uncomp", *CODECS, *TOOLS)
+
+
+_MAGICS = (
+    (b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zst"), (b"\xfd7zXZ\x00", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"), (b"\x89LZO\x00\r\n\x1a\n", "lzo"), (b"LZIP", "lzip"),
+    (b"LRZI", "lrz"), (b"\x5d\x00\x00", "lzma"),
+)
+
+
+def sniff_compression(path: Path) -> str:
+    """The compression of an image whose name does not say it (old ``*.ntfs-img.aa``,
+    ``*.dd-img``), from the first bytes as Clonezilla does with ``file -Ls``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise SourceUnreadableError(f"{path.name}: cannot read: {exc.strerror}") from None
+    for magic, comp in _MAGICS:
+        if head.startswith(magic):
+            return comp
+    return "uncomp"
+
+
+def _iter_tool(src: ChunkReader, comp: str) -> Iterator[bytes]:
+    """Pieces from ``<tool> -dc`` fed with the joined chunks by a thread."""
+    name, cmd, harmless = TOOLS[comp]
+    exe = deps.require_program(cmd[0])
+    proc = subprocess.Popen([exe, *cmd[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin and proc.stdout and proc.stderr
+    failure: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            while data := src.read(IN_SIZE):
+                proc.stdin.write(data)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass  # the tool stopped early: its exit status tells why
+        except BaseException as exc:  # a chunk that cannot be read
+            failure.append(exc)
+        finally:
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+            except BrokenPipeError:
+                pass
+
+    feeder = threading.Thread(target=feed, name=f"{name}-feed", daemon=True)
+    feeder.start()
+    try:
+        while piece := proc.stdout.read(PIECE):
+            yield piece
+        rc = proc.wait()
+        feeder.join()
+        if failure:
+            raise failure[0]
+        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        if rc == 2 and err and all(any(h in line for h in harmless) for line in err):
+            rc = 0
+        if rc != 0:
+            detail = err[-1] if err else f"exit status {rc}"
+            raise CorruptImageError(
+                f"{src.current}: corrupt or truncated {name} data: {detail}"
+            )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 class ChunkReader:
@@ -104,6 +190,9 @@ def iter_decompressed(src: ChunkReader, comp: str) -> Iterator[bytes]:
         while data := src.read(PIECE):
             yield data
         return
+    if comp in TOOLS:
+        yield from _iter_tool(src, comp)
+        return
     if comp not in CODECS:
         raise UnsupportedFormatError(
             f"compression '{comp}' is not supported (supported: {', '.join(SUPPORTED)})"
@@ -144,7 +233,7 @@ def iter_decompressed(src: ChunkReader, comp: str) -> Iterator[bytes]:
             except errors as exc:
                 raise corrupt(f"corrupt {name} data: {exc}") from None
             if d.eof:
-                data = d.unused_data + data
+                data = (d.unused_data or b"") + data  # lz4: None when nothing is left
                 ended = True
     if not ended:
         raise corrupt(f"the {name} stream is truncated (a missing or short last chunk?)")
@@ -175,6 +264,10 @@ class PieceReader:
             self._put(self._END)
         except BaseException as exc:  # handed to the consumer
             self._put(exc)
+        finally:  # a stopped consumer: end the generator now (it may own an lzop/lzip child)
+            close = getattr(self._iter, "close", None)
+            if close is not None:
+                close()
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
@@ -200,6 +293,16 @@ class PieceReader:
         self._cur = memoryview(piece)
         self._pos = 0
         return True
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` next bytes, without consuming them (to tell image formats apart)."""
+        while len(self._cur) - self._pos < n:
+            rest = bytes(self._cur[self._pos :])
+            if not self._next():
+                self._cur, self._pos = memoryview(rest), 0
+                break
+            self._cur, self._pos = memoryview(rest + bytes(self._cur)), 0
+        return bytes(self._cur[self._pos : self._pos + n])
 
     def readinto(self, buf: memoryview | bytearray) -> int:
         mv = memoryview(buf).cast("B")
