@@ -35,7 +35,7 @@ def check(
     root: str | None = None,
 ) -> CheckReport:
     """Check a disk image read-only; see the module docstring for what is evaluated."""
-    _validate(bus, nic, vcpus)
+    _validate(bus, nic, vcpus)  # before reading the XML or starting anything
     facts = domain.read_domain(Path(xml)) if xml is not None else None
     src = open_source(image, source_format)
     try:

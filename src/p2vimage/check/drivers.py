@@ -27,26 +27,27 @@ def _stage_dir(view: GuestView) -> str:
 
 def _infs(view: GuestView, folder: str, needle: str | None = None) -> list[tuple[str, inf_mod.Inf]]:
     """INFs of a guest folder (recursively one level, as virtio staging lays them out);
-    with ``needle`` only those whose text mentions it (cheap filter before parsing)."""
-    out = []
-    names = view.list_dir(folder)
-    for name in names:
-        path = f"{folder}/{name}"
-        if name.lower().endswith(".inf"):
-            candidates = [path]
-        elif view.g is not None and view.g.is_dir(view.resolve(path) or path):
-            candidates = [f"{path}/{n}" for n in view.list_dir(path) if n.lower().endswith(".inf")]
-        else:
-            continue
-        for p in candidates:
-            data = view.read_all(p, _INF_LIMIT)
-            if data is None:
+    with ``needle`` only those whose text mentions it (cheap filter before parsing).
+    Each folder is read from the guest once per view: several checks ask about it."""
+    if folder not in view.inf_cache:
+        texts = []
+        for name in view.list_dir(folder):
+            path = f"{folder}/{name}"
+            if name.lower().endswith(".inf"):
+                candidates = [path]
+            elif view.g is not None and view.g.is_dir(view.resolve(path) or path):
+                candidates = [f"{path}/{n}" for n in view.list_dir(path)
+                              if n.lower().endswith(".inf")]
+            else:
                 continue
-            text = inf_mod.decode(data)
-            if needle and needle.upper() not in text.upper():
-                continue
-            out.append((p, inf_mod.parse(text)))
-    return out
+            for p in candidates:
+                data = view.read_all(p, _INF_LIMIT)
+                if data is not None:
+                    text = inf_mod.decode(data)
+                    texts.append((p, text, text.upper()))
+        view.inf_cache[folder] = texts
+    return [(p, inf_mod.parse(text)) for p, text, upper in view.inf_cache[folder]
+            if not needle or needle.upper() in upper]
 
 
 def staged_for(view: GuestView, dev: devices.Device) -> bool:

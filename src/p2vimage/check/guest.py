@@ -33,6 +33,8 @@ class GuestView:
     default_missing: str | None = None  # Select\Default names this absent control set
     system_drive: str = "C"
     _resolved: dict[str, str | None] = field(default_factory=dict)
+    # guest folder -> [(path, INF text, upper-cased text)], read once (check.drivers)
+    inf_cache: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     @property
     def version(self) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from .report import ERROR, WARNING, CheckResult
 
 CDDB = "Control\\CriticalDeviceDatabase"
 KERNEL_DRIVER, FS_DRIVER = 1, 2
+DRIVER_TYPES = (KERNEL_DRIVER, FS_DRIVER)
 # Drivers that are DLLs of the IDE controller drivers: not services, but intelide/pciide
 # cannot load without them (the classic "Mergeide applied, still 0x7B" case).
 DEPENDENCIES = {"intelide": "pciidex.sys", "pciide": "pciidex.sys"}
@@ -167,7 +168,7 @@ def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
                         f"{cs}: {service} has StartOverride\\{v.name}={v.value}: Windows skips "
                         "it at boot", [f"{path}\\StartOverride\\{v.name}"])
     stype = sysh.get_int(node, "Type")
-    if stype not in (KERNEL_DRIVER, FS_DRIVER):
+    if stype not in DRIVER_TYPES:
         res.add("storage.service-type", sev,
                 f"{cs}: {service} has Type={stype}, not a driver (1 kernel, 2 file system)",
                 [f"{path}\\Type"])
@@ -194,15 +195,12 @@ def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
         if not view.exists(target):
             what = "its image" if target == targets[0] else f"{dep}, which it needs,"
             res.add("storage.file-missing", sev,
-                    f"{service} ({dev.description}): {what} {_win(target)} is missing",
-                    [f"{path}\\ImagePath", _win(target)])
+                    f"{service} ({dev.description}): {what} {windows_path(target)} is missing",
+                    [f"{path}\\ImagePath", windows_path(target)])
             continue
         problem = view.pe_problem(target)
         if problem:
             fid = ("storage.file-wrong-machine" if problem.startswith("built for")
                    else "storage.file-not-pe")
-            res.add(fid, sev, f"{service}: {_win(target)} {problem}", [_win(target)])
-
-
-def _win(path: str) -> str:
-    return windows_path(path)
+            win = windows_path(target)
+            res.add(fid, sev, f"{service}: {win} {problem}", [win])

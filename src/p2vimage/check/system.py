@@ -12,8 +12,7 @@ from ..windows import geometry
 from ..windows.hal import read_hal
 from .guest import GuestView
 from .report import ERROR, WARNING, CheckResult
-
-KERNEL_DRIVER_TYPES = (1, 2)
+from .storage import DRIVER_TYPES
 
 
 def _skipped_by_override(view: GuestView, node: int) -> bool:
@@ -39,7 +38,7 @@ def check_boot_start_files(view: GuestView) -> CheckResult:
         for name, node in view.system.iter_children(services):
             if view.system.get_int(node, "Start") != 0:
                 continue
-            if view.system.get_int(node, "Type") not in KERNEL_DRIVER_TYPES:
+            if view.system.get_int(node, "Type") not in DRIVER_TYPES:
                 continue  # Start=0 on a non-driver is ignored by Windows
             if _skipped_by_override(view, node):
                 continue
