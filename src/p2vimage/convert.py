@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from .sources.image import SourceImage
 from .sources.prepare import SourceSet
 from .targets import thin
 from .targets.atomic import AtomicOutputs
+from .targets.disk import output_paths, qemu_img_convert
 from .virtio import select as virtio_select
 from .virtio import stage as virtio_stage
 from .virtio.media import VirtioMedia, open_media
@@ -136,14 +136,6 @@ def parse_size(text: str) -> int:
     if size <= 0 or size % 512:
         raise UsageError(f"--size {text!r}: must be positive and a multiple of 512 bytes")
     return size
-
-
-def output_paths(output: Path, count: int) -> list[Path]:
-    """``OUT`` for the system disk, then ``OUT-2``, ``OUT-3`` … before the suffix."""
-    out = [output]
-    for i in range(2, count + 1):
-        out.append(output.with_name(f"{output.stem}-{i}{output.suffix}"))
-    return out
 
 
 def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
@@ -558,25 +550,12 @@ def _last_partition_end(job: Job, disk: str) -> int:
 def _write_disk(source: Path, source_fmt: str, dest: Path, fmt: str, size: int | None) -> None:
     qemu_img = deps.require_program("qemu-img")
     if source != dest:
-        _qemu_img_convert(qemu_img, source, source_fmt, dest, fmt)
+        qemu_img_convert(qemu_img, source, source_fmt, dest, fmt)
     if size is not None:
         proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(dest), str(size)],
                               capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise ConversionError(f"resizing {dest}: {proc.stderr.strip()}")
-
-
-def _qemu_img_convert(qemu_img: str, source: Path, source_fmt: str, dest: Path,
-                      fmt: str) -> None:
-    cmd = [qemu_img, "convert", "-f", source_fmt, "-O", fmt]
-    if sys.stderr.isatty():
-        cmd.append("-p")
-    cmd += [str(source), str(dest)]
-    proc = subprocess.run(cmd, stdout=sys.stderr if "-p" in cmd else subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
-        raise ConversionError(f"writing {dest}: {msg}")
 
 
 def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path]) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from .. import deps, interrupt
 from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
 from ..sources import ntfsclone
 from ..targets.atomic import AtomicOutputs
+from ..targets.disk import output_paths, qemu_img_convert
 from ..targets.thin import Progress
 from . import metadata, partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
@@ -259,11 +259,6 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     return results
 
 
-def output_names(out: Path, n: int) -> list[Path]:
-    """OUT for the first disk, then OUT-2, OUT-3 … (before the extension) for the others."""
-    return [out] + [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(2, n + 1)]
-
-
 def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | None,
                  out: Path, progress: bool) -> list[PartitionResult]:
     if format == "raw":
@@ -272,13 +267,7 @@ def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | Non
     try:
         raw = tmp / "disk.raw"
         results = restore_raw(img, raw, show_progress=progress)
-        proc = subprocess.run(
-            [str(qemu_img), "convert", "-f", "raw", "-O", "qcow2", str(raw),
-             str(partial)], capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
-            raise ConversionError(f"writing {out}: {msg}")
+        qemu_img_convert(str(qemu_img), raw, "raw", partial, "qcow2", name=out)
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -307,7 +296,7 @@ def restore(
     names = [disk] if disk is not None or not metadata.looks_like_clonezilla(src) else \
         metadata.list_disks(src) or [None]
     imgs = [metadata.load(source, name) for name in names]
-    outs = output_names(out, len(imgs))
+    outs = output_paths(out, len(imgs))
     for o in outs:
         if o.resolve().is_relative_to(imgs[0].directory.resolve()):
             raise UsageError(f"{o}: never write into the image directory")
