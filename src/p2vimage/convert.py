@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -51,6 +52,8 @@ from .windows.pe import PEError, read_pe
 
 BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
 NICS = ("auto", "virtio", "e1000", "rtl8139")
+log = logging.getLogger("p2vimage")
+
 FORMATS = ("qcow2", "raw")
 _XML_BUS = {"virtio-blk": "virtio", "virtio-scsi": "scsi", "ide": "ide", "sata": "sata"}
 
@@ -174,9 +177,24 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
     extra = [p for p in (opts.xml, opts.report) if p is not None]
     for o in [*outs, *extra]:
         for s in sources:
-            same = o.exists() and os.path.samefile(o, s.path)  # also hard links
-            if same or o.resolve() == s.path.resolve():
+            if _same_file(o, s.path):
                 raise UsageError(f"output {o} is the source image itself")
+            for b in s.backing_files:
+                if _same_file(o, b):
+                    raise UsageError(
+                        f"output {o} is a backing file of the source {s.path}: writing it "
+                        "would change the source while it is read"
+                    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same path, or the same inode (hard links, other spellings of the path)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int,
@@ -635,6 +653,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
     atomic = None if opts.dry_run else AtomicOutputs(targets, overwrite=opts.overwrite)
     copy_stats: list[dict[str, int]] = []
     with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
+        log.info("phase: inspect")
         insp = inspect_job(job)
         insp.appliance_launches = job.stats.appliance_launches
         insp.launch_attempts = job.stats.launch_attempts
@@ -651,6 +670,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                 raise UsageError("--size on a GPT disk is not supported yet")
         disk_size = opts.size if opts.size is not None else virtual
         phases["inspect"] = time.monotonic() - t0 - sum(phases.values())
+        log.info("phase: plan")
         plan = _plan(insp, job, opts, disk_size, media)
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
@@ -658,6 +678,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             return _report(sources, [], None, None, True, insp, plan, [], job, phases, 0, [])
         assert atomic is not None
         with atomic:
+            log.info("phase: apply")
             _apply(plan, job)
             job.g.umount_all()
             job.g.sync()
@@ -669,6 +690,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                 raw = atomic.partial(dest) if opts.format == "raw" else (
                     job.workdir / f"thin-{i}.raw"
                 )
+                log.info("phase: copy disk %d of %d", i + 1, len(outs))
                 copy_stats.append(thin.write_thin_raw(job.g, dev, raw, job.workdir))
                 thin_files.append(raw)
                 interrupt.check()
@@ -680,6 +702,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                     raw.unlink()
                 interrupt.check()
             phases["copy"] = time.monotonic() - t0 - sum(phases.values())
+            log.info("phase: domain XML and report")
             elem, xml_warnings = _domain(insp, plan, opts, outs)
             xml_partial = atomic.partial(xml_path)
             xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))

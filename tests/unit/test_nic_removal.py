@@ -123,3 +123,22 @@ def test_malformed_ip_lists_are_captured_safely(real_hives, tmp_path) -> None:
     plan = Plan()
     nic_removal.plan_drop_nics(plan, back, None, ["ControlSet001"])
     assert any(d.key.endswith(nic.guid) for d in plan.deletions)
+
+
+def test_cycle_in_a_dropped_key_is_refused_not_a_crash(real_hives, tmp_path) -> None:
+    """A NIC key whose subkey list points back at its parent (a damaged hive): hivex
+    would recurse in C until the process dies; the step stops with CorruptHiveError."""
+    from p2vimage.errors import CorruptHiveError
+    from tests.corpus_guests import hive_cycle
+
+    path = tmp_path / "SYSTEM"
+    shutil.copyfile(real_hives[HIVES[0]], path)
+    hive_cycle(path)
+    hive = Hive(path, write=True)
+    bootable = read_control_sets(hive).bootable()
+    plan = Plan()
+    nic_removal.plan_drop_nics(plan, hive, None, bootable)
+    nodes = [hive.node(d.path) for d in plan.deletions]
+    with pytest.raises(CorruptHiveError, match="a cycle in the key tree below"):
+        for node in nodes:
+            hive.delete_key(node)

@@ -9,6 +9,7 @@ need, the NT 5.x boot code's geometry, and the state of the volumes.  The result
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..sources.image import open_source
 from . import devices, domain, drivers, hygiene, storage, system
 from .guest import GuestView
 from .report import ERROR, CheckReport, CheckResult, Finding
+
+log = logging.getLogger("p2vimage")
 
 __all__ = ["check", "check_job", "check_hives", "CheckReport", "CheckResult", "Finding"]
 
@@ -54,6 +57,7 @@ def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None =
     """Check the current root of a read-only job (tools checking many disks in one
     appliance switch roots with ``job.use_root`` between calls)."""
     _validate(bus, nic, vcpus)
+    log.info("phase: inspect")
     insp = inspect_job(job)
     g = job.g
     view = _view(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"), g)
@@ -63,6 +67,7 @@ def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None =
     if insp.is_nt5:
         boot_part, part_start = _boot_partition(g, disk, root)
         boot_sector = g.pread_device(boot_part, 512, 0)
+    log.info("phase: checks")
     return _run(view, insp, image, bus, nic, vcpus, facts, xml,
                 disk_size=g.blockdev_getsize64(disk), boot_sector=boot_sector,
                 part_start=part_start, system_partition=root)

@@ -1,10 +1,7 @@
 """Volume state that makes an image unsafe to change or to boot: hibernation, a dirty
 NTFS, BitLocker, dynamic (LDM) disks, a full system volume.
 
-A hibernated Windows resumes from ``hiberfil.sys`` with the file system as it was in
-memory, so any offline change is lost or corrupts the volume; Windows 8+ "fast
-startup" writes the same hibernation header.  The header's first four bytes say it:
-``hibr``/``HIBR`` (hibernated), ``wake``/``RSTR`` or zeros (resumed or shut down).
+Hibernation is read from ``hiberfil.sys``'s header (see ``windows/hibernation.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..windows import ntfs_volume
+from ..windows.hibernation import is_hibernated
 from .guest import GuestView
 from .report import ERROR, WARNING, CheckResult
 
-HIBERNATED = (b"hibr", b"HIBR")
 LDM_MBR_TYPE = 0x42
 LDM_GPT_TYPES = {"5808C8AA-7E8F-42E0-85D2-E1E90434CFB3", "AF9B60A0-1431-4F62-BC68-3311714A69AD"}
 # Below this much free space Windows cannot grow its hives, pagefile or event logs at
@@ -31,7 +28,7 @@ def check_hygiene(view: GuestView, system_partition: str | None) -> CheckResult:
         res.skipped = "no disk: only hives were given"
         return res
     hib = view.read("/hiberfil.sys", 4)
-    if hib is not None and hib[:4] in HIBERNATED:
+    if is_hibernated(hib):
         res.add("hygiene.hibernated", ERROR,
                 "Windows is hibernated (hiberfil.sys header 'hibr'): it would resume from "
                 "memory and lose or corrupt any offline change; boot it and shut down fully "

@@ -33,6 +33,7 @@ from ..errors import (
     UsageError,
 )
 from ..sources.image import SourceImage
+from ..windows import hibernation
 from .registry import Hive
 
 log = logging.getLogger("p2vimage")
@@ -202,8 +203,16 @@ class Job:
         return self.workdir
 
     def _drives(self) -> list[Drive]:
-        if not self.writable:
-            return [Drive(str(s.path), s.format, True, s.path.name) for s in self.sources]
+        """Our own qcow2 overlay over every source, also for a read-only job.
+
+        libguestfs's own read-only overlay is handed to qemu without a top-level
+        format, so qemu *probes the guest-visible content*: a raw disk whose first
+        sector starts with a qcow2 header (the boot code area is free-form) then fails
+        to launch, or worse, has a backing file named by the guest opened on the host.
+        An overlay we create with the source format recorded (``-F``) and attach with
+        ``format=qcow2`` leaves nothing to probe; read-only jobs then set the devices
+        read-only inside the appliance (:meth:`launch`).
+        """
         wd = self._ensure_workdir()
         drives = []
         qemu_img = deps.require_program("qemu-img")
@@ -226,6 +235,8 @@ class Job:
             return
         guestfs = deps.guestfs()
         drives = self._drives()
+        log.info("phase: launch the appliance (%d disk(s), %s)", len(drives),
+                 "writable overlay" if self.writable else "read-only")
 
         def new_handle(extra: list[str] | None) -> Any:
             g = guestfs.GuestFS(python_return_dict=True)
@@ -238,6 +249,9 @@ class Job:
             return g
 
         self.g = launch_with_fallback(new_handle, self.stats)
+        if not self.writable:
+            for dev in self.g.list_devices():
+                self.g.blockdev_setro(dev)
         interrupt.check()
 
     def close(self) -> None:
@@ -383,6 +397,14 @@ class Job:
                         "boot the source machine and shut it down fully, then capture again"
                     ) from exc
                 raise CorruptImageError(f"cannot mount {mps[mp]}: {msg}") from exc
+        # ntfs-3g quietly falls back to a read-only mount on a hibernated volume; a
+        # conversion would then fail on its first write with an obscure message.
+        if self.writable and hibernation.guest_is_hibernated(self.g, "/"):
+            raise CorruptImageError(
+                f"{mps.get('/', root)}: Windows is hibernated (hiberfil.sys header 'hibr'); "
+                "boot the source machine and shut it down fully (powercfg /h off), then "
+                "capture again"
+            )
         self._mounted = True
 
     # -- hives ----------------------------------------------------------------------

@@ -193,7 +193,13 @@ class Hive:
         parts = []
         while node != self._root:
             parts.append(self.node_name(node))
-            node = self._h.node_parent(node)
+            if len(parts) > 512:  # Windows allows 512 levels; more is a parent-pointer loop
+                raise CorruptHiveError(f"registry hive {self.name} is corrupt: a key's "
+                                       "parent chain never reaches the root")
+            try:
+                node = self._h.node_parent(node)
+            except RuntimeError as exc:
+                raise self._err("following a key's parent", exc) from exc
         return "\\".join(reversed(parts))
 
     # -- values ---------------------------------------------------------------
@@ -269,8 +275,36 @@ class Hive:
         return True
 
     def delete_key(self, node: int) -> None:
-        self._h.node_delete_child(node)
+        """Delete ``node`` and its subtree, after making sure the subtree is a tree.
+
+        hivex deletes recursively in C: a subkey list pointing back at an ancestor
+        (a damaged hive) would recurse until the process crashes.  The subtree is
+        walked first, iteratively, with every key counted once.
+        """
+        self._check_subtree(node)
+        try:
+            self._h.node_delete_child(node)
+        except RuntimeError as exc:
+            raise self._err(f"deleting {self.path_of(node)}", exc) from exc
         self.dirty = True
+
+    def _check_subtree(self, node: int, limit: int = 200_000) -> None:
+        seen = {node}
+        stack = [node]
+        while stack:
+            for child in self.children(stack.pop()):
+                if child in seen:
+                    raise CorruptHiveError(
+                        f"registry hive {self.name} is corrupt: a cycle in the key tree "
+                        f"below {self.path_of(node)}"
+                    )
+                seen.add(child)
+                if len(seen) > limit:
+                    raise CorruptHiveError(
+                        f"registry hive {self.name} is corrupt: more than {limit} keys "
+                        f"below {self.path_of(node)}"
+                    )
+                stack.append(child)
 
     def commit(self) -> None:
         if not self.write:

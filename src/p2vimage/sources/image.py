@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .. import deps
 from ..errors import (
+    CorruptImageError,
     SourceNotFoundError,
     SourceUnreadableError,
     UnsupportedFormatError,
@@ -42,6 +43,9 @@ class SourceImage:
     actual_size: int
     detected: bool  # False when the user named the format
     origin: Path | None = None  # what the user named, when ``path`` was made from it
+    # Every file below ``path`` in its backing chain: an output written over one of
+    # them would change the source while it is being read.
+    backing_files: tuple[Path, ...] = ()
 
 
 def _sniff(head: bytes, tail: bytes) -> str | None:
@@ -113,6 +117,52 @@ def _check_qcow2_extent(p: Path, head: bytes, size: int) -> None:
             )
 
 
+_GPT_PROTECTIVE = 0xEE
+
+
+def _check_partition_extent(p: Path, head: bytes, size: int) -> None:
+    """Refuse a raw disk whose partition table points past the end of the file.
+
+    That is a truncated capture (``dd`` stopped early, a full target disk): the
+    last partition lacks its tail, which for NTFS holds the backup boot sector.
+    Caught here, before any appliance starts, instead of as an obscure mount
+    failure later.  MBR primary entries and GPT entries (512-byte sectors) are
+    checked; a table this cannot read is left to the inspection.
+    """
+    if not _has_boot_signature(head):
+        return
+    sectors = size // 512
+    entries = [struct.unpack_from("<B3xBxxxII", head, 446 + 16 * i) for i in range(4)]
+    if any(e[1] == _GPT_PROTECTIVE for e in entries):
+        _check_gpt_extent(p, head, sectors)
+        return
+    for i, (_status, ptype, start, count) in enumerate(entries, 1):
+        if ptype and count and start + count > sectors:
+            raise CorruptImageError(
+                f"{p}: partition {i} ends at byte {(start + count) * 512}, past the end of "
+                f"the image ({size} bytes): the capture is truncated"
+            )
+
+
+def _check_gpt_extent(p: Path, head: bytes, sectors: int) -> None:
+    if head[512:520] != b"EFI PART":
+        return  # a 4K-sector GPT, or a damaged one: the inspection will say
+    entries_lba, count, entry_size = struct.unpack_from("<QII", head, 512 + 72)
+    if not (128 <= entry_size <= 1024 and count <= 1024):
+        raise CorruptImageError(f"{p}: corrupt GPT header (entry size {entry_size}, "
+                                f"{count} entries)")
+    for i in range(count):
+        at = entries_lba * 512 + i * entry_size
+        if at + 48 > len(head):
+            break  # entries beyond the first 64 KiB: rare; the inspection will say
+        first, last = struct.unpack_from("<QQ", head, at + 32)
+        if head[at:at + 16] != bytes(16) and last >= sectors:
+            raise CorruptImageError(
+                f"{p}: GPT partition {i + 1} ends at byte {(last + 1) * 512}, past the end "
+                f"of the image ({sectors * 512} bytes): the capture is truncated"
+            )
+
+
 def normalise_format(fmt: str) -> str:
     f = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
     if f not in SUPPORTED_FORMATS:
@@ -122,8 +172,8 @@ def normalise_format(fmt: str) -> str:
     return f
 
 
-def qemu_img_info(path: Path, fmt: str) -> dict:
-    """``qemu-img info`` with an explicit format and the whole backing chain checked."""
+def qemu_img_info(path: Path, fmt: str) -> list[dict]:
+    """``qemu-img info`` with an explicit format: the image first, then its backing chain."""
     qemu_img = deps.require_program("qemu-img")
     proc = subprocess.run(
         [qemu_img, "info", "--output=json", "--backing-chain", "-f", fmt, str(path)],
@@ -136,7 +186,7 @@ def qemu_img_info(path: Path, fmt: str) -> dict:
         msg = msg.removeprefix("qemu-img: ")
         raise UnsupportedFormatError(f"{path}: not a usable {fmt} image: {msg}")
     info = json.loads(proc.stdout)
-    return info[0] if isinstance(info, list) else info
+    return info if isinstance(info, list) else [info]
 
 
 def open_source(path: str | os.PathLike[str], source_format: str | None = None) -> SourceImage:
@@ -184,10 +234,14 @@ def open_source(path: str | os.PathLike[str], source_format: str | None = None) 
                 f"{p}: {size} bytes is not a whole number of 512-byte sectors "
                 "(truncated capture, or a format we do not recognise)"
             )
+        _check_partition_extent(p, head, size)
         return SourceImage(p, "raw", size, st.st_blocks * 512, detected)
     if fmt == "qcow2":
         _check_qcow2_extent(p, head, size)
-    info = qemu_img_info(p, fmt)
+    chain = qemu_img_info(p, fmt)
+    info = chain[0]
+    backing = tuple(Path(i["filename"]) for i in chain[1:] if i.get("filename"))
     return SourceImage(
-        p, fmt, int(info.get("virtual-size", 0)), int(info.get("actual-size", 0)), detected
+        p, fmt, int(info.get("virtual-size", 0)), int(info.get("actual-size", 0)), detected,
+        backing_files=backing,
     )

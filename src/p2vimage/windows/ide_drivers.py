@@ -138,7 +138,12 @@ def search(
         places.append(files.windows_path(guest_cab))
         local_cab = files.download(g, guest_cab, workdir / "cabs" / cab_name)
         try:
-            members = {e.name.lower(): e.name for e in cabs.list_cabinet(local_cab)}
+            entries = cabs.list_cabinet(local_cab)
+            members = {e.name.lower(): e.name for e in entries}
+            unsafe = [e.name for e in entries if not cabs.is_safe_member_name(e.name)]
+            if unsafe:  # never extracted; said, so a "not found" below can be explained
+                places[-1] += (f" ({len(unsafe)} member(s) with unsafe names ignored, "
+                               f"e.g. {unsafe[0]!r})")
             here = [n for n in wanted if n in members]
             out = cabs.extract(local_cab, here, stage / f"cab-{rank}") if here else {}
         except cabs.CabinetError as exc:
