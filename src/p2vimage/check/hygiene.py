@@ -94,10 +94,7 @@ def _check_partition(g: Any, res: CheckResult, part: str, is_system: bool) -> No
     if boot[3:11] != b"NTFS    ":
         return
     try:
-        info = ntfs_volume.parse_boot(boot)
-        record = g.pread_device(part, info.record_size, info.record_offset(
-            ntfs_volume.VOLUME_RECORD))
-        flags, _at = ntfs_volume.volume_flags(record)
+        flags = ntfs_volume.read_volume_flags(g, part) or 0
     except (RuntimeError, ntfs_volume.NtfsError) as exc:
         res.add("hygiene.ntfs-unreadable", WARNING, f"{part}: cannot read $Volume: {exc}",
                 [part])

@@ -33,7 +33,7 @@ from ..errors import (
     UsageError,
 )
 from ..sources.image import SourceImage
-from ..windows import hibernation
+from ..windows import hibernation, ntfs_volume
 from .registry import Hive
 
 log = logging.getLogger("p2vimage")
@@ -383,6 +383,8 @@ class Job:
         if self._mounted:
             return
         mps = self.g.inspect_get_mountpoints(root)
+        if self.writable:
+            self._refuse_dirty_ntfs(mps.get("/", root))
         for mp in sorted(mps, key=len):
             try:
                 if self.writable:
@@ -406,6 +408,23 @@ class Job:
                 "capture again"
             )
         self._mounted = True
+
+    def _refuse_dirty_ntfs(self, part: str) -> None:
+        """A system volume Windows did not close cleanly is not changed offline.
+
+        Its metadata may be half-written (the journal would finish it at the next
+        boot); ntfs-3g mounts it read-write all the same, and resets that journal.
+        """
+        try:
+            flags = ntfs_volume.read_volume_flags(self.g, part)
+        except (RuntimeError, ntfs_volume.NtfsError):
+            return  # unreadable metadata: the mount reports it in its own words
+        if flags is not None and flags & ntfs_volume.FLAG_DIRTY:
+            raise CorruptImageError(
+                f"{part}: the NTFS volume is marked dirty (Windows did not shut down cleanly, "
+                "or chkdsk is scheduled); boot the source machine, let chkdsk finish and shut "
+                "down fully, then capture again"
+            )
 
     # -- hives ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ sparse file by ``qemu-img convert``, which skips the holes.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -20,6 +21,8 @@ from typing import Any
 
 from ..errors import ConversionError
 from ..sources import ntfsclone
+
+log = logging.getLogger("p2vimage")
 
 BLOCK = 1 << 20
 ZERO = bytes(BLOCK)
@@ -150,7 +153,15 @@ def write_thin_raw(g: Any, disk: str, dest: Path, workdir: Path) -> dict[str, in
                 _copy_region(g, disk, covered, start - covered, out, workdir)
                 stats["other_bytes"] += start - covered
             if fs.get(dev) == "ntfs":
-                stats["ntfs_bytes"] += _stream_ntfs(g, dev, start, out, workdir)
+                try:
+                    stats["ntfs_bytes"] += _stream_ntfs(g, dev, start, out, workdir)
+                except RuntimeError as exc:
+                    # ntfsclone refuses a volume it finds inconsistent (dirty flag, a
+                    # damaged $Bitmap): every byte is copied instead, over what it wrote.
+                    log.warning("%s: ntfsclone refused the volume (%s); copying it whole",
+                                dev, exc)
+                    _copy_region(g, disk, start, end - start, out, workdir)
+                    stats["other_bytes"] += end - start
             else:
                 _copy_region(g, disk, start, end - start, out, workdir)
                 stats["other_bytes"] += end - start

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 VOLUME_RECORD = 3
 ATTR_VOLUME_INFORMATION = 0x70
@@ -94,3 +95,18 @@ def volume_flags(record: bytes) -> tuple[int, int]:
                 return struct.unpack_from("<H", data, flags_at)[0], flags_at
         off += alen
     raise NtfsError("$Volume has no $VOLUME_INFORMATION attribute")
+
+
+def read_volume_flags(g: Any, part: str) -> int | None:
+    """``$Volume``'s flags of NTFS partition ``part`` in appliance ``g``; None if not NTFS.
+
+    Read from the raw partition, not through a mount: ntfs-3g may change or hide the
+    state (it resets the journal, and mounts some unsafe volumes read-only).
+    Raises :class:`NtfsError` or RuntimeError when the metadata cannot be read.
+    """
+    boot = g.pread_device(part, 512, 0)
+    if boot[3:11] != b"NTFS    ":
+        return None
+    info = parse_boot(boot)
+    record = g.pread_device(part, info.record_size, info.record_offset(VOLUME_RECORD))
+    return volume_flags(record)[0]
