@@ -42,6 +42,12 @@ class SourceImage:
     actual_size: int
     detected: bool  # False when the user named the format
     origin: Path | None = None  # what the user named, when ``path`` was made from it
+    disk: str | None = None  # the disk of a Clonezilla directory (``sdb``) this source is
+
+    def describe(self, several_from_origin: bool = False) -> str:
+        """What the user named, with the Clonezilla disk when the directory holds several."""
+        name = str(self.origin or self.path)
+        return f"{name} ({self.disk})" if several_from_origin and self.disk else name
 
 
 def _sniff(head: bytes, tail: bytes) -> str | None:
