@@ -6,6 +6,9 @@ Input, conversion and output stay apart, as in virt-v2v:
   plan     -> Plan (data; ``--dry-run`` stops here and writes nothing)
   apply    -> registry edits committed once, boot-sector fields, on the overlay
   outputs  -> OUT.partial (+ -2, ...), XML, report; renamed together at the end
+
+OUT is the system disk: the first source, or for Clonezilla directories the disk
+the inspection found Windows on (:func:`_disk_order`).
 """
 
 from __future__ import annotations
