@@ -135,21 +135,32 @@ def test_4k_gpt_disk_restores_byte_identical(disk4k: Path, tmp_path: Path) -> No
 
 def test_4k_gpt_from_the_dump_without_or_with_a_damaged_gpt_1st(disk4k: Path,
                                                                  tmp_path: Path) -> None:
-    """Without its saved primary GPT the table comes from the dump: the same partitions,
-    GUIDs, names and attributes, headers and entry arrays; every partition byte-identical."""
-    for case in ("missing", "damaged"):
+    """Without its saved primary GPT (or with one that is damaged, or intact but of other
+    partitions than the dump, which places the images) the table comes from the dump: the
+    same partitions, GUIDs, names and attributes, headers and entry arrays; every partition
+    byte-identical."""
+    warnings = {"missing": None, "damaged": "sda-gpt-1st is not an intact primary GPT of this disk",
+                "other": "sda-gpt-1st describes other partitions than sda-pt.sf"}
+    for case, warning in warnings.items():
         d = save4k(disk4k, tmp_path / f"img-{case}")
         if case == "missing":
             (d / "sda-gpt-1st").unlink()
-        else:
+        elif case == "damaged":
             bad = bytearray((d / "sda-gpt-1st").read_bytes())
             bad[2 * K + 130] ^= 1  # the second entry: the entry-array CRC no longer matches
             (d / "sda-gpt-1st").write_bytes(bad)
+        else:  # a valid GPT whose partition 3 ends elsewhere
+            other = tmp_path / "other-table.raw"
+            with open(other, "wb") as f:
+                f.truncate(DISK_SECTORS * K)
+            with loop4k(other) as dev:
+                _run("sgdisk", "-o", "-n1:256:1279", "-n3:4352:6000", dev)
+            (d / "sda-gpt-1st").write_bytes(_pread(other, 0, 34 * 512))
         out = tmp_path / f"{case}.raw"
         r = run_cli("restore-clonezilla", str(d), "-o", str(out))
         assert r.returncode == 0, r.stderr
-        assert ("sda-gpt-1st is not an intact primary GPT" in r.stdout + r.stderr) == (
-            case == "damaged")
+        assert [w for w in (r.stdout + r.stderr).splitlines() if "gpt-1st" in w] == (
+            [f"Warning: {warning}; the GPT comes from the sfdisk dump"] if warning else [])
         for n, *_ in LAYOUT:
             assert _partition(out, n, _layout(), K) == _partition(disk4k, n, _layout(), K)
         with loop4k(out) as dev, loop4k(disk4k) as orig:

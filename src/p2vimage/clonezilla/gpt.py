@@ -223,13 +223,13 @@ def saved_primary(data: bytes, sectors: int, ss: int) -> list[tuple[int, bytes]]
     check[16:20] = bytes(4)
     if zlib.crc32(check) != struct.unpack_from("<I", hdr, 16)[0]:
         return None
-    my, alt, _first, last = struct.unpack_from("<QQQQ", hdr, 24)
+    my, alt, first, last = struct.unpack_from("<QQQQ", hdr, 24)
     elba, count, esize, ecrc = struct.unpack_from("<QIII", hdr, 72)
     ebytes = count * esize
     if my != 1 or alt != sectors - 1 or esize != ENTRY_SIZE or elba < 2 or not 1 <= count <= 4096:
         return None
     end = elba * ss + ebytes
-    if last >= sectors - 1 - math.ceil(ebytes / ss) or end > (last + 1) * ss:
+    if last >= sectors - 1 - math.ceil(ebytes / ss) or end > first * ss or first > last:
         return None
     entries = data[elba * ss : end]
     entries += bytes(ebytes - len(entries))
@@ -241,19 +241,35 @@ def saved_primary(data: bytes, sectors: int, ss: int) -> list[tuple[int, bytes]]
             *_backup(primary, entries, sectors, ss)]
 
 
+def _extents(entries: bytes) -> set[tuple[int, int, int]]:
+    """(slot, first LBA, last LBA) of every used entry of an entry array."""
+    out = set()
+    for slot in range(len(entries) // ENTRY_SIZE):
+        e = entries[slot * ENTRY_SIZE : (slot + 1) * ENTRY_SIZE]
+        if e[:16] != bytes(16):
+            out.add((slot, *struct.unpack_from("<QQ", e, 32)))
+    return out
+
+
 def write(fd: int, img: DiskImage) -> None:
-    """The GPT of ``img`` into ``fd``: from its intact ``<disk>-gpt-1st``, else from the dump."""
+    """The GPT of ``img`` into ``fd``: from its intact ``<disk>-gpt-1st`` when that describes
+    the partitions of the dump (which places the partition images), else from the dump."""
     ss = img.sector_size
     sectors = img.size // ss
+    assert img.sfdisk_dump is not None
+    where = img.sfdisk_dump.name
+    table = parse_dump(img.sfdisk_dump.read_text(errors="replace"), where)
     saved = img.gpt_1st.read_bytes() if img.gpt_1st is not None else b""
     pieces = saved_primary(saved, sectors, ss) if saved else None
+    if saved and pieces is None:
+        img.warnings.append(f"{img.disk}-gpt-1st is not an intact primary GPT of this "
+                            "disk; the GPT comes from the sfdisk dump")
+    elif pieces is not None and _extents(pieces[2][1]) != {
+            (e.number - 1, e.start, e.start + e.size - 1) for e in table.entries}:
+        img.warnings.append(f"{img.disk}-gpt-1st describes other partitions than "
+                            f"{where}; the GPT comes from the sfdisk dump")
+        pieces = None
     if pieces is None:
-        if saved:
-            img.warnings.append(f"{img.disk}-gpt-1st is not an intact primary GPT of this "
-                                "disk; the GPT comes from the sfdisk dump")
-        assert img.sfdisk_dump is not None
-        where = img.sfdisk_dump.name
-        pieces = from_dump(parse_dump(img.sfdisk_dump.read_text(errors="replace"), where),
-                           sectors, ss, where)
+        pieces = from_dump(table, sectors, ss, where)
     for off, data in pieces:
         os.pwrite(fd, data, off)
