@@ -8,7 +8,7 @@ APT_PACKAGES=(
   libguestfs-tools python3-guestfs python3-hivex libhivex-bin linux-image-amd64
   libwin-hivex-perl qemu-utils ntfs-3g cabextract gcab xorriso partclone pigz zstd wine64
   libvirt-clients libxml2-utils file python3-venv genisoimage util-linux parted
-  lzop lzip lz4
+  lzop lzip lz4 gdisk mount
 )
 
 missing=()

@@ -6,6 +6,9 @@ Input, conversion and output stay apart, as in virt-v2v:
   plan     -> Plan (data; ``--dry-run`` stops here and writes nothing)
   apply    -> registry edits committed once, boot-sector fields, on the overlay
   outputs  -> OUT.partial (+ -2, ...), XML, report; renamed together at the end
+
+OUT is the system disk: the first source, or for Clonezilla directories the disk
+the inspection found Windows on (:func:`_disk_order`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .sources.image import SourceImage
 from .sources.prepare import SourceSet
 from .targets import thin
 from .targets.atomic import AtomicOutputs
-from .targets.disk import output_paths, qemu_img_convert
+from .targets.disk import output_paths, qemu_img_convert, system_first
 from .virtio import select as virtio_select
 from .virtio import stage as virtio_stage
 from .virtio.media import VirtioMedia, open_media
@@ -623,7 +626,8 @@ def convert(
         try:
             if source_set.has_directories:
                 sources = _restore_directories(opts, source_set, phases, t0)
-            return _convert(opts, sources, media, t0, phases)
+            return _convert(opts, sources, media, t0, phases,
+                            by_inspection=source_set.system_disk_by_inspection)
         finally:
             if media is not None:
                 media.close()
@@ -644,8 +648,22 @@ def _restore_directories(opts: ConvertOptions, source_set: SourceSet,
     return sources
 
 
+def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
+                disk: str) -> tuple[list[int], list[str]]:
+    """Which source each output disk is (the system disk first when the inspection
+    decides it), and a warning when the user's order puts another disk first."""
+    system = job.g.list_devices().index(disk)
+    if by_inspection:
+        return system_first(len(sources), system), []
+    warn = [f"Windows is on source {system + 1} ({sources[system].describe()}), but the first "
+            "source becomes the VM's first (boot) disk; list the system disk first unless "
+            "the machine booted from the other one"] if system else []
+    return list(range(len(sources))), warn
+
+
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
-             t0: float, phases: dict[str, float]) -> ConversionReport:
+             t0: float, phases: dict[str, float], *,
+             by_inspection: bool = False) -> ConversionReport:
     outs = output_paths(opts.output, len(sources))
     xml_path = opts.xml or opts.output.with_suffix(".xml")
     report_path = opts.report or opts.output.with_suffix(".json")
@@ -658,6 +676,9 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         insp.appliance_launches = job.stats.appliance_launches
         insp.launch_attempts = job.stats.launch_attempts
         disk = job.g.part_to_dev(job.root_device)
+        order, order_warnings = _disk_order(job, sources, by_inspection, disk)
+        devices = [job.g.list_devices()[i] for i in order]
+        sources = [sources[i] for i in order]  # from here on, in output order
         virtual = job.g.blockdev_getsize64(disk)
         last_end = _last_partition_end(job, disk)
         if opts.size is not None:
@@ -675,7 +696,8 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         if opts.dry_run:
-            return _report(sources, [], None, None, True, insp, plan, [], job, phases, 0, [])
+            return _report(sources, [], None, None, True, insp, plan, order_warnings, job,
+                           phases, 0, [])
         assert atomic is not None
         with atomic:
             log.info("phase: apply")
@@ -686,7 +708,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             interrupt.check()
             # Thin copy: used NTFS clusters + everything else, into sparse raw files.
             thin_files = []
-            for i, (dev, dest) in enumerate(zip(job.g.list_devices(), outs, strict=True)):
+            for i, (dev, dest) in enumerate(zip(devices, outs, strict=True)):
                 raw = atomic.partial(dest) if opts.format == "raw" else (
                     job.workdir / f"thin-{i}.raw"
                 )
@@ -709,7 +731,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             libvirt_xml.validate_with_libvirt(xml_partial)
             written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
             report = _report(sources, outs, xml_path, report_path, False, insp, plan,
-                             xml_warnings, job, phases, written, copy_stats)
+                             [*order_warnings, *xml_warnings], job, phases, written, copy_stats)
             atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
                                                               default=str) + "\n")
             interrupt.check()
@@ -720,7 +742,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
 def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
             written, copy_stats=()) -> ConversionReport:
     r = ConversionReport(
-        sources=[str(s.origin or s.path) for s in sources],
+        sources=[s.describe(sum(t.origin == s.origin for t in sources) > 1) for s in sources],
         outputs=[str(o) for o in outs],
         xml=str(xml) if xml else None,
         report=str(report_path) if report_path else None,

@@ -386,3 +386,75 @@ def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted by SIGTERM" in err
     assert os.listdir(outdir) == []
+
+
+# --- convert DIR of two disks: the Windows disk becomes the first, wherever it is listed ---
+
+
+@pytest.mark.slow
+@pytest.mark.appliance
+def test_convert_two_disk_directory_puts_the_windows_disk_first(images, tmp_path: Path) -> None:
+    """``disk`` = ``sda sdb`` with Windows on sdb: OUT is sdb (converted), OUT-2 is sda (a
+    data disk, its used blocks the original's), in that order in the domain XML."""
+    from lxml import etree
+
+    from p2vimage.guest.appliance import Job
+    from p2vimage.sources.image import open_source
+
+    d = cz.two_disk_dir()
+    assert (d / "disk").read_text().split() == ["sda", "sdb"]
+    data_orig = images["win2003-x86-2disk-disk2"]
+    out = tmp_path / "vm.raw"
+    r = run_cli("convert", str(d), "-o", str(out), "--format", "raw", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    out2 = tmp_path / "vm-2.raw"
+    assert doc["outputs"] == [str(out), str(out2)]
+    assert doc["sources"] == [f"{d} (sdb)", f"{d} (sda)"]
+    assert doc["appliance_launches"] == 1
+    assert not any("boot) disk" in w for w in doc["warnings"])  # no order warning: it is right
+    assert sorted(os.listdir(tmp_path)) == ["vm-2.raw", "vm.json", "vm.raw", "vm.xml"]
+    root = etree.parse(str(tmp_path / "vm.xml")).getroot()
+    files = [e.find("source").get("file") for e in root.findall("devices/disk[@device='disk']")]
+    assert files == [str(out.resolve()), str(out2.resolve())]
+    assert [e.find("target").get("dev") for e in root.findall("devices/disk[@device='disk']")] \
+        == ["hda", "hdb"]
+    assert doc["plan"]["registry"]
+    # The system disk is the XP capture (its table), the second the data disk (its table).
+    assert _dump(out) == _dump(_original("xp-zst"))
+    assert _dump(out2) == _dump(data_orig)
+    assert _pread(out2, 0, SECTOR) == _pread(data_orig, 0, SECTOR)
+    # The data disk's used blocks are the original's.
+    hdr, runs = _used_runs(d, "sda1")
+    base = 2048 * SECTOR
+    assert sum(n for _, n in runs) * hdr.block_size == hdr.used_bytes > 1 << 20
+    for first, n in runs:
+        off, length = base + first * hdr.block_size, n * hdr.block_size
+        assert _pread(out2, off, length) == _pread(data_orig, off, length), first
+    # The conversion's registry changes are on the first disk: Windows is /dev/sda1 now.
+    with Job([open_source(out), open_source(out2)]) as job:
+        assert job.find_root() == "/dev/sda1"
+        system = job.hive("SYSTEM")
+        changed = [e for e in doc["plan"]["registry"] if e["changed"]]
+        assert len(changed) > 100 and {e["name"] for e in changed} >= {"AutoReboot", "Start"}
+        for e in changed:  # every value the plan changed, in every bootable control set
+            got = system.raw(system.node(f"{e['control_set']}\\{e['key']}"), e["name"])
+            assert got is not None and (got.type, got.value) == (e["type"], e["value"]), e
+        job.g.umount_all()  # the hive was read; now the data disk's files
+        job.g.mount_ro("/dev/sdb1", "/")
+        assert job.g.cat("/Shares/Finance/budget-2012.txt").startswith("Q1 42")
+
+
+@pytest.mark.slow
+@pytest.mark.appliance
+def test_convert_directory_without_windows_exit_3(tmp_path: Path) -> None:
+    d = cz.two_disk_dir(windows_disk=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("convert", str(d), "-o", str(out / "vm.qcow2"), "--json")
+    assert r.returncode == 3, r.stderr
+    err = json.loads(r.stdout)["error"]
+    assert err["type"] == "NoOperatingSystemError" and err["exit_code"] == 3
+    assert "no Windows installation found on any of the 2 disks (/dev/sda, /dev/sdb)" \
+        in err["message"]
+    assert os.listdir(out) == []  # no output, no temporary restored raw

@@ -327,3 +327,20 @@ def test_check_before_and_after(converted) -> None:
     assert out.ready, "\n".join(out.summary_lines())
     assert (out.bus, out.machine, out.nic) == ("ide", "pc", "rtl8139")
     assert [c.status for c in out.checks if c.id == "domain-xml"] == ["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.appliance
+def test_image_files_keep_the_users_order_with_a_warning(images, tmp_path: Path) -> None:
+    """Image files are the user's order (the machine may have booted from another disk than
+    Windows'): data disk first stays first, and the report says Windows is on source 2."""
+    sys_disk, data_disk = images["win2003-x86-2disk"], images["win2003-x86-2disk-disk2"]
+    r = run_cli("convert", str(data_disk), str(sys_disk), "-o", str(tmp_path / "x.qcow2"),
+                "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["sources"] == [str(data_disk), str(sys_disk)]
+    assert [w for w in doc["warnings"] if "boot) disk" in w] == [
+        f"Windows is on source 2 ({sys_disk}), but the first source becomes the VM's first "
+        "(boot) disk; list the system disk first unless the machine booted from the other one"]
+    assert os.listdir(tmp_path) == []

@@ -165,11 +165,6 @@ def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
             if sector_size not in (SECTOR, 4096):
                 raise UnsupportedFormatError(f"{disk}: {sector_size}-byte sectors are not "
                                              "supported (512 and 4096 are)")
-            if sector_size != SECTOR and label == "gpt":
-                # Debian 12's sfdisk cannot write a 4K-sector GPT into a file (no
-                # --sector-size) and ocs-sr's gpt-1st (34 x 512 bytes) cuts its entries
-                raise UnsupportedFormatError(f"{disk}: GPT with {sector_size}-byte sectors "
-                                             "is not supported yet (4K MBR disks are)")
             continue
         if line.startswith("unit:"):
             if line.split(":", 1)[1].strip() != "sectors":

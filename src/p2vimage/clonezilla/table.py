@@ -9,6 +9,8 @@ it, the distance between the extended partition's start and the first
 logical).  Windows only uses
 partition starts and sizes, which are exact either way.
 
+GPT disks are written by :mod:`.gpt`.
+
 CHS fields are computed with the geometry of ``<disk>-chs.sf`` (255/63 when
 absent), the convention for LBA-era disks; the saved MBR and first EBR keep
 their original bytes when their tables agree with the dump.
@@ -19,12 +21,10 @@ from __future__ import annotations
 import os
 import re
 import struct
-import subprocess
-import zlib
 from pathlib import Path
 
-from .. import deps
 from ..errors import BadInputError
+from . import gpt
 from .metadata import SECTOR, DiskImage, Partition
 
 
@@ -172,79 +172,10 @@ def _overlay(built: bytes, saved: bytes | None, what: str, img: DiskImage) -> by
     return saved[:446] + built[446:]
 
 
-def _gpt_header(data: bytes, lba: int, ss: int) -> tuple[bytes, int, int, int, int] | None:
-    """(header, my_lba, alternate_lba, entries_lba, entries bytes) of a GPT header whose CRC
-    is right, or None."""
-    hdr = data[lba * ss : lba * ss + 512]
-    if len(hdr) < 92 or hdr[:8] != b"EFI PART":
-        return None
-    size = struct.unpack_from("<I", hdr, 12)[0]
-    if not 92 <= size <= 512:
-        return None
-    check = bytearray(hdr[:size])
-    check[16:20] = bytes(4)
-    if zlib.crc32(check) != struct.unpack_from("<I", hdr, 16)[0]:
-        return None
-    my, alt = struct.unpack_from("<QQ", hdr, 24)
-    entries_lba = struct.unpack_from("<Q", hdr, 72)[0]
-    count, esize, ecrc = struct.unpack_from("<III", hdr, 80)
-    ebytes = count * esize
-    table = data[entries_lba * ss : entries_lba * ss + ebytes]
-    if len(table) != ebytes or zlib.crc32(table) != ecrc:
-        return None
-    return bytes(hdr[:size]), my, alt, entries_lba, ebytes
-
-
-def write_gpt(fd: int, img: DiskImage) -> None:
-    """GPT: sfdisk replays the dump (Clonezilla's own first choice), then the saved primary
-    GPT (``<disk>-gpt-1st``) replaces it when it is intact and fits this disk, with a backup
-    GPT built from it -- ``<disk>-gpt-2nd`` is never used: ocs-sr saves it one sector short.
-
-    sfdisk writes protective MBR, primary and backup GPT from the dump's GUIDs, names and
-    attributes.  The saved 1st part keeps
-    what the dump does not carry (the protective MBR's boot code, reserved bytes).
-    """
-    sfdisk = deps.require_program("sfdisk")
-    assert img.sfdisk_dump is not None
-    text = img.sfdisk_dump.read_text(errors="replace")
-    proc = subprocess.run(
-        [sfdisk, "-q", "--no-reread", "--no-tell-kernel", "--wipe", "never",
-         f"/dev/fd/{fd}"],
-        input=text.encode(), capture_output=True, pass_fds=(fd,), check=False,
-    )
-    if proc.returncode != 0:
-        msg = (proc.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1]
-        raise BadInputError(f"{img.disk}-pt.sf: sfdisk cannot write this GPT: {msg}")
-    ss = img.sector_size
-    saved = img.gpt_1st.read_bytes() if img.gpt_1st is not None else b""
-    parsed = _gpt_header(saved, 1, ss) if ss == SECTOR else None
-    last = img.size // ss - 1
-    if parsed is None or parsed[1] != 1 or parsed[2] != last:
-        if saved:
-            img.warnings.append(f"{img.disk}-gpt-1st is not an intact primary GPT of this "
-                                "disk; the GPT comes from the sfdisk dump")
-        return
-    hdr, _my, _alt, elba, ebytes = parsed
-    entries = saved[elba * ss : elba * ss + ebytes]
-    written = os.pread(fd, (elba * ss + ebytes), 0)
-    if written[ss : ss + len(hdr)] == hdr and written[elba * ss :] == entries:
-        os.pwrite(fd, saved[:446], 0)  # same table: only the boot code may differ
-        return
-    os.pwrite(fd, saved[: elba * ss + ebytes], 0)
-    backup_entries = last - -(-ebytes // ss)
-    b = bytearray(hdr)
-    struct.pack_into("<QQ", b, 24, last, 1)
-    struct.pack_into("<Q", b, 72, backup_entries)
-    b[16:20] = bytes(4)
-    struct.pack_into("<I", b, 16, zlib.crc32(b))
-    os.pwrite(fd, entries, backup_entries * ss)
-    os.pwrite(fd, bytes(b) + bytes(ss - len(b)), last * ss)
-
-
 def write_table(fd: int, img: DiskImage) -> None:
     """MBR, EBR chain(s) and the hidden sectors after the MBR, into the output ``fd``."""
     if img.label == "gpt":
-        write_gpt(fd, img)
+        gpt.write(fd, img)  # in Python: sfdisk cannot write a 4K-sector table into a file
         return
     saved_mbr = _saved(img.mbr)
     geo = geometry(img, [saved_mbr] if saved_mbr is not None else [])

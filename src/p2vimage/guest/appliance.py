@@ -350,6 +350,16 @@ class Job:
 
     def _no_windows_message(self, roots: list[str]) -> str:
         g = self.g
+        devices = g.list_devices()
+        if len(devices) > 1:  # say that every disk of the machine was looked at
+            return self._no_windows_text(roots).replace(
+                "no Windows installation found",
+                f"no Windows installation found on any of the {len(devices)} disks "
+                f"({', '.join(devices)})", 1)
+        return self._no_windows_text(roots)
+
+    def _no_windows_text(self, roots: list[str]) -> str:
+        g = self.g
         if roots:
             other = ", ".join(
                 f"{g.inspect_get_type(r)} ({g.inspect_get_distro(r)} "

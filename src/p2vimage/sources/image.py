@@ -46,6 +46,12 @@ class SourceImage:
     # Every file below ``path`` in its backing chain: an output written over one of
     # them would change the source while it is being read.
     backing_files: tuple[Path, ...] = ()
+    disk: str | None = None  # the disk of a Clonezilla directory (``sdb``) this source is
+
+    def describe(self, several_from_origin: bool = False) -> str:
+        """What the user named, with the Clonezilla disk when the directory holds several."""
+        name = str(self.origin or self.path)
+        return f"{name} ({self.disk})" if several_from_origin and self.disk else name
 
 
 def _sniff(head: bytes, tail: bytes) -> str | None:

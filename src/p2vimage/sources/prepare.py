@@ -52,11 +52,23 @@ class SourceSet:
                 img = metadata.load(p, disk)
                 self._disks[len(self.sources)] = img
                 # Until restored, the source stands for the directory (output checks use it).
-                self.sources.append(SourceImage(p, "raw", img.size, 0, True, origin=p))
+                self.sources.append(SourceImage(p, "raw", img.size, 0, True, origin=p,
+                                                disk=img.disk))
 
     @property
     def has_directories(self) -> bool:
         return bool(self._disks)
+
+    @property
+    def system_disk_by_inspection(self) -> bool:
+        """Whether the inspection, not the argument order, decides the system disk.
+
+        Image files are the user's order: they may know the machine booted from
+        another disk than Windows' (a boot loader on disk 1, Windows on disk 2).
+        A Clonezilla directory lists its disks in the capture kernel's order
+        (``sda sdb``), which says nothing about which one held Windows.
+        """
+        return self.has_directories
 
     def check_outputs(self, outputs: list[Path]) -> None:
         """The source directory is never written: no output may land inside it."""

@@ -17,6 +17,12 @@ def output_paths(output: Path, count: int) -> list[Path]:
                        for i in range(2, count + 1)]
 
 
+def system_first(count: int, system: int) -> list[int]:
+    """The order of the output disks: the system disk (an index of the sources) first,
+    the others after it in their own order.  Output ``k`` is source ``order[k]``."""
+    return [system] + [i for i in range(count) if i != system]
+
+
 def qemu_img_convert(qemu_img: str, source: Path, source_fmt: str, dest: Path,
                      fmt: str, *, name: Path | None = None) -> None:
     """Write ``source`` as ``dest`` in ``fmt`` (progress on a terminal); one-line errors
