@@ -133,6 +133,17 @@ def test_4k_gpt_disk_restores_byte_identical(disk4k: Path, tmp_path: Path) -> No
         assert "4352s  6911s" in printed
 
 
+def test_convert_of_a_4k_disk_is_refused_before_any_work(disk4k: Path, tmp_path: Path) -> None:
+    """convert would attach the restored disk with 512-byte sectors: exit 3, nothing written."""
+    d = save4k(disk4k, tmp_path / "img")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_cli("convert", str(d), "-o", str(out / "vm.qcow2"))
+    assert r.returncode == 3, r.stderr
+    assert "disk sda has 4096-byte sectors, which convert does not handle yet" in r.stderr
+    assert "Traceback" not in r.stderr and list(out.iterdir()) == []
+
+
 def test_4k_gpt_from_the_dump_without_or_with_a_damaged_gpt_1st(disk4k: Path,
                                                                  tmp_path: Path) -> None:
     """Without its saved primary GPT (or with one that is damaged, or intact but of other

@@ -50,6 +50,14 @@ class SourceSet:
                 raise UsageError(f"--source-format does not apply to the Clonezilla directory {p}")
             for disk in metadata.list_disks(p):
                 img = metadata.load(p, disk)
+                if img.sector_size != metadata.SECTOR:
+                    # The appliance and the domain XML would see 512-byte sectors, and
+                    # no table or NTFS on the disk would read right.
+                    raise UnsupportedFormatError(
+                        f"{p}: disk {img.disk} has {img.sector_size}-byte sectors, which "
+                        "convert does not handle yet; 'p2vimage restore-clonezilla' restores "
+                        f"it for a VM with logical_block_size={img.sector_size}"
+                    )
                 self._disks[len(self.sources)] = img
                 # Until restored, the source stands for the directory (output checks use it).
                 self.sources.append(SourceImage(p, "raw", img.size, 0, True, origin=p,
