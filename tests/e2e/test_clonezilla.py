@@ -376,10 +376,12 @@ def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(P2VIMAGE), "restore-clonezilla", str(d),
                              "-o", str(outdir / "disk.qcow2"), "--format", "qcow2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # disk.qcow2.partial is claimed at once; the temporary raw's directory appears when
+    # the restore itself starts writing.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(outdir.iterdir()):
+    while time.monotonic() < deadline and not any(p.is_dir() for p in outdir.iterdir()):
         time.sleep(0.05)
-    assert any(outdir.iterdir())  # the restore has started writing
+    assert any(p.is_dir() for p in outdir.iterdir())  # the restore has started writing
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
