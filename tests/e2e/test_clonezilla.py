@@ -388,3 +388,35 @@ def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted by SIGTERM" in err
     assert os.listdir(outdir) == []
+
+
+@pytest.mark.parametrize("command", [
+    ["restore-clonezilla", "--format", "raw"],
+    ["restore-clonezilla", "--format", "qcow2"],
+    ["convert"],
+])
+def test_too_little_space_refused_before_the_restore(command: list[str], tmp_path: Path) -> None:
+    """The restored disk (and convert's temporary raw beside the output) is bounded from the
+    partition images' headers and checked first: exit 4 in one line, nothing written."""
+    import time
+
+    d = _dir("xp-gz-split")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        t0 = time.monotonic()
+        r = run_cli(command[0], str(d), "-o", str(mnt / "disk.img"), *command[1:], "--json")
+        assert time.monotonic() - t0 < 10
+        assert r.returncode == 4, r.stderr
+        err = json.loads(r.stdout)["error"]
+        assert err["type"] == "InsufficientSpaceError", err
+        assert f"mounted at {mnt} for " in err["message"]
+        assert ("temporary raw of Clonezilla disk 1" in err["message"]) == (command[0] == "convert")
+        needed = int(err["message"].split(": ")[1].split(" bytes")[0])
+        # At least the used data partclone stored, at most the disk.
+        used = sum(_used_runs(d, p)[0].used_bytes for p in ("sda1", "sda2", "sda5", "sda6"))
+        assert used < needed
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
