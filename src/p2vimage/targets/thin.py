@@ -122,7 +122,7 @@ def _copy_region(g: Any, dev: str, offset: int, length: int, out: SparseWriter,
 
     The appliance hands over 64 MiB per call (fewer round trips); we read the work
     file back 1 MiB at a time into one reused buffer, so memory stays flat however
-    large the region (a whole 64 MiB ``read()`` cost 128 MiB at the peak).
+    large the region (one ``read()`` of the 64 MiB file held it all at once).
     """
     tmp = workdir / "region.bin"
     buf = bytearray(BLOCK)
