@@ -173,6 +173,10 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
             raise BadInputError(f"--driver-file {f}: not a valid PE file: {exc}") from None
     outs = output_paths(opts.output, len(sources))
     extra = [p for p in (opts.xml, opts.report) if p is not None]
+    named = [*outs, opts.xml or opts.output.with_suffix(".xml"),
+             opts.report or opts.output.with_suffix(".json")]
+    if len({os.path.abspath(p) for p in named}) != len(named):
+        raise UsageError("the same path is given for two outputs (disk, --xml, --report)")
     for o in [*outs, *extra]:
         for s in sources:
             same = o.exists() and os.path.samefile(o, s.path)  # also hard links
@@ -643,8 +647,6 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
     of every disk, made before ``qemu-img convert``.  Beside the output: the temporary
     raws of Clonezilla sources, alive for the whole conversion.
     """
-    bounds = source_set.data_bounds()
-    outs = targets[: len(bounds)]
     needs: list[space.Need] = []
     if source_set.has_directories:
         for i, b in source_set.directory_bounds().items():
@@ -652,6 +654,8 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
                                     f"the temporary raw of Clonezilla disk {i + 1}"))
     if opts.dry_run:
         return needs
+    bounds = source_set.data_bounds()
+    outs = targets[: len(bounds)]
     work = Path(tempfile.gettempdir())
     needs.append(space.Need(work, space.WORK_ALLOWANCE, "the work directory"))
     for i, (src, b, out) in enumerate(zip(source_set.sources, bounds, outs, strict=True)):

@@ -148,6 +148,7 @@ def test_four_conversions_in_threads(images, sequential, tmp_path: Path,
     out = tmp_path / "out"
     out.mkdir()
     before = {g: sha256(images[g]) for g in GUESTS}
+    env_before, cwd_before = dict(os.environ), os.getcwd()
     outputs = [out / f"t{i}.qcow2" for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(p2vimage.convert, images[g], o)
@@ -164,6 +165,9 @@ def test_four_conversions_in_threads(images, sequential, tmp_path: Path,
         assert time.monotonic() - t0 < 10
         assert not futures[0].done() and partial.exists()
         docs = [f.result(timeout=1200).to_dict() for f in futures]
+    # Nothing process-wide was touched: the KVM->TCG fallback (taken by every job on a host
+    # whose KVM is unusable) is a setting of each job's own handle, never the environment.
+    assert dict(os.environ) == env_before and os.getcwd() == cwd_before
     assert {g: sha256(images[g]) for g in GUESTS} == before
     assert _leftovers(work) == []
     _verify(outputs, docs, sequential, tmp_path)
