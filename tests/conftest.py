@@ -64,6 +64,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
     )
 
 
+def private_tmpdir(work: Path) -> dict[str, str]:
+    """Environment giving a job its own TMPDIR (its work files can then be watched and
+    counted) while libguestfs keeps using the appliance cache it already built."""
+    cache = os.environ.get("LIBGUESTFS_CACHEDIR") or os.environ.get("TMPDIR") or "/var/tmp"
+    return {"TMPDIR": str(work), "LIBGUESTFS_CACHEDIR": cache}
+
+
 def origin_bytes(g, origin: str, name: str, tmp: Path) -> bytes:
     """The bytes of a staged file's origin as the report names it, read independently from a
     mounted guest: a loose file as it is, a cabinet member with ``cabextract`` itself."""

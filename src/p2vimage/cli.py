@@ -11,6 +11,7 @@ error (``{"error": {...}}``), so pipelines never parse prose.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -210,19 +211,19 @@ def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     from .errors import EXIT_NOT_READY, CouldNotCheckError
     from .targets.atomic import AtomicOutputs
 
-    # The JUnit path is validated before the (slow) appliance launch.
+    # The JUnit path is validated (and claimed) before the (slow) appliance launch.
     junit = AtomicOutputs([Path(args.junit)], overwrite=True) if args.junit else None
-    try:
-        report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml, vcpus=args.vcpus,
-                       source_format=args.source_format, root=args.root)
-    except (P2VError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug: "could not check" (3), not "not ready"
-        raise CouldNotCheckError(
-            f"could not check {args.image}: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with --debug and report it)") from exc
-    if junit is not None:
-        with junit:
+    with junit or contextlib.nullcontext():
+        try:
+            report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml,
+                           vcpus=args.vcpus, source_format=args.source_format, root=args.root)
+        except (P2VError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: "could not check" (3), not "not ready"
+            raise CouldNotCheckError(
+                f"could not check {args.image}: internal error: {type(exc).__name__}: {exc} "
+                "(rerun with --debug and report it)") from exc
+        if junit is not None:
             junit.partial(Path(args.junit)).write_bytes(report.to_junit())
             junit.commit()
     return (EXIT_OK if report.ready else EXIT_NOT_READY), report.to_dict(), report.summary_lines()

@@ -13,6 +13,7 @@ the inspection found Windows on (:func:`_disk_order`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,7 @@ from .inspection import Inspection
 from .plan import BootSectorEdit, FileWrite, Plan
 from .sources.image import SourceImage
 from .sources.prepare import SourceSet
-from .targets import thin
+from .targets import space, thin
 from .targets.atomic import AtomicOutputs
 from .targets.disk import output_paths, qemu_img_convert, system_first
 from .virtio import select as virtio_select
@@ -178,6 +179,10 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
             raise BadInputError(f"--driver-file {f}: not a valid PE file: {exc}") from None
     outs = output_paths(opts.output, len(sources))
     extra = [p for p in (opts.xml, opts.report) if p is not None]
+    named = [*outs, opts.xml or opts.output.with_suffix(".xml"),
+             opts.report or opts.output.with_suffix(".json")]
+    if len({os.path.abspath(p) for p in named}) != len(named):
+        raise UsageError("the same path is given for two outputs (disk, --xml, --report)")
     for o in [*outs, *extra]:
         for s in sources:
             if _same_file(o, s.path):
@@ -614,36 +619,84 @@ def convert(
     output: str | os.PathLike[str],
     **options: Any,
 ) -> ConversionReport:
-    """Convert a captured physical Windows disk image (several: a multi-disk machine)."""
+    """Convert a captured physical Windows disk image (several: a multi-disk machine).
+
+    Safe to call from several threads at once (each call has its own appliance, overlay,
+    work directory and claimed outputs); interruptible by SIGINT/SIGTERM when called from
+    the main thread, and a signal the main thread records stops every running job.
+    """
     srcs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     opts = ConvertOptions(output=Path(output), **options)
     t0 = time.monotonic()
     phases: dict[str, float] = {}
-    with SourceSet(srcs, opts.source_format) as source_set:
+    with interrupt.handling_signals(), SourceSet(srcs, opts.source_format) as source_set:
         sources = source_set.sources
         _validate(opts, sources)
         media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
         try:
-            if source_set.has_directories:
-                sources = _restore_directories(opts, source_set, phases, t0)
-            return _convert(opts, sources, media, t0, phases,
-                            by_inspection=source_set.system_disk_by_inspection)
+            outs = output_paths(opts.output, len(sources))
+            targets = [*outs, opts.xml or opts.output.with_suffix(".xml"),
+                       opts.report or opts.output.with_suffix(".json")]
+            source_set.check_outputs(targets)
+            # Outputs are claimed (locked .partial files) before any work, so a second job
+            # on the same output fails now instead of trampling this one.
+            atomic = None if opts.dry_run else AtomicOutputs(targets,
+                                                             overwrite=opts.overwrite)
+            with atomic or contextlib.nullcontext():
+                space.check(_space_needs(opts, source_set, targets))
+                if source_set.has_directories:
+                    sources = _restore_directories(opts, source_set, phases, t0)
+                return _convert(opts, sources, media, t0, phases, atomic,
+                                by_inspection=source_set.system_disk_by_inspection)
         finally:
             if media is not None:
                 media.close()
 
 
+def _scratch_parent(opts: ConvertOptions) -> Path:
+    """Where the temporary raws of Clonezilla sources go: beside the output."""
+    return opts.output.parent if opts.output.parent.is_dir() else Path(tempfile.gettempdir())
+
+
+def _space_needs(opts: ConvertOptions, source_set: SourceSet,
+                 targets: list[Path]) -> list[space.Need]:
+    """Every byte this conversion will write, by directory (checked before any work).
+
+    Per disk the bound is what its source holds allocated (a Clonezilla disk: the used
+    blocks its partition images declare); the system disk also gets what the conversion
+    adds.  Output directory: the disks (plus qcow2 metadata), XML and report.  Work
+    directory (TMPDIR): the overlay, hives, drivers, and for qcow2 the sparse thin copy
+    of every disk, made before ``qemu-img convert``.  Beside the output: the temporary
+    raws of Clonezilla sources, alive for the whole conversion.
+    """
+    needs: list[space.Need] = []
+    if source_set.has_directories:
+        for i, b in source_set.directory_bounds().items():
+            needs.append(space.Need(_scratch_parent(opts), b,
+                                    f"the temporary raw of Clonezilla disk {i + 1}"))
+    if opts.dry_run:
+        return needs
+    bounds = source_set.data_bounds()
+    outs = targets[: len(bounds)]
+    work = Path(tempfile.gettempdir())
+    needs.append(space.Need(work, space.WORK_ALLOWANCE, "the work directory"))
+    for i, (src, b, out) in enumerate(zip(source_set.sources, bounds, outs, strict=True)):
+        data = b + (space.CHANGES_ALLOWANCE if i == 0 else 0)
+        size = data
+        if opts.format == "qcow2":
+            virtual = max(src.virtual_size, opts.size or 0) if i == 0 else src.virtual_size
+            size += space.qcow2_overhead(virtual)
+            needs.append(space.Need(work, data, f"the thin copy of disk {i + 1}"))
+        needs.append(space.Need(out.parent, size, f"the output disk {out.name}"))
+    for extra in targets[len(bounds):]:
+        needs.append(space.Need(extra.parent, space.SMALL_FILES_ALLOWANCE, extra.name))
+    return needs
+
+
 def _restore_directories(opts: ConvertOptions, source_set: SourceSet,
                          phases: dict[str, float], t0: float) -> list[SourceImage]:
     """Clonezilla directories: rebuild their disks (temporary raws beside the output)."""
-    outs = output_paths(opts.output, len(source_set.sources))
-    targets = [*outs, opts.xml or opts.output.with_suffix(".xml"),
-               opts.report or opts.output.with_suffix(".json")]
-    source_set.check_outputs(targets)
-    if not opts.dry_run:
-        AtomicOutputs(targets, overwrite=opts.overwrite)  # its checks, before a long restore
-    parent = opts.output.parent if opts.output.parent.is_dir() else Path(tempfile.gettempdir())
-    sources = source_set.restore(parent)
+    sources = source_set.restore(_scratch_parent(opts))
     phases["restore"] = time.monotonic() - t0
     return sources
 
@@ -662,13 +715,11 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
 
 
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
-             t0: float, phases: dict[str, float], *,
+             t0: float, phases: dict[str, float], atomic: AtomicOutputs | None, *,
              by_inspection: bool = False) -> ConversionReport:
     outs = output_paths(opts.output, len(sources))
     xml_path = opts.xml or opts.output.with_suffix(".xml")
     report_path = opts.report or opts.output.with_suffix(".json")
-    targets = [*outs, xml_path, report_path]
-    atomic = None if opts.dry_run else AtomicOutputs(targets, overwrite=opts.overwrite)
     copy_stats: list[dict[str, int]] = []
     with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
         log.info("phase: inspect")
@@ -699,43 +750,42 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             return _report(sources, [], None, None, True, insp, plan, order_warnings, job,
                            phases, 0, [])
         assert atomic is not None
-        with atomic:
-            log.info("phase: apply")
-            _apply(plan, job)
-            job.g.umount_all()
-            job.g.sync()
-            phases["apply"] = time.monotonic() - t0 - sum(phases.values())
+        log.info("phase: apply")
+        _apply(plan, job)
+        job.g.umount_all()
+        job.g.sync()
+        phases["apply"] = time.monotonic() - t0 - sum(phases.values())
+        interrupt.check()
+        # Thin copy: used NTFS clusters + everything else, into sparse raw files.
+        thin_files = []
+        for i, (dev, dest) in enumerate(zip(devices, outs, strict=True)):
+            raw = atomic.partial(dest) if opts.format == "raw" else (
+                job.workdir / f"thin-{i}.raw"
+            )
+            log.info("phase: copy disk %d of %d", i + 1, len(outs))
+            copy_stats.append(thin.write_thin_raw(job.g, dev, raw, job.workdir))
+            thin_files.append(raw)
             interrupt.check()
-            # Thin copy: used NTFS clusters + everything else, into sparse raw files.
-            thin_files = []
-            for i, (dev, dest) in enumerate(zip(devices, outs, strict=True)):
-                raw = atomic.partial(dest) if opts.format == "raw" else (
-                    job.workdir / f"thin-{i}.raw"
-                )
-                log.info("phase: copy disk %d of %d", i + 1, len(outs))
-                copy_stats.append(thin.write_thin_raw(job.g, dev, raw, job.workdir))
-                thin_files.append(raw)
-                interrupt.check()
-            job.g.shutdown()
-            for i, (raw, dest) in enumerate(zip(thin_files, outs, strict=True)):
-                _write_disk(raw, "raw", atomic.partial(dest), opts.format,
-                            opts.size if i == 0 else None)
-                if raw != atomic.partial(dest):
-                    raw.unlink()
-                interrupt.check()
-            phases["copy"] = time.monotonic() - t0 - sum(phases.values())
-            log.info("phase: domain XML and report")
-            elem, xml_warnings = _domain(insp, plan, opts, outs)
-            xml_partial = atomic.partial(xml_path)
-            xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))
-            libvirt_xml.validate_with_libvirt(xml_partial)
-            written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
-            report = _report(sources, outs, xml_path, report_path, False, insp, plan,
-                             [*order_warnings, *xml_warnings], job, phases, written, copy_stats)
-            atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
-                                                              default=str) + "\n")
+        job.g.shutdown()
+        for i, (raw, dest) in enumerate(zip(thin_files, outs, strict=True)):
+            _write_disk(raw, "raw", atomic.partial(dest), opts.format,
+                        opts.size if i == 0 else None)
+            if raw != atomic.partial(dest):
+                raw.unlink()
             interrupt.check()
-            atomic.commit()
+        phases["copy"] = time.monotonic() - t0 - sum(phases.values())
+        log.info("phase: domain XML and report")
+        elem, xml_warnings = _domain(insp, plan, opts, outs)
+        xml_partial = atomic.partial(xml_path)
+        xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))
+        libvirt_xml.validate_with_libvirt(xml_partial)
+        written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
+        report = _report(sources, outs, xml_path, report_path, False, insp, plan,
+                         [*order_warnings, *xml_warnings], job, phases, written, copy_stats)
+        atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
+                                                          default=str) + "\n")
+        interrupt.check()
+        atomic.commit()
     return report  # _report() attached the plan for the CLI's text form
 
 

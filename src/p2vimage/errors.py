@@ -34,6 +34,14 @@ class UsageError(P2VError):
     exit_code = EXIT_USAGE
 
 
+class OutputBusyError(UsageError):
+    """Another conversion (thread or process) is writing the same output right now.
+
+    A usage error like "OUT already exists": the user named an output that is taken;
+    the other job is left alone and finishes intact.
+    """
+
+
 # --- exit 3: bad input ---------------------------------------------------------
 
 
@@ -89,6 +97,23 @@ class ApplianceError(ConversionError):
     """The libguestfs appliance could not be started or failed mid-job."""
 
 
+class InsufficientSpaceError(ConversionError):
+    """A filesystem the job writes to has less free space than the job needs.
+
+    Raised by the up-front check, before the appliance starts or a byte is written.
+    Exit 4 (conversion family), not 3: the input is fine and the same command succeeds
+    once space is made; a filesystem that fills up mid-copy is exit 4 as well, so a
+    caller sees one family for "no room" whenever it is found.
+    """
+
+    def __init__(self, message: str, *, filesystem: str = "", needed: int = 0,
+                 available: int = 0) -> None:
+        super().__init__(message)
+        self.filesystem = filesystem
+        self.needed = needed
+        self.available = available
+
+
 class MissingDependencyError(P2VError):
     """A system package this machine lacks; the message names the Debian package."""
 
@@ -110,7 +135,6 @@ class Interrupted(P2VError):
     exit_code = EXIT_INTERRUPTED
 
 
-
 __all__ = [
     "EXIT_OK",
     "EXIT_NOT_READY",
@@ -120,6 +144,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "P2VError",
     "UsageError",
+    "OutputBusyError",
     "BadInputError",
     "SourceNotFoundError",
     "SourceUnreadableError",
@@ -131,6 +156,7 @@ __all__ = [
     "CouldNotCheckError",
     "ConversionError",
     "ApplianceError",
+    "InsufficientSpaceError",
     "MissingDependencyError",
     "NotReadyError",
     "Interrupted",

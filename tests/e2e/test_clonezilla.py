@@ -376,10 +376,12 @@ def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(P2VIMAGE), "restore-clonezilla", str(d),
                              "-o", str(outdir / "disk.qcow2"), "--format", "qcow2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # disk.qcow2.partial is claimed at once; the temporary raw's directory appears when
+    # the restore itself starts writing.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(outdir.iterdir()):
+    while time.monotonic() < deadline and not any(p.is_dir() for p in outdir.iterdir()):
         time.sleep(0.05)
-    assert any(outdir.iterdir())  # the restore has started writing
+    assert any(p.is_dir() for p in outdir.iterdir())  # the restore has started writing
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
@@ -458,3 +460,35 @@ def test_convert_directory_without_windows_exit_3(tmp_path: Path) -> None:
     assert "no Windows installation found on any of the 2 disks (/dev/sda, /dev/sdb)" \
         in err["message"]
     assert os.listdir(out) == []  # no output, no temporary restored raw
+
+
+@pytest.mark.parametrize("command", [
+    ["restore-clonezilla", "--format", "raw"],
+    ["restore-clonezilla", "--format", "qcow2"],
+    ["convert"],
+])
+def test_too_little_space_refused_before_the_restore(command: list[str], tmp_path: Path) -> None:
+    """The restored disk (and convert's temporary raw beside the output) is bounded from the
+    partition images' headers and checked first: exit 4 in one line, nothing written."""
+    import time
+
+    d = _dir("xp-gz-split")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        t0 = time.monotonic()
+        r = run_cli(command[0], str(d), "-o", str(mnt / "disk.img"), *command[1:], "--json")
+        assert time.monotonic() - t0 < 10
+        assert r.returncode == 4, r.stderr
+        err = json.loads(r.stdout)["error"]
+        assert err["type"] == "InsufficientSpaceError", err
+        assert f"mounted at {mnt} for " in err["message"]
+        assert ("temporary raw of Clonezilla disk 1" in err["message"]) == (command[0] == "convert")
+        needed = int(err["message"].split(": ")[1].split(" bytes")[0])
+        # At least the used data partclone stored, at most the disk.
+        used = sum(_used_runs(d, p)[0].used_bytes for p in ("sda1", "sda2", "sda5", "sda6"))
+        assert used < needed
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -26,7 +26,7 @@ from p2vimage.guest.appliance import Job
 from p2vimage.sources.image import open_source
 from p2vimage.windows.geometry import seabios_heads
 from p2vimage.windows.pe import read_pe, version_str
-from tests.conftest import P2VIMAGE, origin_bytes, run_cli, sha256
+from tests.conftest import P2VIMAGE, origin_bytes, private_tmpdir, run_cli, sha256
 
 SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk
 
@@ -282,18 +282,87 @@ def test_two_disk_machine(images, tmp_path: Path) -> None:
 
 
 def test_full_output_filesystem_leaves_nothing(images, tmp_path: Path) -> None:
-    """An output filesystem that fills up mid-copy: exit 4, nothing left behind."""
+    """An output filesystem that fills up *mid-copy*: exit 4, nothing left behind.
+
+    The tmpfs is big enough for the up-front space check; once the check has passed (the
+    job's overlay exists in its private TMPDIR, so the appliance is on its way) another
+    writer fills the filesystem, as a second job or a log would, and the copy hits ENOSPC.
+    """
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mnt)], check=True)
     try:
-        r = run_cli("convert", str(images[DEMO]), "-o", str(mnt / "x.qcow2"))
-        assert r.returncode == 4, r.stderr
-        assert r.stderr.strip().splitlines()[-1].startswith("p2vimage: error: ")
-        assert "Traceback" not in r.stderr
+        proc = subprocess.Popen(
+            [str(P2VIMAGE), "convert", str(images[DEMO]), "-o", str(mnt / "x.qcow2")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **private_tmpdir(work)},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(work.glob("p2vimage-*/overlay-0.qcow2")):
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        assert list(work.glob("p2vimage-*/overlay-0.qcow2")), "the job never started"
+        filler = mnt / "other-job.bin"
+        with open(filler, "wb") as f:  # leave 1 MiB: far too little for the disk
+            free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+            f.write(bytes(free - (1 << 20)))
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 4, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("p2vimage: error: ") and "No space left" in last, err
+        assert "Traceback" not in err
+        filler.unlink()
         assert list(mnt.iterdir()) == []
+        assert list(work.iterdir()) == []  # overlay, thin copy, appliance files: all gone
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("where", ["output", "tmpdir"])
+def test_too_little_space_refused_up_front(images, tmp_path: Path, where: str) -> None:
+    """Too small an output filesystem, or TMPDIR: InsufficientSpaceError (exit 4) in one
+    line naming the filesystem, needed and available bytes; nothing launched or written."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    out = (mnt if where == "output" else tmp_path) / "x.qcow2"
+    work = mnt / "work" if where == "tmpdir" else tmp_path / "work"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        work.mkdir()
+        t0 = time.monotonic()
+        r = run_cli("convert", str(images[DEMO]), "-o", str(out), "--json",
+                    env=private_tmpdir(work))
+        assert time.monotonic() - t0 < 10  # refused before any appliance
+        assert r.returncode == 4, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        err = json.loads(r.stdout)["error"]
+        assert err["type"] == "InsufficientSpaceError" and err["exit_code"] == 4
+        m = re.search(r"mounted at (\S+) for (.*): (\d+) bytes .* needed, (\d+) bytes",
+                      err["message"])
+        assert m, err["message"]
+        assert m.group(1) == str(mnt)
+        assert ("x.qcow2" in m.group(2)) == (where == "output")
+        assert ("work directory" in m.group(2)) == (where == "tmpdir")
+        assert int(m.group(3)) > int(m.group(4)) > 0
+        assert int(m.group(4)) <= 2 << 20
+        assert list(work.iterdir()) == []  # no overlay, no appliance directory
+        assert not list(out.parent.glob("x.*"))  # no output, no .partial
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    # The library raises the same class, with the figures as attributes.
+    mnt2 = tmp_path / "small2"
+    mnt2.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt2)], check=True)
+    try:
+        with pytest.raises(p2vimage.InsufficientSpaceError) as exc:
+            p2vimage.convert(images[DEMO], mnt2 / "y.qcow2")
+        assert exc.value.filesystem == str(mnt2) and exc.value.exit_code == 4
+        assert exc.value.needed > exc.value.available
+        assert list(mnt2.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt2)], check=True)
 
 
 def test_sigkill_leaves_at_most_partial(images, tmp_path: Path) -> None:
@@ -304,8 +373,11 @@ def test_sigkill_leaves_at_most_partial(images, tmp_path: Path) -> None:
          "--format", "raw"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    # The .partial exists (claimed, empty) from the start; wait for the copy's first data.
+    partial = tmp_path / "x.img.partial"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(tmp_path.glob("*.partial")):
+    while time.monotonic() < deadline and not (partial.exists() and
+                                               partial.stat().st_blocks > 0):
         time.sleep(0.05)
         if proc.poll() is not None:
             break

@@ -30,6 +30,7 @@ from typing import Any
 from .. import deps, interrupt
 from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
 from ..sources import ntfsclone
+from ..targets import space
 from ..targets.atomic import AtomicOutputs
 from ..targets.disk import output_paths, qemu_img_convert
 from ..targets.thin import Progress
@@ -221,6 +222,47 @@ def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:
     return True
 
 
+# --- space bounds ----------------------------------------------------------------------
+
+
+def _partition_bound(part: Partition, image: PartitionImage) -> int:
+    """Bytes the restore of one partition writes at most: the used blocks its image header
+    states (partclone, ntfsclone) plus the NTFS backup boot sector, else the partition."""
+    reader, raw = streams.open_stream(list(image.files), image.compression, threaded=False)
+    try:
+        head = reader.peek(16)
+        if image.kind != "raw" and head.startswith(ntfsclone.MAGIC):
+            hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+            used = (hdr.inuse + 1) * hdr.cluster_size
+        elif image.kind != "raw" and (head.startswith(partclone.MAGIC[:15])
+                                      or image.kind == "partclone"):
+            phdr = partclone.read_header(reader)
+            used = phdr.used_bytes + phdr.block_size
+        else:
+            used = part.length
+    except Exception:  # noqa: BLE001 - unreadable here: the restore names the real error
+        used = part.length
+    finally:
+        reader.close()
+        raw.close()
+    return min(used + 4096, part.length)
+
+
+def raw_bound(img: DiskImage) -> int:
+    """Upper bound of what :func:`restore_raw` allocates for ``img`` (headers read only).
+
+    Tables, boot code and hidden sectors live before the first partition (plus EBRs
+    and the backup GPT: a few MiB of margin); partitions without an image stay holes.
+    """
+    first = min((p.offset for p in img.partitions), default=img.size)
+    total = first + (4 << 20)
+    for part in img.partitions:
+        image = img.images.get(part.name)
+        if image is not None:
+            total += _partition_bound(part, image)
+    return min(total, img.size)
+
+
 # --- the whole disk --------------------------------------------------------------------
 
 
@@ -273,6 +315,20 @@ def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | Non
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def restore_needs(imgs: list[DiskImage], outs: list[Path], format: str) -> list[space.Need]:
+    """Space on the output's filesystem: every disk, and for qcow2 the largest temporary
+    raw (one at a time, beside the output, removed before the next)."""
+    bounds = [raw_bound(img) for img in imgs]
+    needs = []
+    for img, o, b in zip(imgs, outs, bounds, strict=True):
+        size = b if format == "raw" else b + space.qcow2_overhead(img.size)
+        needs.append(space.Need(o.parent, size, f"the restored disk {o.name}"))
+    if format == "qcow2":
+        needs.append(space.Need(outs[0].parent, max(bounds),
+                                "the temporary raw of the qcow2 conversion"))
+    return needs
+
+
 def restore(
     source: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -302,7 +358,8 @@ def restore(
             raise UsageError(f"{o}: never write into the image directory")
     qemu_img = deps.require_program("qemu-img") if format == "qcow2" else None
     results: list[RestoreResult] = []
-    with AtomicOutputs(outs, overwrite=overwrite) as atomic:
+    with interrupt.handling_signals(), AtomicOutputs(outs, overwrite=overwrite) as atomic:
+        space.check(restore_needs(imgs, outs, format))
         for img, o in zip(imgs, outs, strict=True):
             t1 = time.monotonic()
             partial = atomic.partial(o)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ def encode_value(vtype: int, value: Any) -> bytes:
 
 
 _SAFE_HIVEX: type | None = None
+_SAFE_HIVEX_LOCK = threading.Lock()
 
 
 def _safe_hivex_class() -> type:
@@ -109,7 +111,13 @@ def _safe_hivex_class() -> type:
 
     The binding's ``__del__`` touches ``self._o``, which a failed ``__init__``
     never set, and Python then prints an "Exception ignored" trace on stderr.
+    Made once under a lock: conversions in several threads share the one class.
     """
+    with _SAFE_HIVEX_LOCK:
+        return _SAFE_HIVEX or _make_safe_hivex_class()
+
+
+def _make_safe_hivex_class() -> type:
     global _SAFE_HIVEX
     if _SAFE_HIVEX is None:
         base = deps.hivex().Hivex

@@ -36,6 +36,7 @@ class SourceSet:
         self._disks: dict[int, metadata.DiskImage] = {}
         self.sources: list[SourceImage] = []
         self._tmp: Path | None = None
+        self._bounds: dict[int, int] | None = None
         for arg in args:
             p = Path(arg)
             if not p.is_dir():
@@ -84,6 +85,23 @@ class SourceSet:
             for o in outputs:
                 if Path(o).resolve().is_relative_to(img.directory.resolve()):
                     raise UsageError(f"output {o} is inside the source directory {img.directory}")
+
+    def directory_bounds(self) -> dict[int, int]:
+        """Per Clonezilla disk (by source index): bytes its temporary raw allocates at most,
+        from the partition images' headers (nothing is decompressed beyond them)."""
+        from ..clonezilla.restore import raw_bound
+
+        if self._bounds is None:
+            self._bounds = {i: raw_bound(img) for i, img in self._disks.items()}
+        return self._bounds
+
+    def data_bounds(self) -> list[int]:
+        """Per source disk: an upper bound of the guest data a thin copy of it writes."""
+        from ..targets.space import allocated_bound
+
+        dirs = self.directory_bounds()
+        return [dirs[i] if i in dirs else allocated_bound(s.path, s.format)
+                for i, s in enumerate(self.sources)]
 
     def restore(self, scratch_parent: Path) -> list[SourceImage]:
         """Rebuild every Clonezilla disk into a temporary sparse raw; return the final sources."""
