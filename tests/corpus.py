@@ -270,6 +270,17 @@ def cz_small_output_fs(c: Corpus, tmp: Path, command: str) -> Inputs:
                   sorted(p for p in cz_dir.iterdir() if p.is_file()), out)
 
 
+def small_output_fs(c: Corpus, tmp: Path, command: str) -> Inputs:
+    """Convert into a 4 MiB tmpfs: refused by the up-front space check, before the launch.
+
+    (A filesystem that fills up *after* that check, mid-copy, is
+    tests/e2e/test_convert.py::test_full_output_filesystem_leaves_nothing.)
+    """
+    _d, out = _case_dir(tmp)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out)], check=True)
+    return Inputs(_convert(c.image(BASE), out), [c.image(BASE)], out)
+
+
 def cz_slow_chunk(c: Corpus, tmp: Path, command: str) -> Inputs:
     """The last chunk of sda1 is a FIFO fed slowly: the restore is caught mid-partition."""
     d, out = _case_dir(tmp)
@@ -352,6 +363,7 @@ def plain(name: str, *extra: str) -> Callable[[Corpus, Path, str], Inputs]:
 
 BAD, NOT_READY, OK, USAGE, CONV, INTR = 3, 1, 0, 2, 4, 130
 TRUNC = r"whole number of 512-byte sectors"
+SPACE = r"not enough free space on the filesystem mounted at .*: \d+ bytes .* needed"
 PAST = r"past the end of the image .* the capture is truncated"
 
 CASES: list[Case] = [
@@ -388,8 +400,8 @@ CASES: list[Case] = [
            r"sda2: .*corrupt gzip data") for cmd in
       ("restore-clonezilla", "convert")],
     Case("output filesystem too small (restore)", "restore-clonezilla",
-         cz_small_output_fs, CONV,
-         r"(No space left|not enough space|too small)"),
+         cz_small_output_fs, CONV, SPACE),
+    Case("output filesystem too small (convert)", "convert", small_output_fs, CONV, SPACE),
     *[Case(f"{sig.name} mid-restore", "restore-clonezilla",
            cz_slow_chunk, INTR,
            rf"interrupted by {sig.name}", signal=(sig, r"corpus: half of the last sda1"))
