@@ -128,20 +128,29 @@ def _convert(src: Path, out: Path, *extra: str) -> list[str]:
     return [str(src), "-o", str(out / "vm.qcow2"), *extra]
 
 
+def _on_image(img: Path, out: Path, command: str) -> Inputs:
+    """The command on one image file (convert writes into ``out``)."""
+    return Inputs(_convert(img, out) if command == "convert" else [str(img)], [img], out)
+
+
+def _overlay(base: Path, img: Path) -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base),
+                    str(img)], check=True)
+    return img
+
+
 def raw_cut_mid_sector(c: Corpus, tmp: Path, command: str) -> Inputs:
     d, out = _case_dir(tmp)
     img = _sparse_copy(c.image(BASE), d / "disk.img")
     os.truncate(img, img.stat().st_size - 300)
-    argv = _convert(img, out) if command == "convert" else [str(img)]
-    return Inputs(argv, [img], out)
+    return _on_image(img, out, command)
 
 
 def raw_cut_inside_partition(c: Corpus, tmp: Path, command: str) -> Inputs:
     d, out = _case_dir(tmp)
     img = _sparse_copy(c.image(BASE), d / "disk.img")
     os.truncate(img, img.stat().st_size // 2)  # whole sectors: only the table tells
-    argv = _convert(img, out) if command == "convert" else [str(img)]
-    return Inputs(argv, [img], out)
+    return _on_image(img, out, command)
 
 
 def gpt_past_end(c: Corpus, tmp: Path, command: str) -> Inputs:
@@ -153,8 +162,7 @@ def gpt_past_end(c: Corpus, tmp: Path, command: str) -> Inputs:
     subprocess.run(["sfdisk", "-q", str(img)], input="label: gpt\n,,\n", text=True,
                    check=True, capture_output=True)
     os.truncate(img, 62 << 20)  # sfdisk ends the partition at 63 MiB (1 MiB aligned)
-    argv = _convert(img, out) if command == "convert" else [str(img)]
-    return Inputs(argv, [img], out)
+    return _on_image(img, out, command)
 
 
 def qcow2_truncated(c: Corpus, tmp: Path, command: str) -> Inputs:
@@ -163,28 +171,22 @@ def qcow2_truncated(c: Corpus, tmp: Path, command: str) -> Inputs:
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(c.image(BASE)),
                     str(img)], check=True)
     os.truncate(img, 100_000)
-    argv = _convert(img, out) if command == "convert" else [str(img)]
-    return Inputs(argv, [img], out)
+    return _on_image(img, out, command)
 
 
 def qcow2_backing_missing(c: Corpus, tmp: Path, command: str) -> Inputs:
     d, out = _case_dir(tmp)
     base = _sparse_copy(c.image(BASE), d / "base.img")
-    img = d / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base),
-                    str(img)], check=True)
+    img = _overlay(base, d / "disk.qcow2")
     base.unlink()
-    argv = _convert(img, out) if command == "convert" else [str(img)]
-    return Inputs(argv, [img], out)
+    return _on_image(img, out, command)
 
 
 def qcow2_backing_is_output(c: Corpus, tmp: Path, command: str) -> Inputs:
     """The overlay's backing file is the very file named as output (with --overwrite)."""
     d, out = _case_dir(tmp)
     base = _sparse_copy(c.image(BASE), out / "vm.img")
-    img = d / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base),
-                    str(img)], check=True)
+    img = _overlay(base, d / "disk.qcow2")
     return Inputs([str(img), "-o", str(base), "--format", "raw", "--overwrite"],
                   [img, base], out)
 
@@ -339,12 +341,10 @@ class _Trigger:
 _TRIGGER = _Trigger()
 
 
-def guest(variant: str, command: str = "convert") -> Callable[[Corpus, Path, str], Inputs]:
+def guest(variant: str) -> Callable[[Corpus, Path, str], Inputs]:
     def make(c: Corpus, tmp: Path, cmd: str) -> Inputs:
         _d, out = _case_dir(tmp)
-        img = c.variant(variant)
-        argv = _convert(img, out) if cmd == "convert" else [str(img)]
-        return Inputs(argv, [img], out)
+        return _on_image(c.variant(variant), out, cmd)
 
     return make
 
