@@ -20,6 +20,7 @@ from lxml import etree
 import p2vimage
 from fixtures import pe as fixture_pe
 from fixtures import virtio_iso
+from p2vimage.api import inspect_job
 from p2vimage.check import check_job, domain
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
@@ -150,10 +151,11 @@ def reports(variants) -> dict:
             job.use_root(f"/dev/sd{chr(ord('a') + i)}1")
             out[v] = check_job(job, image=str(variants[v]), bus="virtio-blk")
         job.use_root("/dev/sda1")
-        out["ready/ide"] = check_job(job, image="ready", bus="ide")
+        insp = inspect_job(job)  # one inspection for the three checks of this root
+        out["ready/ide"] = check_job(job, image="ready", bus="ide", inspection=insp)
         out["ready/xml"] = check_job(job, image="ready", facts=domain.read_domain(xml),
-                                     xml=str(xml))
-        out["ready/sata"] = check_job(job, image="ready", bus="sata")
+                                     xml=str(xml), inspection=insp)
+        out["ready/sata"] = check_job(job, image="ready", bus="sata", inspection=insp)
     out["hashes"] = (before, {v: sha256(p) for v, p in variants.items()})
     return out
 

@@ -18,6 +18,7 @@ from lxml import etree
 
 import p2vimage
 from fixtures import profiles, virtio_iso
+from p2vimage.api import inspect_job
 from p2vimage.check import check_job, domain
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
@@ -151,10 +152,11 @@ def results(images, isos, tmp_path_factory) -> dict:
             network = _network_readback(job, p, sr, reports[n], tmp / f"{n}-after.hive")
             # check: the output against its own domain XML, and the IDE fallback (BIOS)
             xml = Path(reports[n].xml)
+            insp = inspect_job(job)  # once for both checks of this root
             checks = {"xml": check_job(job, image=n, facts=domain.read_domain(xml),
-                                       xml=str(xml))}
+                                       xml=str(xml), inspection=insp)}
             if p.firmware != "uefi":
-                checks["ide"] = check_job(job, image=n, bus="ide")
+                checks["ide"] = check_job(job, image=n, bus="ide", inspection=insp)
             job.g.umount_all()
             boot = job.g.pread_device(job.root_device, 512, 0)
             readback[n] = {"regs": regs, "boot": boot, "ide": ide, "drivers": drivers,
@@ -165,8 +167,9 @@ def results(images, isos, tmp_path_factory) -> dict:
             part = 3 if p.firmware == "uefi" else 2 if p.layout == "nt6" else 1
             job.use_root(f"/dev/sd{chr(ord('a') + len(NAMES) + i)}{part}")
             job.mount_root()
+            insp = inspect_job(job)
             readback[n]["source_checks"] = {
-                bus: check_job(job, image=n, bus=bus)
+                bus: check_job(job, image=n, bus=bus, inspection=insp)
                 for bus in (("sata", "virtio-blk") if p.firmware == "uefi"
                             else ("ide", "virtio-blk"))
             }

@@ -53,12 +53,18 @@ def check(
 
 def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None = None,
               vcpus: int | None = None, facts: domain.DomainFacts | None = None,
-              xml: str | None = None) -> CheckReport:
+              xml: str | None = None, inspection: Inspection | None = None) -> CheckReport:
     """Check the current root of a read-only job (tools checking many disks in one
-    appliance switch roots with ``job.use_root`` between calls)."""
+    appliance switch roots with ``job.use_root`` between calls).
+
+    ``inspection``: this root's :func:`inspect_job` result when the caller already has
+    it (checking one root against several buses need not read its hives again).
+    """
     _validate(bus, nic, vcpus)
-    log.info("phase: inspect")
-    insp = inspect_job(job)
+    if inspection is None:
+        log.info("phase: inspect")
+        inspection = inspect_job(job)
+    insp = inspection
     g = job.g
     view = _view(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"), g)
     root = job.root_device
