@@ -325,6 +325,48 @@ def run_hive(data: bytes) -> None:
             hive.close()
 
 
+_VERSION_TEXTS = ("5.2", "6.1", "10.0", "3790", "7601", "Service Pack 2", "Windows XP",
+                  "Microsoft Windows Server 2003", "Enterprise")
+
+
+@st.composite
+def hive_pairs(draw: st.DrawFn) -> tuple[bytes, dict[str, str], str]:
+    """(damaged SYSTEM hive, SOFTWARE CurrentVersion values, bus): the registry half of
+    ``check``, run on bare hives as ``check_hives`` does."""
+    system = draw(mutated(hive_seeds()[-1:], 6))
+    names = ("CurrentVersion", "CurrentBuildNumber", "CurrentBuild", "ProductName",
+             "CSDVersion", "EditionID", "InstallationType")
+    values = draw(st.dictionaries(st.sampled_from(names),
+                                  mutated_text(list(_VERSION_TEXTS), 3), max_size=5))
+    return system, values, draw(st.sampled_from(("ide", "sata", "virtio-blk", "virtio-scsi")))
+
+
+@target("check-hives", "check.check_hives: inspection and check on a damaged SYSTEM hive and "
+        "fuzzed SOFTWARE version values", hive_pairs, (P2VError,), weight=0.2)
+def run_check_hives(case: tuple[bytes, dict[str, str], str]) -> None:
+    import hivex
+
+    from p2vimage.check import check_hives
+
+    system, values, bus = case
+    with tempfile.TemporaryDirectory(prefix="p2v-fuzz-") as tmp:
+        sys_path, soft_path = Path(tmp) / "SYSTEM", Path(tmp) / "SOFTWARE"
+        sys_path.write_bytes(system)
+        soft_path.write_bytes(minimal_hive_bytes(hive_name="SOFTWARE"))
+        h = hivex.Hivex(str(soft_path), write=True)
+        node = h.root()
+        for part in ("Microsoft", "Windows NT", "CurrentVersion"):
+            node = h.node_add_child(node, part)
+        # (lone surrogates kept: Windows stores any UTF-16 code units)
+        h.node_set_values(node, [{"key": k, "t": 1,
+                                  "value": v.encode("utf-16-le", "surrogatepass") + b"\0\0"}
+                                 for k, v in values.items()])
+        h.commit(None)
+        del h
+        report = check_hives(sys_path, soft_path, bus=bus)
+        assert isinstance(report.to_dict(), dict)
+
+
 # --- source images ------------------------------------------------------------------------------
 
 

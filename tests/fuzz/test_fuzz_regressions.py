@@ -126,3 +126,44 @@ def test_smbios_json_with_a_5000_digit_number(tmp_path: Path) -> None:
     path.write_text('{"bios": {"vendor": ' + "9" * 5000 + "}}")
     with pytest.raises(UsageError, match="not valid JSON"):
         read_smbios(path)
+
+
+def _software_hive(tmp: Path, values: dict[str, str]) -> Path:
+    import hivex
+
+    from fixtures.regf import minimal_hive_bytes
+
+    path = tmp / "SOFTWARE"
+    path.write_bytes(minimal_hive_bytes(hive_name="SOFTWARE"))
+    h = hivex.Hivex(str(path), write=True)
+    node = h.root()
+    for part in ("Microsoft", "Windows NT", "CurrentVersion"):
+        node = h.node_add_child(node, part)
+    h.node_set_values(node, [{"key": k, "t": 1, "value": (v + "\0").encode("utf-16-le")}
+                             for k, v in values.items()])
+    h.commit(None)
+    return path
+
+
+@pytest.mark.parametrize("build", ["\u00b2", "9" * 5000])
+def test_software_version_with_a_digit_int_refuses(tmp_path: Path, build: str) -> None:
+    """hypothesis (check-hives): CurrentBuildNumber "²" passed str.isdigit() and broke int();
+    5000 digits did too.  Such a build number is now simply unknown."""
+    from p2vimage.guest.registry import Hive
+    from p2vimage.windows.version import read_software_version
+
+    path = _software_hive(tmp_path, {"CurrentBuildNumber": build,
+                                     "CurrentVersion": "9" * 5000 + ".2"})
+    v = read_software_version(Hive(path))
+    assert (v.major, v.minor, v.build) == (None, None, None)
+
+
+@pytest.mark.parametrize("count", ["\u00b2", "9" * 5000])
+def test_domain_vcpu_count_int_refuses(tmp_path: Path, count: str) -> None:
+    """The same isdigit()/int() pair read ``<vcpu>`` of ``check --xml``: now no count."""
+    from p2vimage.check.domain import read_domain
+
+    path = tmp_path / "domain.xml"
+    path.write_text(f"<domain type='kvm'><name>x</name><vcpu>{count}</vcpu><os>"
+                    "<type arch='x86_64' machine='pc'>hvm</type></os></domain>")
+    assert read_domain(path).vcpus is None
