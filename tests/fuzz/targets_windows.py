@@ -159,6 +159,54 @@ def run_inf(data: bytes) -> None:
         parsed.addreg(name)
 
 
+_INF_NUMS = ("0", "1", "3", "0x10", "0x00010001", "0x00020000", "0x00010000", "0x00000001",
+             "0x4", "-1", "4294967296", "0x", "", "\u00b2", "1_0", "9" * 5000)
+_INF_WORDS = ("viostor", "%DiskDesc%", '"quoted, text"', "", "..\\..\\x", "C:\\x", "%", "%%",
+              "a;b", "%12%\\viostor.sys", "PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4",
+              "PCI\\VEN_1AF4&DEV_1001", "HKR", "HKLM", "\\", "x" * 300)
+_INF_DECOS = ("", "NTx86", "NTamd64", "NTamd64.6.3", "NT", "NTx86.5.1", "NTarm64.10.0",
+              "NTx86." + "9" * 5000, "NTamd64.6." + "9" * 5000, "nt.x", ".", "NTia64.5.2")
+
+
+@st.composite
+def inf_texts(draw: st.DrawFn) -> bytes:
+    """INFs written from the grammar the virtio step reads ([Version], [Manufacturer] and
+    decorated models, install, .Services, service-install and AddReg sections) with odd
+    numbers, names and decorations in every field, in one of the encodings INFs come in."""
+    num, word = st.sampled_from(_INF_NUMS), st.sampled_from(_INF_WORDS)
+    deco = st.sampled_from(_INF_DECOS)
+    decos = draw(st.lists(deco, max_size=3))
+    lines = ["[Version]", f"Class={draw(word)}", f"ClassGUID={draw(word)}",
+             f"DriverVer={draw(st.sampled_from(('01/02/2020', '13/45/x', '')))},"
+             f"{'.'.join(draw(st.lists(num, max_size=5)))}", f"CatalogFile.NTx86={draw(word)}",
+             "", "[Manufacturer]", f"%M%=Models{''.join(',' + d for d in decos)}"]
+    install = draw(st.sampled_from(("inst", "x", "")))
+    for d in [""] + decos:
+        lines += [f"[Models{'.' + d if d else ''}]",
+                  f"{draw(word)}={install},{draw(word)},{draw(word)}"]
+    for d in draw(st.lists(st.sampled_from((".NTx86", ".NTamd64", ".NT", "")), max_size=2)):
+        lines += [f"[{install}{d}]", f"CopyFiles={draw(word)},@{draw(word)}",
+                  f"[{install}{d}.Services]",
+                  f"AddService={draw(word)},{draw(num)},svc,{draw(word)}"]
+    lines += ["[svc]", f"ServiceType={draw(num)}", f"StartType={draw(num)}",
+              f"ErrorControl={draw(num)}", f"ServiceBinary={draw(word)}",
+              f"LoadOrderGroup={draw(word)}", "AddReg=reg", "[reg]"]
+    for _ in range(draw(st.integers(0, 4))):
+        fields = [draw(word), draw(word), draw(word), draw(num)] + draw(st.lists(num | word,
+                                                                             max_size=4))
+        lines.append(",".join(fields))
+    lines += ["[Strings]", 'M="Red Hat, Inc."', f"DiskDesc={draw(word)}"]
+    text = "\r\n".join(lines)
+    enc = draw(st.sampled_from(("cp1252", "utf-16", "utf-16-le", "utf-8-sig")))
+    return text.encode(enc, "replace")
+
+
+@target("inf-grammar", "windows/inf.py: INFs generated from its grammar, odd values everywhere",
+        inf_texts, (), weight=1.0)
+def run_inf_grammar(data: bytes) -> None:
+    run_inf(data)
+
+
 def _drvindex_seed(tags: tuple[str, ...]) -> str:
     lines = ['[Version]', 'signature="$Windows NT$"', f"CabFiles={','.join(tags)}", ""]
     for tag in tags:

@@ -167,3 +167,16 @@ def test_domain_vcpu_count_int_refuses(tmp_path: Path, count: str) -> None:
     path.write_text(f"<domain type='kvm'><name>x</name><vcpu>{count}</vcpu><os>"
                     "<type arch='x86_64' machine='pc'>hvm</type></os></domain>")
     assert read_domain(path).vcpus is None
+
+
+def test_inf_decoration_with_a_5000_digit_version() -> None:
+    """hypothesis (inf-grammar): ``%M%=Models,NTx86.<5000 digits>`` broke int() in
+    parse_decoration, although inf.parse promises never to raise on junk."""
+    from p2vimage.windows import inf
+
+    text = ("[Version]\r\nClass=viostor\r\n\r\n[Manufacturer]\r\n%M%=Models,NTx86." + "9" * 5000
+            + "\r\n[Models]\r\nviostor=inst,PCI\\VEN_1AF4&DEV_1001\r\n")
+    parsed = inf.parse(text)
+    assert parsed.models("x86", (5, 1)) == [inf.Model("viostor", "inst",
+                                                      ("PCI\\VEN_1AF4&DEV_1001",))]
+    assert inf.parse_decoration("NTamd64.6." + "9" * 5000).minor == 10**9
