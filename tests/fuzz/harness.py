@@ -255,7 +255,7 @@ def register_profiles() -> None:
                                HealthCheck.filter_too_much, HealthCheck.large_base_example],
         print_blob=True,
     )
-    settings.register_profile("fuzz-ci", max_examples=150, derandomize=True, **common)
+    settings.register_profile("fuzz-ci", max_examples=400, derandomize=True, **common)
     settings.register_profile("fuzz-long", max_examples=2000, derandomize=False, **common)
 
 
