@@ -201,12 +201,14 @@ class Target:
     allowed: tuple[type[BaseException], ...]
     weight: float = 1.0  # share of the CI example budget (slow targets get less)
     examples: int = field(default=0, init=False)  # examples run so far (for the benchmark)
+    accepted: int = field(default=0, init=False)  # of which the parser returned a result
 
     def check(self, value: Any) -> None:
         """Run one example under the guard; anything not ``allowed`` propagates."""
         self.examples += 1
         with guard(), contextlib.suppress(*self.allowed):
             self.run(value)
+            self.accepted += 1
 
     def hypothesis_test(self, base: settings, **overrides: Any) -> Callable[[], None]:
         """A ``@given`` test of this target with ``base`` settings scaled by ``weight``."""

@@ -74,6 +74,9 @@ def test_lzma_header_asking_for_a_2_gib_dictionary(tmp_path: Path) -> None:
          "not an MBR disk signature"),
         ("label: dos\nsector-size: " + "9" * 5000 + "\n/dev/sda1 : start=2048, size=8\n",
          "sectors are not supported"),
+        # found by hypothesis in the second long run: a 5001-digit partition number
+        ("label: gpt\n/dev/sda" + "9" * 5001 + " : start=34, size=8, type=x\n",
+         "impossible number"),
         ("label: dos\n/dev/sda1 : start=2048, size=5000000000, type=7\n", "impossible in a dos"),
         ("label: dos\n/dev/sda1 : start=2048, size=8, type=1ff\n", "impossible in a dos"),
         ("label: dos\n/dev/sda1 : start=-2048, size=8, type=7\n", "impossible in a dos"),

@@ -131,6 +131,8 @@ def _part_number(name: str, disk: str) -> int:
     m = re.search(r"(\d+)$", name.removeprefix(disk))
     if not name.startswith(disk) or not m:
         raise BadInputError(f"{disk}-pt.sf: partition {name} does not belong to {disk}")
+    if len(m.group(1)) > 9:  # (int() refuses 4300+ digits; no table has 10**9 entries)
+        raise BadInputError(f"{disk}-pt.sf: partition {name[:40]}… has an impossible number")
     return int(m.group(1))
 
 
