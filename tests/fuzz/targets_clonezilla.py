@@ -95,8 +95,8 @@ _V2_FIELDS = {  # name: (offset, struct format) in the 0002 header, for targeted
     "cpu_bits": (94, "<H"), "checksum_mode": (96, "<H"), "checksum_size": (98, "<H"),
     "blocks_per_checksum": (100, "<I"), "reseed": (104, "<B"), "bitmap_mode": (105, "<B"),
 }
-_V1_FIELDS = {"block_size": (34, "<i"), "device_size": (38, "<Q"), "total": (46, "<Q"),
-              "used": (54, "<Q")}
+_V1_FIELDS = {"block_size": (36, "<i"), "device_size": (40, "<Q"), "total": (48, "<Q"),
+              "used": (56, "<Q")}
 
 
 @st.composite
