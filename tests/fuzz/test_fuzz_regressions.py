@@ -183,3 +183,21 @@ def test_inf_decoration_with_a_5000_digit_version() -> None:
     assert parsed.models("x86", (5, 1)) == [inf.Model("viostor", "inst",
                                                       ("PCI\\VEN_1AF4&DEV_1001",))]
     assert inf.parse_decoration("NTamd64.6." + "9" * 5000).minor == 10**9
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"FILE",  # hypothesis (ntfs, the final long run): a short read of MFT record 3
+        # a resident $VOLUME_INFORMATION attribute of length 16 ending the record: its value
+        # length/offset fields lie past the end
+        b"FILE" + struct.pack("<HH", 0x30, 1) + bytes(12) + struct.pack("<H", 0x38)
+        + bytes(0x38 - 0x16) + struct.pack("<II", 0x70, 16) + bytes(8),
+    ],
+)
+def test_ntfs_volume_record_too_short(record: bytes) -> None:
+    """``struct.error`` from ``volume_flags``; the check's caller catches only NtfsError."""
+    from p2vimage.windows import ntfs_volume
+
+    with pytest.raises(ntfs_volume.NtfsError):
+        ntfs_volume.volume_flags(record)
