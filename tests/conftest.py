@@ -21,6 +21,13 @@ SHARED = ROOT.parent / "shared"
 REALDATA = SHARED / "realdata"
 P2VIMAGE = Path(sys.executable).with_name("p2vimage")
 
+# The fuzz tests' hypothesis profiles: "fuzz-ci" (default: bounded, derandomized, no
+# example database) and "fuzz-long"; $P2VIMAGE_FUZZ_PROFILE picks one.  Only tests/fuzz
+# uses them: the other hypothesis tests keep their own settings.
+from tests.fuzz.harness import register_profiles  # noqa: E402
+
+register_profiles()
+
 
 def sha256(path: Path, block: int = 1 << 20) -> str:
     """Digest of a (sparse) image's *content*, independent of how it is laid out on disk.

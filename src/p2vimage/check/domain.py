@@ -7,6 +7,7 @@ clock and firmware are compared with what the guest expects.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def read_domain(path: Path) -> DomainFacts:
         disk_model=disk_model,
         nic=nic,
         nic_model=nic_model,
-        vcpus=int(count) if count and count.strip().isdigit() else None,
+        # (ASCII digits only: "²".isdigit() is true and int() refuses it, and 4300+ digits)
+        vcpus=int(count) if count and re.fullmatch(r"[0-9]{1,9}", count.strip()) else None,
         clock=offset,
     )
 

@@ -111,9 +111,12 @@ def looks_like_clonezilla(path: Path) -> bool:
 
 def _words(path: Path) -> list[str]:
     try:
-        return [to_filename(w) for w in path.read_text(errors="replace").split()]
+        words = [to_filename(w) for w in path.read_text(errors="replace").split()]
     except FileNotFoundError:
         return []
+    if any("\0" in w for w in words):  # (a NUL would reach open() as part of a file name)
+        raise BadInputError(f"{path.name}: a device name with a NUL byte (a damaged file)")
+    return words
 
 
 def list_disks(directory: Path) -> list[str]:
@@ -128,6 +131,8 @@ def _part_number(name: str, disk: str) -> int:
     m = re.search(r"(\d+)$", name.removeprefix(disk))
     if not name.startswith(disk) or not m:
         raise BadInputError(f"{disk}-pt.sf: partition {name} does not belong to {disk}")
+    if len(m.group(1)) > 9:  # (int() refuses 4300+ digits; no table has 10**9 entries)
+        raise BadInputError(f"{disk}-pt.sf: partition {name[:40]}… has an impossible number")
     return int(m.group(1))
 
 
@@ -135,11 +140,24 @@ def sfdisk_label(text: str) -> tuple[str, int]:
     """``(label, sector size)`` of an sfdisk dump: dos/gpt, 512/4096 (old dumps: dos, 512)."""
     label = re.search(r"^label:\s*(\S+)", text, re.M)
     size = re.search(r"^sector-size:\s*(\d+)", text, re.M)
-    return (label.group(1) if label else "dos"), (int(size.group(1)) if size else SECTOR)
+    # (a 5000-digit "size" must not reach int(): Python refuses such strings with ValueError)
+    sector = -1 if size and len(size.group(1)) > 9 else int(size.group(1)) if size else SECTOR
+    return (label.group(1) if label else "dos"), sector
 
 
 GPT_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
 GPT_RAID = "A19D880F-05FC-4D3B-A006-743F0F84911E"
+
+
+def _label_id(text: str, disk: str) -> int:
+    """An MBR disk signature (``0xd9bc7d71``): 32 bits, written into the MBR as they are."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise BadInputError(f"{disk}-pt.sf: label-id {text[:40]!r} is not an MBR disk signature")
+    return value
 
 
 def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
@@ -159,7 +177,7 @@ def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
             continue
         if line.startswith("label-id:"):
             if label == "dos":
-                label_id = int(line.split(":", 1)[1].strip(), 16)
+                label_id = _label_id(line.split(":", 1)[1].strip(), disk)
             continue
         if line.startswith("sector-size:"):
             if sector_size not in (SECTOR, 4096):
@@ -191,6 +209,11 @@ def parse_sfdisk(text: str, disk: str) -> tuple[int | None, list[Partition]]:
             raise BadInputError(f"{disk}-pt.sf: cannot parse the line for {name}") from None
         if size == 0:
             continue  # an empty slot (old sfdisk lists them)
+        # an MBR entry holds a type byte and 32-bit start and size; a GPT one 64-bit LBAs
+        limit = 1 << (64 if label == "gpt" else 32)
+        if not (0 <= start < limit and 0 < size < limit and 0 <= type_ <= 0xFF):
+            raise BadInputError(f"{disk}-pt.sf: {name} has start={start}, size={size}, "
+                                f"type={raw_type[:40]}, impossible in a {label} table")
         parts.append(Partition(name, _part_number(name, disk), start, size, type_,
                                "bootable" in flags or fields.get("bootable") == "*",
                                sector_size, guid))
@@ -210,7 +233,12 @@ def _disk_size(directory: Path, disk: str, parts: list[Partition], warnings: lis
         warnings.append(f"{disk}-pt.parted gives no size in sectors; the disk ends with its "
                         "last partition")
         return end
-    size = int(m.group("n")) * (parts[0].sector_size if m.group("unit") == "s" else 1)
+    digits = m.group("n")
+    size = int(digits) if len(digits) <= 20 else 1 << 64  # (int() refuses 4300+ digits)
+    size *= parts[0].sector_size if m.group("unit") == "s" else 1
+    if size >= 1 << 63:  # the largest file Linux can even describe (off_t)
+        raise BadInputError(f"{disk}-pt.parted: a disk of {digits[:30]}{m.group('unit')} "
+                            "is impossible")
     if size < end:
         raise BadInputError(
             f"{disk}-pt.parted: the disk ({size} bytes) is smaller than its partitions "

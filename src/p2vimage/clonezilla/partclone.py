@@ -196,11 +196,21 @@ class Header:
         return cls()
 
 
+# Bytes asked of the stream at once: a reader allocates what it is asked for, so a length
+# from the header (a bitmap of 2**40 blocks) must cost only the data actually present.
+_READ_PIECE = 8 << 20
+
+
 def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
-    data = f.read(n)
+    if n <= _READ_PIECE:
+        data = f.read(n)
+    else:
+        data = bytearray()  # (returned as is: a second copy of a 512 MiB v0001 bitmap hurts)
+        while len(data) < n and (piece := f.read(min(_READ_PIECE, n - len(data)))):
+            data += piece
     if len(data) != n:
         raise CorruptImageError(f"partclone image truncated in {what}")
-    return data
+    return data  # type: ignore[return-value]
 
 
 def _check_sizes(used: int, total: int, bs: int, dev_size: int) -> None:
@@ -275,7 +285,12 @@ def read_header(f: BinaryIO) -> Header:
 
 
 def read_bitmap(f: BinaryIO, hdr: Header) -> bytes:
-    """The used-block bitmap (one bit per block; one byte per block in 0001), its count checked."""
+    """The used-block bitmap (one bit per block; one byte per block in 0001), its count checked.
+
+    An image without a bitmap (mode ``BM_NONE``: every block is stored) gives ``b""``, read
+    by :func:`bitmap_runs` as one run of every block: building the all-ones bitmap would
+    cost memory in proportion to the volume size the header claims, before any data.
+    """
     if hdr.version == 1:
         bm = _read_exact(f, hdr.total_blocks, "the bitmap")
         if _read_exact(f, len(BITMAP_V1_MAGIC), "the bitmap magic") != BITMAP_V1_MAGIC:
@@ -286,10 +301,7 @@ def read_bitmap(f: BinaryIO, hdr: Header) -> bytes:
         # even when the two disagreed (it only warned), so the bitmap decides (see restore)
         return bm
     if hdr.bitmap_mode == BM_NONE:
-        full = bytearray(b"\xff" * (hdr.total_blocks // 8))
-        if hdr.total_blocks % 8:
-            full.append((1 << (hdr.total_blocks % 8)) - 1)
-        return bytes(full)
+        return b""
     nbytes = (hdr.total_blocks + 7) // 8
     bm = _read_exact(f, nbytes, "the bitmap")
     stored = struct.unpack("<I", _read_exact(f, 4, "the bitmap checksum"))[0]
@@ -312,6 +324,8 @@ def bitmap_runs(hdr: Header, bitmap: bytes) -> Iterator[tuple[int, int]]:
     """(first block, count) of each run of used blocks, whatever the bitmap's format."""
     if hdr.version == 1:
         return ((m.start(), m.end() - m.start()) for m in _RUNS_V1.finditer(bitmap))
+    if hdr.bitmap_mode == BM_NONE:
+        return iter([(0, hdr.total_blocks)] if hdr.total_blocks else [])
     return iter_runs(bitmap, hdr.total_blocks)
 
 

@@ -272,7 +272,11 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
     fd = os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     results = []
     try:
-        os.ftruncate(fd, img.size)
+        try:
+            os.ftruncate(fd, img.size)
+        except OSError as exc:  # EFBIG: a 20 TiB disk on ext4 (16 TiB files at most)
+            raise ConversionError(f"cannot make a {img.size}-byte disk for {img.disk} here: "
+                                  f"{exc.strerror}") from None
         table.write_table(fd, img)
         bar = Progress(f"restoring {img.disk} of {img.directory.name} (used data)")
         bar.enabled = bar.enabled and show_progress

@@ -51,6 +51,9 @@ except ImportError:  # pragma: no cover - depends on the Python version
 IN_SIZE = 2 << 20  # compressed bytes read at a time
 PIECE = 8 << 20  # decompressed bytes produced at a time (at most)
 QUEUE_DEPTH = 3
+# liblzma allocates the dictionary a stream's header asks for (an .lzma header may ask for
+# 4 GiB); xz -9 needs 65 MiB to decompress, so anything past this is a damaged header.
+LZMA_MEMLIMIT = 256 << 20
 
 # suffix -> (human name, magic of a member, new decompressor, its error types)
 CODECS: dict[str, tuple[str, bytes, Callable[[], Any], tuple[type[BaseException], ...]]] = {
@@ -58,9 +61,11 @@ CODECS: dict[str, tuple[str, bytes, Callable[[], Any], tuple[type[BaseException]
            (gzip_lib.error, zlib.error)),
     "zst": ("zstd", b"\x28\xb5\x2f\xfd", ZstdDecompressor, (ZstdError,)),
     "bz2": ("bzip2", b"BZh", bz2.BZ2Decompressor, (OSError, ValueError)),
-    "xz": ("xz", b"\xfd7zXZ\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
+    "xz": ("xz", b"\xfd7zXZ\x00",
+           lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT),
            (lzma.LZMAError,)),
-    "lzma": ("lzma", b"\x5d\x00\x00", lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+    "lzma": ("lzma", b"\x5d\x00\x00",
+             lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT),
              (lzma.LZMAError,)),
     "lz4": ("lz4", b"\x04\x22\x4d\x18", lz4.frame.LZ4FrameDecompressor, (RuntimeError,)),
 }

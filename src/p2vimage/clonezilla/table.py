@@ -116,7 +116,8 @@ def build_mbr(img: DiskImage, geo: tuple[int, int]) -> bytes:
 def _saved(path: Path | None) -> bytes | None:
     if path is None:
         return None
-    data = path.read_bytes()
+    with open(path, "rb") as f:  # one sector is used: a huge stray -ebr file is not read
+        data = f.read(SECTOR)
     if len(data) < SECTOR:
         raise BadInputError(f"{path.name}: {len(data)} bytes, not one sector")
     return data[:SECTOR]

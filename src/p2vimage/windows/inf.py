@@ -132,7 +132,15 @@ def parse_decoration(text: str) -> Decoration:
     if not text.strip() or not m:
         return Decoration(None, text=text)
     arch = _ARCH_TOKENS.get((m.group(1) or "").lower())
-    return Decoration(arch, int(m.group(2) or 0), int(m.group(3) or 0), text)
+    return Decoration(arch, _version_part(m.group(2)), _version_part(m.group(3)), text)
+
+
+def _version_part(digits: str | None) -> int:
+    """A decoration's major/minor; past 9 digits (int() refuses 4300+) a version no Windows
+    has, so the decoration applies to none."""
+    if not digits:
+        return 0
+    return int(digits) if len(digits) <= 9 else 10**9
 
 
 @dataclass(frozen=True)

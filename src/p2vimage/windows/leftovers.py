@@ -116,8 +116,9 @@ def read_smbios(path: Path) -> dict[str, dict[str, str]]:
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--smbios {path}: not valid JSON ({exc.msg})") from None
+        except ValueError as exc:  # JSONDecodeError, or a number of 4300+ digits
+            raise UsageError(f"--smbios {path}: not valid JSON "
+                             f"({getattr(exc, 'msg', exc)})") from None
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise UsageError(f'--smbios {path}: expected {{"bios": {{...}}, "system": {{...}}}}')
         return {k: {kk: str(vv) for kk, vv in v.items()} for k, v in data.items()}

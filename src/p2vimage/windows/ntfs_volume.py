@@ -20,6 +20,7 @@ ATTR_VOLUME_INFORMATION = 0x70
 ATTR_END = 0xFFFFFFFF
 FLAG_DIRTY = 0x0001
 FIXUP_STRIDE = 512
+_RECORD_HEADER = 0x18  # FILE record header up to the first-attribute offset (0x14) and more
 
 
 class NtfsError(ValueError):
@@ -64,6 +65,8 @@ def _fixup(record: bytes) -> bytearray:
     512 whatever the sector size) hold the sequence number; the real bytes are in the
     array."""
     data = bytearray(record)
+    if len(data) < _RECORD_HEADER:  # a short read at the end of a truncated volume
+        raise NtfsError(f"MFT record truncated ({len(data)} bytes)")
     usa_off, usa_count = struct.unpack_from("<HH", data, 4)
     if usa_off + 2 * usa_count > len(data) or usa_count == 0:
         raise NtfsError("MFT record: bad update sequence array")
@@ -88,7 +91,8 @@ def volume_flags(record: bytes) -> tuple[int, int]:
         atype, alen = struct.unpack_from("<II", data, off)
         if atype == ATTR_END or alen < 16 or off + alen > len(data):
             break
-        if atype == ATTR_VOLUME_INFORMATION and data[off + 8] == 0:  # resident
+        # resident, with room for its value length and offset (alen may be as small as 16)
+        if atype == ATTR_VOLUME_INFORMATION and data[off + 8] == 0 and off + 0x16 <= len(data):
             vlen, voff = struct.unpack_from("<IH", data, off + 0x10)
             if vlen >= 12 and off + voff + 12 <= len(data):
                 flags_at = off + voff + 10

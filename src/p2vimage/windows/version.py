@@ -31,12 +31,15 @@ def read_software_version(software: Hive) -> WindowsVersion:
     major = software.get_int(cv, "CurrentMajorVersionNumber")
     minor = software.get_int(cv, "CurrentMinorVersionNumber")
     if major is None:
-        m = re.match(r"^\s*(\d+)\.(\d+)", software.get_str(cv, "CurrentVersion") or "")
+        # ASCII digits, a few of them: str.isdigit() and \d also take "²" (int() refuses
+        # it) and int() refuses 4300+ digits; a hive value may hold either
+        m = re.match(r"^\s*([0-9]{1,9})\.([0-9]{1,9})",
+                     software.get_str(cv, "CurrentVersion") or "")
         if m:
             major, minor = int(m.group(1)), int(m.group(2))
     v.major, v.minor = major, minor
     build = software.get_str(cv, "CurrentBuildNumber") or software.get_str(cv, "CurrentBuild")
-    if build and build.strip().isdigit():
+    if build and re.fullmatch(r"[0-9]{1,9}", build.strip()):
         v.build = int(build)
     v.service_pack = software.get_str(cv, "CSDVersion") or None
     v.edition = software.get_str(cv, "EditionID") or None
