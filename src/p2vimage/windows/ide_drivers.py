@@ -152,8 +152,8 @@ def search(
             # cabinet, it is reported and the other copies are used.
             if strict and listed is not None:
                 raise cabs.CabinetError(
-                    files.windows_path(guest_cab), str(exc.args[-1])) from exc
-            places[-1] += f" (unreadable: {exc.args[-1]})"
+                    files.windows_path(guest_cab), exc.reason) from exc
+            places[-1] += f" (unreadable: {exc.reason})"
             local_cab.unlink()
             rank += 1
             continue
