@@ -65,6 +65,8 @@ class Case:
     appliance: bool = False  # False: must be refused before any appliance starts
     # (signal, regex on a stderr line): the signal is sent when such a line appears
     signal: tuple[int, str] | None = None
+    # Also covered elsewhere by a slow test: under pytest, run with ``make test-slow``
+    slow: bool = False
 
 
 @dataclass
@@ -431,11 +433,11 @@ CASES: list[Case] = [
          r"not found in the guest .*driver\.cab \(\d+ member\(s\) with unsafe names ignored",
          appliance=True),
     Case("NTFS marked dirty (check)", "check", guest("ntfs-dirty"), NOT_READY,
-         r"hygiene\.ntfs-dirty", appliance=True),
+         r"hygiene\.ntfs-dirty", appliance=True, slow=True),
     Case("NTFS marked dirty (convert)", "convert", guest("ntfs-dirty"), BAD,
          r"dirty", appliance=True),
     Case("hiberfil.sys present (check)", "check", guest("hiberfil"), NOT_READY,
-         r"hygiene\.hibernated", appliance=True),
+         r"hygiene\.hibernated", appliance=True, slow=True),
     Case("hiberfil.sys present (convert)", "convert", guest("hiberfil"), BAD,
          r"hibernated", appliance=True),
     # signals during each phase of the appliance commands
@@ -445,7 +447,7 @@ CASES: list[Case] = [
     Case("SIGTERM during the checks (check)", "check", plain(BASE, "-v"), INTR,
          r"interrupted by SIGTERM", appliance=True, signal=(signal.SIGTERM, r"phase: checks")),
     Case("SIGTERM while the appliance starts (convert)", "convert", plain(BASE, "-v"), INTR,
-         r"interrupted by SIGTERM", appliance=True,
+         r"interrupted by SIGTERM", appliance=True, slow=True,
          signal=(signal.SIGTERM, r"phase: launch")),
     Case("SIGINT while planning (convert)", "convert", plain(BASE, "-v"), INTR,
          r"interrupted by SIGINT", appliance=True, signal=(signal.SIGINT, r"phase: plan")),
