@@ -177,13 +177,10 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
             read_pe(f.read_bytes())
         except PEError as exc:
             raise BadInputError(f"--driver-file {f}: not a valid PE file: {exc}") from None
-    outs = output_paths(opts.output, len(sources))
-    extra = [p for p in (opts.xml, opts.report) if p is not None]
-    named = [*outs, opts.xml or opts.output.with_suffix(".xml"),
-             opts.report or opts.output.with_suffix(".json")]
+    named = output_targets(opts, len(sources))
     if len({os.path.abspath(p) for p in named}) != len(named):
         raise UsageError("the same path is given for two outputs (disk, --xml, --report)")
-    for o in [*outs, *extra]:
+    for o in named:
         for s in sources:
             if _same_file(o, s.path):
                 raise UsageError(f"output {o} is the source image itself")
@@ -193,6 +190,12 @@ def _validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
                         f"output {o} is a backing file of the source {s.path}: writing it "
                         "would change the source while it is read"
                     )
+
+
+def output_targets(opts: ConvertOptions, disks: int) -> list[Path]:
+    """Every file a conversion writes: the disks (OUT, OUT-2 ...), the XML, the report."""
+    return [*output_paths(opts.output, disks), opts.xml or opts.output.with_suffix(".xml"),
+            opts.report or opts.output.with_suffix(".json")]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -634,9 +637,7 @@ def convert(
         _validate(opts, sources)
         media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
         try:
-            outs = output_paths(opts.output, len(sources))
-            targets = [*outs, opts.xml or opts.output.with_suffix(".xml"),
-                       opts.report or opts.output.with_suffix(".json")]
+            targets = output_targets(opts, len(sources))
             source_set.check_outputs(targets)
             # Outputs are claimed (locked .partial files) before any work, so a second job
             # on the same output fails now instead of trampling this one.
@@ -717,9 +718,7 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
              t0: float, phases: dict[str, float], atomic: AtomicOutputs | None, *,
              by_inspection: bool = False) -> ConversionReport:
-    outs = output_paths(opts.output, len(sources))
-    xml_path = opts.xml or opts.output.with_suffix(".xml")
-    report_path = opts.report or opts.output.with_suffix(".json")
+    *outs, xml_path, report_path = output_targets(opts, len(sources))
     copy_stats: list[dict[str, int]] = []
     with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
         log.info("phase: inspect")
