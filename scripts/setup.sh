@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libwin-hivex-perl qemu-utils ntfs-3g cabextract gcab xorriso partclone pigz zstd wine64
   libvirt-clients libxml2-utils file python3-venv genisoimage util-linux parted
   lzop lzip lz4 gdisk mount
+  python3-libnbd libnbd-bin nbdkit qemu-system-common
 )
 
 missing=()

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,17 @@ def demo_job(images: dict[str, Path]) -> Iterator[object]:
     job.launch()
     yield job
     job.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_nbd_server() -> Iterator[None]:
+    """No test leaves a qemu-nbd behind: neither one of this process's children (an
+    in-process job) nor an orphan (a CLI job that ended without stopping its server)."""
+    from p2vimage.targets.nbd import server_processes
+
+    yield
+    mine = {os.getpid(), 1}
+    deadline = time.monotonic() + 5  # a server exits once its client has gone
+    while server_processes(mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server_processes(mine) == [], "a qemu-nbd process was left running"

@@ -29,6 +29,7 @@ from .errors import (
     P2VError,
     UsageError,
 )
+from .progress import Progress
 
 PROG = "p2vimage"
 
@@ -174,9 +175,11 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):
             raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
+    bar = TerminalProgress() if not args.json and sys.stderr.isatty() else None
     report = convert(
         args.sources,
         args.output,
+        progress=bar,
         format=args.format,
         size=parse_size(args.size) if args.size else None,
         source_format=args.source_format,
@@ -204,6 +207,22 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     plan = getattr(report, "_plan", None)
     doc = report.to_dict()
     return EXIT_OK, doc, report.summary_lines(plan)
+
+
+class TerminalProgress:
+    """The copy's line on a terminal, drawn from the library's Progress values."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+
+    def __call__(self, p: Progress) -> None:
+        mib = 1 << 20
+        eta = f", {p.eta:,.0f} s left" if p.eta is not None and p.done < p.total else ""
+        sys.stderr.write(f"\r{p.phase}: {p.done / mib:,.0f} of {p.total / mib:,.0f} MiB "
+                         f"({p.rate / mib:,.0f} MiB/s{eta})   ")
+        if p.done >= p.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:

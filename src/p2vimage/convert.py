@@ -19,25 +19,26 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import deps, interrupt, libvirt_xml
+from . import interrupt, libvirt_xml
 from .api import inspect_job
 from .errors import BadInputError, ConversionError, UsageError
 from .guest import files
 from .guest.appliance import Job
+from .guest.layout import read_layout
 from .inspection import Inspection
 from .plan import BootSectorEdit, FileWrite, Plan
+from .progress import ProgressCallback
 from .sources.image import SourceImage
 from .sources.prepare import SourceSet
-from .targets import space, thin
+from .targets import hostcopy, space
 from .targets.atomic import AtomicOutputs
-from .targets.disk import output_paths, qemu_img_convert, system_first
+from .targets.disk import output_paths, system_first
 from .virtio import select as virtio_select
 from .virtio import stage as virtio_stage
 from .virtio.media import VirtioMedia, open_media
@@ -106,6 +107,9 @@ class ConversionReport:
     bytes_written: int
     phases: dict[str, float] = field(default_factory=dict)
     virtio: dict[str, Any] | None = None
+    # Per output disk: bytes read and written by the host copy, seconds, MiB/s, and the
+    # NTFS volumes copied whole because their bitmap could not be trusted.
+    copy: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -571,20 +575,26 @@ def _apply(plan: Plan, job: Job) -> None:
                 g.pwrite_device(b.device, bytes(bs), total * geometry.SECTOR)
 
 
+def _file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _check_unchanged(sources: list[SourceImage], sizes: list[int | None]) -> None:
+    """A source file that grew or shrank while it was read: the copy is not the disk the
+    inspection saw (a capture still being written, a file replaced under us)."""
+    for s, before in zip(sources, sizes, strict=True):
+        now = _file_size(s.path)
+        if before is not None and now != before:
+            raise BadInputError(f"the source {s.describe()} changed size during the conversion "
+                                f"({before} bytes, now {now}); convert a finished capture")
+
+
 def _last_partition_end(job: Job, disk: str) -> int:
     parts = job.g.part_list(disk)
     return max((int(p["part_end"]) + 1 for p in parts), default=0)
-
-
-def _write_disk(source: Path, source_fmt: str, dest: Path, fmt: str, size: int | None) -> None:
-    qemu_img = deps.require_program("qemu-img")
-    if source != dest:
-        qemu_img_convert(qemu_img, source, source_fmt, dest, fmt)
-    if size is not None:
-        proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(dest), str(size)],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise ConversionError(f"resizing {dest}: {proc.stderr.strip()}")
 
 
 def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path]) -> Any:
@@ -620,9 +630,14 @@ def _domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path
 def convert(
     source: str | os.PathLike[str] | list[str | os.PathLike[str]],
     output: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
     **options: Any,
 ) -> ConversionReport:
     """Convert a captured physical Windows disk image (several: a multi-disk machine).
+
+    ``progress`` is called with :class:`~p2vimage.progress.Progress` values while the
+    disks are copied (bytes done and total per disk), from the calling thread.
 
     Safe to call from several threads at once (each call has its own appliance, overlay,
     work directory and claimed outputs); interruptible by SIGINT/SIGTERM when called from
@@ -648,7 +663,8 @@ def convert(
                 if source_set.has_directories:
                     sources = _restore_directories(opts, source_set, phases, t0)
                 return _convert(opts, sources, media, t0, phases, atomic,
-                                by_inspection=source_set.system_disk_by_inspection)
+                                by_inspection=source_set.system_disk_by_inspection,
+                                progress=progress)
         finally:
             if media is not None:
                 media.close()
@@ -665,10 +681,10 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
 
     Per disk the bound is what its source holds allocated (a Clonezilla disk: the used
     blocks its partition images declare); the system disk also gets what the conversion
-    adds.  Output directory: the disks (plus qcow2 metadata), XML and report.  Work
-    directory (TMPDIR): the overlay, hives, drivers, and for qcow2 the sparse thin copy
-    of every disk, made before ``qemu-img convert``.  Beside the output: the temporary
-    raws of Clonezilla sources, alive for the whole conversion.
+    adds.  Output directory: the disks (plus qcow2 metadata), XML and report; the host
+    copy writes straight into them.  Work directory (TMPDIR): the overlay, hives,
+    drivers.  Beside the output: the temporary raws of Clonezilla sources, alive for
+    the whole conversion.
     """
     needs: list[space.Need] = []
     if source_set.has_directories:
@@ -687,7 +703,6 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
         if opts.format == "qcow2":
             virtual = max(src.virtual_size, opts.size or 0) if i == 0 else src.virtual_size
             size += space.qcow2_overhead(virtual)
-            needs.append(space.Need(work, data, f"the thin copy of disk {i + 1}"))
         needs.append(space.Need(out.parent, size, f"the output disk {out.name}"))
     for extra in targets[len(bounds):]:
         needs.append(space.Need(extra.parent, space.SMALL_FILES_ALLOWANCE, extra.name))
@@ -717,10 +732,14 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
 
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
              t0: float, phases: dict[str, float], atomic: AtomicOutputs | None, *,
-             by_inspection: bool = False) -> ConversionReport:
+             by_inspection: bool = False,
+             progress: ProgressCallback | None = None) -> ConversionReport:
     *outs, xml_path, report_path = output_targets(opts, len(sources))
-    copy_stats: list[dict[str, int]] = []
+    copy_stats: list[dict[str, Any]] = []
+    sizes = [_file_size(s.path) for s in sources]
     with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
+        job.launch()
+        phases["launch"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: inspect")
         insp = inspect_job(job)
         insp.appliance_launches = job.stats.appliance_launches
@@ -751,27 +770,25 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         assert atomic is not None
         log.info("phase: apply")
         _apply(plan, job)
-        job.g.umount_all()
-        job.g.sync()
+        # The appliance's last job: where each disk's partitions and NTFS volumes are;
+        # then it stops (unmount, sync: every edit is in the overlays).
+        layouts = [read_layout(job.g, dev) for dev in devices]
+        job.shutdown_appliance()
         phases["apply"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
-        # Thin copy: used NTFS clusters + everything else, into sparse raw files.
-        thin_files = []
-        for i, (dev, dest) in enumerate(zip(devices, outs, strict=True)):
-            raw = atomic.partial(dest) if opts.format == "raw" else (
-                job.workdir / f"thin-{i}.raw"
-            )
+        # The host copies: used NTFS clusters + everything else, straight into the outputs.
+        bitmap = 0.0
+        for i, (layout, dest) in enumerate(zip(layouts, outs, strict=True)):
             log.info("phase: copy disk %d of %d", i + 1, len(outs))
-            copy_stats.append(thin.write_thin_raw(job.g, dev, raw, job.workdir))
-            thin_files.append(raw)
+            c = hostcopy.copy_disk(
+                job.overlay(order[i]), layout, atomic.partial(dest), opts.format,
+                opts.size if i == 0 and opts.size is not None else layout.size, job.workdir,
+                label=f"copy disk {i + 1}/{len(outs)}", progress=progress)
+            copy_stats.append(c.to_dict())
+            bitmap += c.plan_seconds
             interrupt.check()
-        job.g.shutdown()
-        for i, (raw, dest) in enumerate(zip(thin_files, outs, strict=True)):
-            _write_disk(raw, "raw", atomic.partial(dest), opts.format,
-                        opts.size if i == 0 else None)
-            if raw != atomic.partial(dest):
-                raw.unlink()
-            interrupt.check()
+        _check_unchanged(sources, sizes)
+        phases["bitmap"] = round(bitmap, 3)
         phases["copy"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: domain XML and report")
         elem, xml_warnings = _domain(insp, plan, opts, outs)
@@ -798,14 +815,14 @@ def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, jo
         dry_run=dry,
         inspection=insp.to_dict(),
         plan=plan.to_dict(),
-        warnings=[*plan.warnings, *extra_warnings],
+        warnings=[*plan.warnings, *extra_warnings,
+                  *(w for c in copy_stats for w in c["warnings"])],
         appliance_launches=job.stats.appliance_launches,
         launch_attempts=job.stats.launch_attempts,
-        bytes_read=sum(c.get("ntfs_bytes", 0) + c.get("other_bytes", 0) for c in copy_stats)
-        if copy_stats
-        else 0,
+        bytes_read=sum(c["bytes_read"] for c in copy_stats),
         bytes_written=written,
         phases={k: round(v, 3) for k, v in phases.items()},
+        copy=list(copy_stats),
     )
     r.virtio = plan.virtio
     r._plan = plan  # type: ignore[attr-defined]

@@ -16,10 +16,12 @@ from .errors import MissingDependencyError
 _MODULE_PACKAGES = {
     "guestfs": "python3-guestfs",
     "hivex": "python3-hivex",
+    "nbd": "python3-libnbd",
 }
 
 _PROGRAM_PACKAGES = {
     "qemu-img": "qemu-utils",
+    "qemu-nbd": "qemu-utils",
     "cabextract": "cabextract",
     "hivexregedit": "libhivex-bin",
     "virt-xml-validate": "libvirt-clients",

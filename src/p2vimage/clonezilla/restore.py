@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,13 +34,38 @@ from ..sources import ntfsclone
 from ..targets import space
 from ..targets.atomic import AtomicOutputs
 from ..targets.disk import output_paths, qemu_img_convert
-from ..targets.thin import Progress
 from . import metadata, partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("raw", "qcow2")
+
+
+class Progress:
+    """One self-overwriting line on a terminal for ``restore-clonezilla``: bytes and rate.
+
+    (``convert`` reports through its ``progress=`` callback instead; the API issue moves
+    this command to the same callback.)"""
+
+    def __init__(self, label: str) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.label = label
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-6) / (1 << 20)
+        sys.stderr.write(f"\r{self.label}: {done / (1 << 20):,.0f} MiB ({rate:,.0f} MiB/s)  ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
 
 
 @dataclass

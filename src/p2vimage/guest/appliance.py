@@ -254,6 +254,29 @@ class Job:
                 self.g.blockdev_setro(dev)
         interrupt.check()
 
+    def overlay(self, index: int) -> Path:
+        """The qcow2 overlay of source ``index`` (the edited disk, once applied)."""
+        assert self.workdir is not None
+        return self.workdir / f"overlay-{index}.qcow2"
+
+    def shutdown_appliance(self) -> None:
+        """Unmount, sync and stop the appliance, keeping the work directory and overlays
+        (the host-side copy reads the edited overlays after this)."""
+        if self.g is None:
+            return
+        g, self.g = self.g, None
+        try:
+            if self._mounted:
+                g.umount_all()
+                self._mounted = False
+            g.sync()
+            g.shutdown()
+        except RuntimeError as exc:
+            raise ConversionError(f"stopping the appliance after the edits: {exc}") from exc
+        finally:
+            _close_quietly(g)
+            self.hives.clear()
+
     def close(self) -> None:
         if self.g is not None:
             try:

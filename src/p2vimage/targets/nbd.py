@@ -1,0 +1,140 @@
+"""A disk image opened through qemu's own block layer on the host, over NBD.
+
+qemu-nbd reads every format qemu knows (our qcow2 overlay over a raw, vmdk, vhdx …
+source) and writes qcow2, so the host-side copy never has to parse a container
+format itself.  Each export is a private ``qemu-nbd`` on a Unix socket in the job's
+work directory, read with libnbd (Debian ``python3-libnbd``).
+
+Lifetime: the server runs in its own session (a Ctrl-C on the terminal reaches us,
+not it, so we decide how it ends), and :class:`NbdExport` stops it on every way out
+of the ``with`` block; after a clean stop qemu has flushed the image.  A server that
+dies under us surfaces as :class:`ConversionError` from the libnbd call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .. import deps
+from ..errors import ConversionError
+
+log = logging.getLogger("p2vimage")
+
+START_TIMEOUT = 30.0
+
+
+def libnbd() -> Any:
+    return deps.require_module("nbd")
+
+
+class NbdExport:
+    """``with NbdExport(image, fmt, socket, writable=...) as h:`` — an open libnbd handle."""
+
+    def __init__(self, image: Path, fmt: str, socket: Path, *, writable: bool = False,
+                 label: str | None = None) -> None:
+        self.image = image
+        self.fmt = fmt
+        self.socket = socket
+        self.writable = writable
+        self.label = label or image.name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.handle: Any = None
+
+    def __enter__(self) -> Any:
+        nbd = libnbd()
+        qemu_nbd = deps.require_program("qemu-nbd")
+        self.socket.unlink(missing_ok=True)
+        cmd = [qemu_nbd, "--format", self.fmt, "--socket", str(self.socket),
+               "--export-name", "", "--shared", "1", "--cache", "writeback", "--aio", "threads"]
+        if not self.writable:
+            cmd.append("--read-only")
+        cmd.append(str(self.image))
+        errlog = self.socket.with_suffix(".log")
+        with open(errlog, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         start_new_session=True)
+        try:
+            self._wait_for_socket(errlog)
+            h = nbd.NBD()
+            h.set_handle_name(f"p2vimage:{self.label}")
+            h.add_meta_context("base:allocation")
+            h.connect_unix(str(self.socket))
+            if self.writable and h.is_read_only():
+                raise ConversionError(f"{self.label}: the NBD export is read-only")
+            self.handle = h
+        except BaseException:
+            self._stop()
+            raise
+        return h
+
+    def _wait_for_socket(self, errlog: Path) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.socket.exists():
+            if self.proc.poll() is not None:
+                text = errlog.read_text(errors="replace").strip().splitlines()
+                raise ConversionError(f"qemu-nbd could not open {self.label}: "
+                                      f"{text[-1] if text else f'exit {self.proc.returncode}'}")
+            if time.monotonic() > deadline:
+                raise ConversionError(f"qemu-nbd did not start for {self.label} in "
+                                      f"{START_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _stop(self) -> int | None:
+        if self.handle is not None:
+            try:
+                self.handle.shutdown()
+            except Exception:  # noqa: BLE001 - the server may be gone already
+                pass
+            self.handle = None  # libnbd closes the handle when it is collected
+        code = None
+        if self.proc is not None:
+            # qemu-nbd exits by itself once its one client has gone; SIGTERM if it lingers
+            # (it flushes the image on SIGTERM too); SIGKILL only if that hangs.
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    code = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    code = self.proc.wait()
+            self.proc = None
+        self.socket.unlink(missing_ok=True)
+        self.socket.with_suffix(".log").unlink(missing_ok=True)
+        return code
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None and self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # an error or interrupt: do not wait for a flush
+        code = self._stop()
+        if exc_type is None and code not in (0, None):
+            raise ConversionError(f"qemu-nbd for {self.label} ended with exit code {code}")
+
+
+def server_processes(parents: set[int] | None = None) -> list[int]:
+    """PIDs of running ``qemu-nbd`` processes, only those whose parent is in ``parents``
+    when given (tests assert that none is left behind by a job)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv0 = (d / "cmdline").read_bytes().split(b"\0")[0]
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if os.path.basename(argv0) == b"qemu-nbd" and (parents is None or ppid in parents):
+            pids.append(int(d.name))
+    return pids

@@ -1,0 +1,182 @@
+"""The host-side copy writes exactly the edited guest: used clusters and non-NTFS regions.
+
+Each conversion runs in-process with ``hostcopy.copy_disk`` wrapped so that, just
+before the copy, the edited overlay is saved whole as a raw reference (``qemu-img
+convert``: qemu's reading, not ours).  Then, independently of our own readers:
+- the partitions come from ``sfdisk --json`` on the reference;
+- the used clusters of each NTFS partition come from ``ntfsclone --save-image`` of
+  that partition (a loop device), which walks the MFT itself;
+- the output is read back by ``qemu-img convert -O raw``.
+The output must equal the reference with every free NTFS cluster zeroed (so the old
+data in free space is gone and free clusters read as zeros), and ``ntfsfix -n`` must
+accept every NTFS partition of the output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import p2vimage
+from fixtures.images import DEMO
+from p2vimage.sources import ntfsclone
+from p2vimage.targets import hostcopy
+
+MiB = 1 << 20
+CHUNK = 16 * MiB
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True)
+
+
+@contextmanager
+def loop(path: Path, offset: int, size: int, readonly: bool = True) -> Iterator[str]:
+    args = ["losetup", "--find", "--show", "-o", str(offset), "--sizelimit", str(size)]
+    dev = _run(*args, *(["-r"] if readonly else []), str(path)).stdout.decode().strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def partitions(raw: Path) -> list[dict]:
+    doc = json.loads(_run("sfdisk", "--json", str(raw)).stdout)["partitiontable"]
+    ss = doc.get("sectorsize", 512)
+    return [{"start": p["start"] * ss, "size": p["size"] * ss, "type": str(p["type"]).lower()}
+            for p in doc["partitions"]]
+
+
+def ntfs_used(dev: str) -> tuple[list[tuple[int, int]], int] | None:
+    """(used runs in bytes, bytes the clusters cover) of the NTFS volume on ``dev``."""
+    kind = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev],
+                          capture_output=True, check=False).stdout.strip()
+    if kind != b"ntfs":
+        return None
+    f = io.BytesIO(_run("ntfsclone", "--save-image", "--force", "-o", "-", dev).stdout)
+    hdr = ntfsclone.read_header(f)
+    return [(off, len(d)) for off, d in ntfsclone.iter_runs(f, hdr)], \
+        hdr.nr_clusters * hdr.cluster_size
+
+
+def expected_image(ref: Path, dest: Path) -> list[dict]:
+    """``ref`` with every free cluster of each NTFS partition zeroed, into ``dest``."""
+    _run("cp", "--sparse=always", str(ref), str(dest))
+    parts = partitions(ref)
+    with open(dest, "r+b") as f:
+        for p in parts:
+            with loop(ref, p["start"], p["size"]) as dev:
+                got = ntfs_used(dev)
+            p["ntfs"] = got is not None
+            if got is None:
+                continue
+            runs, covered = got
+            pos = 0
+            for off, n in sorted(runs) + [(covered, 0)]:
+                if off > pos:  # a free stretch: zeros
+                    f.seek(p["start"] + pos)
+                    left = off - pos
+                    while left:
+                        step = min(left, CHUNK)
+                        f.write(bytes(step))
+                        left -= step
+                pos = max(pos, off + n)
+    return parts
+
+
+def assert_same(expected: Path, output_raw: Path) -> None:
+    assert expected.stat().st_size <= output_raw.stat().st_size
+    with open(expected, "rb") as a, open(output_raw, "rb") as b:
+        pos = 0
+        while True:
+            x = a.read(CHUNK)
+            y = b.read(len(x)) if x else b""
+            if not x:
+                break
+            if x != y:
+                bad = next(i for i in range(len(x)) if x[i] != y[i])
+                pytest.fail(f"output differs from the edited guest at byte {pos + bad}")
+            pos += len(x)
+        while rest := b.read(CHUNK):  # grown with --size: the new space reads as zeros
+            assert rest.count(0) == len(rest)
+
+
+def convert_with_reference(monkeypatch, tmp_path: Path, sources, out: Path, **kw):
+    """Run convert, keeping each edited disk as ``ref-N.raw`` just before its copy."""
+    refs: list[Path] = []
+    real = hostcopy.copy_disk
+
+    def keeping(overlay: Path, layout, dest, fmt, size, workdir, **kwargs):
+        ref = tmp_path / f"ref-{len(refs)}.raw"
+        _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(overlay), str(ref))
+        refs.append(ref)
+        return real(overlay, layout, dest, fmt, size, workdir, **kwargs)
+
+    monkeypatch.setattr(hostcopy, "copy_disk", keeping)
+    seen = []
+    report = p2vimage.convert(sources, out, progress=seen.append, **kw)
+    return report, refs, seen
+
+
+def check_output(tmp_path: Path, ref: Path, out: Path, fmt: str) -> list[dict]:
+    exp = tmp_path / f"expected-{out.name}.raw"
+    parts = expected_image(ref, exp)
+    back = tmp_path / f"back-{out.name}.raw"
+    _run("qemu-img", "convert", "-f", fmt, "-O", "raw", str(out), str(back))
+    assert_same(exp, back)
+    for p in parts:
+        if p["ntfs"]:
+            with loop(back, p["start"], p["size"]) as dev:
+                r = subprocess.run(["ntfsfix", "-n", dev], capture_output=True, text=True)
+                assert r.returncode == 0, r.stdout + r.stderr
+    exp.unlink()
+    back.unlink()
+    return parts
+
+
+def test_mbr_qcow2_grown_equals_edited_guest(images, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "o" / "demo.qcow2"
+    out.parent.mkdir()
+    report, refs, seen = convert_with_reference(monkeypatch, tmp_path, str(images[DEMO]), out,
+                                                size=2 << 30)
+    parts = check_output(tmp_path, refs[0], out, "qcow2")
+    assert any(p["ntfs"] for p in parts)
+    info = json.loads(_run("qemu-img", "info", "--output=json", str(out)).stdout)
+    assert info["virtual-size"] == 2 << 30
+    # the report: phases apart, copy figures per disk, progress reported up to the total
+    assert list(report.phases) == ["launch", "inspect", "plan", "apply", "bitmap", "copy"]
+    (c,) = report.copy
+    assert c["bytes_read"] == c["ntfs_bytes"] + c["other_bytes"] == report.bytes_read
+    assert 0 < c["bytes_written"] <= c["bytes_read"]
+    assert c["whole_volumes"] == []
+    assert seen and seen[-1].done == seen[-1].total == c["bytes_read"]
+    assert all(a.done <= b.done for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_gpt_raw_equals_edited_guest(images, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "o" / "w2019.img"
+    out.parent.mkdir()
+    report, refs, _ = convert_with_reference(monkeypatch, tmp_path, images["win2019-x64"], out,
+                                             format="raw")
+    parts = check_output(tmp_path, refs[0], out, "raw")
+    assert len(parts) >= 3 and sum(p["ntfs"] for p in parts) >= 1  # ESP, MSR, Windows
+    # sparse: the raw output allocates about what was written
+    assert out.stat().st_blocks * 512 <= report.copy[0]["bytes_written"] + 4 * MiB
+
+
+@pytest.mark.slow
+def test_two_disks_equal_edited_guest(images, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "o" / "two.qcow2"
+    out.parent.mkdir()
+    report, refs, _ = convert_with_reference(
+        monkeypatch, tmp_path, [images["win2003-x86-2disk"], images["win2003-x86-2disk-disk2"]],
+        out)
+    assert len(refs) == 2 and len(report.copy) == 2
+    check_output(tmp_path, refs[0], out, "qcow2")
+    check_output(tmp_path, refs[1], out.with_name("two-2.qcow2"), "qcow2")
