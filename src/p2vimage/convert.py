@@ -38,7 +38,7 @@ from .sources.image import SourceImage
 from .sources.prepare import SourceSet
 from .targets import hostcopy, space
 from .targets.atomic import AtomicOutputs
-from .targets.disk import output_paths, system_first
+from .targets.disk import grow, output_paths, place_in_order, system_first
 from .virtio import select as virtio_select
 from .virtio import stage as virtio_stage
 from .virtio.media import VirtioMedia, open_media
@@ -575,6 +575,14 @@ def _apply(plan: Plan, job: Job) -> None:
                 g.pwrite_device(b.device, bytes(bs), total * geometry.SECTOR)
 
 
+def _in_place_stats(layout: Any, restored: int) -> dict[str, Any]:
+    """The report's copy entry of a disk restored into its output and edited there."""
+    return {"device": layout.device, "size": layout.size, "in_place": True,
+            "ntfs_bytes": 0, "other_bytes": 0, "bytes_read": 0, "bytes_written": restored,
+            "seconds": 0.0, "throughput_mib_s": 0.0, "whole_volumes": [], "plan_seconds": 0.0,
+            "warnings": []}
+
+
 def _file_size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -660,11 +668,19 @@ def convert(
                                                              overwrite=opts.overwrite)
             with atomic or contextlib.nullcontext():
                 space.check(_space_needs(opts, source_set, targets))
+                in_place: set[int] = set()
                 if source_set.has_directories:
-                    sources = _restore_directories(opts, source_set, phases, t0)
+                    if atomic is None:  # a dry run: temporary raws, removed at the end
+                        sources = source_set.restore(_scratch_parent(opts))
+                    else:  # straight into the outputs, which the job then edits in place
+                        in_place = source_set.restore_in_place(
+                            [atomic.partial(o) for o in targets[: len(sources)]], opts.format)
+                        sources = source_set.sources
+                    phases["restore"] = time.monotonic() - t0
                 return _convert(opts, sources, media, t0, phases, atomic,
                                 by_inspection=source_set.system_disk_by_inspection,
-                                progress=progress)
+                                progress=progress, in_place=in_place,
+                                restored=source_set.restored_bytes)
         finally:
             if media is not None:
                 media.close()
@@ -682,23 +698,24 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
     Per disk the bound is what its source holds allocated (a Clonezilla disk: the used
     blocks its partition images declare); the system disk also gets what the conversion
     adds.  Output directory: the disks (plus qcow2 metadata), XML and report; the host
-    copy writes straight into them.  Work directory (TMPDIR): the overlay, hives,
-    drivers.  Beside the output: the temporary raws of Clonezilla sources, alive for
-    the whole conversion.
+    copy writes straight into them, and Clonezilla disks are restored into them.  Work
+    directory (TMPDIR): the overlay, hives, drivers.  A dry run of a Clonezilla source
+    restores it into temporary raws beside the output instead.
     """
     needs: list[space.Need] = []
-    if source_set.has_directories:
+    if opts.dry_run:
         for i, b in source_set.directory_bounds().items():
             needs.append(space.Need(_scratch_parent(opts), b,
                                     f"the temporary raw of Clonezilla disk {i + 1}"))
-    if opts.dry_run:
         return needs
+    dirs = source_set.directory_bounds()
     bounds = source_set.data_bounds()
     outs = targets[: len(bounds)]
     work = Path(tempfile.gettempdir())
     needs.append(space.Need(work, space.WORK_ALLOWANCE, "the work directory"))
     for i, (src, b, out) in enumerate(zip(source_set.sources, bounds, outs, strict=True)):
-        data = b + (space.CHANGES_ALLOWANCE if i == 0 else 0)
+        # the system disk gets the edits: the first file, or any restored directory disk
+        data = b + (space.CHANGES_ALLOWANCE if i == 0 or i in dirs else 0)
         size = data
         if opts.format == "qcow2":
             virtual = max(src.virtual_size, opts.size or 0) if i == 0 else src.virtual_size
@@ -707,14 +724,6 @@ def _space_needs(opts: ConvertOptions, source_set: SourceSet,
     for extra in targets[len(bounds):]:
         needs.append(space.Need(extra.parent, space.SMALL_FILES_ALLOWANCE, extra.name))
     return needs
-
-
-def _restore_directories(opts: ConvertOptions, source_set: SourceSet,
-                         phases: dict[str, float], t0: float) -> list[SourceImage]:
-    """Clonezilla directories: rebuild their disks (temporary raws beside the output)."""
-    sources = source_set.restore(_scratch_parent(opts))
-    phases["restore"] = time.monotonic() - t0
-    return sources
 
 
 def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
@@ -733,11 +742,14 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
 def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
              t0: float, phases: dict[str, float], atomic: AtomicOutputs | None, *,
              by_inspection: bool = False,
-             progress: ProgressCallback | None = None) -> ConversionReport:
+             progress: ProgressCallback | None = None, in_place: set[int] | None = None,
+             restored: dict[int, int] | None = None) -> ConversionReport:
     *outs, xml_path, report_path = output_targets(opts, len(sources))
     copy_stats: list[dict[str, Any]] = []
-    sizes = [_file_size(s.path) for s in sources]
-    with Job(sources, writable=not opts.dry_run, root=opts.root) as job:
+    in_place = in_place or set()
+    sizes = [None if i in in_place else _file_size(s.path) for i, s in enumerate(sources)]
+    with Job(sources, writable=not opts.dry_run, root=opts.root,
+             in_place=frozenset(in_place)) as job:
         job.launch()
         phases["launch"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: inspect")
@@ -748,6 +760,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         order, order_warnings = _disk_order(job, sources, by_inspection, disk)
         devices = [job.g.list_devices()[i] for i in order]
         sources = [sources[i] for i in order]  # from here on, in output order
+        sizes = [sizes[i] for i in order]
         virtual = job.g.blockdev_getsize64(disk)
         last_end = _last_partition_end(job, disk)
         if opts.size is not None:
@@ -777,17 +790,26 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         phases["apply"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         # The host copies: used NTFS clusters + everything else, straight into the outputs.
+        # Source j is written to output slot j (a restored Clonezilla disk is there
+        # already, edited in place); the slots are put in output order at the end.
         bitmap = 0.0
-        for i, (layout, dest) in enumerate(zip(layouts, outs, strict=True)):
+        for i, layout in enumerate(layouts):
+            j = order[i]
+            size = opts.size if i == 0 and opts.size is not None else layout.size
+            if j in in_place:
+                copy_stats.append(_in_place_stats(layout, (restored or {}).get(j, 0)))
+                if size != layout.size:
+                    grow(atomic.partial(outs[j]), opts.format, size)
+                continue
             log.info("phase: copy disk %d of %d", i + 1, len(outs))
             c = hostcopy.copy_disk(
-                job.overlay(order[i]), layout, atomic.partial(dest), opts.format,
-                opts.size if i == 0 and opts.size is not None else layout.size, job.workdir,
-                label=f"copy disk {i + 1}/{len(outs)}", progress=progress)
+                job.overlay(j), layout, atomic.partial(outs[j]), opts.format, size,
+                job.workdir, label=f"copy disk {i + 1}/{len(outs)}", progress=progress)
             copy_stats.append(c.to_dict())
             bitmap += c.plan_seconds
             interrupt.check()
         _check_unchanged(sources, sizes)
+        place_in_order([atomic.partial(o) for o in outs], order)
         phases["bitmap"] = round(bitmap, 3)
         phases["copy"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: domain XML and report")

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +28,12 @@ import pytest
 
 import p2vimage
 from fixtures.images import DEMO
+from p2vimage.errors import ConversionError, Interrupted
+from p2vimage.guest.layout import DiskLayout, PartitionSpan
 from p2vimage.sources import ntfsclone
 from p2vimage.targets import hostcopy
+from p2vimage.targets.nbd import server_processes
+from tests.conftest import private_tmpdir
 
 MiB = 1 << 20
 CHUNK = 16 * MiB
@@ -180,3 +187,83 @@ def test_two_disks_equal_edited_guest(images, tmp_path, monkeypatch) -> None:
     assert len(refs) == 2 and len(report.copy) == 2
     check_output(tmp_path, refs[0], out, "qcow2")
     check_output(tmp_path, refs[1], out.with_name("two-2.qcow2"), "qcow2")
+
+
+# --- failures during the host copy ------------------------------------------------------
+
+
+def host_layout(raw: Path) -> DiskLayout:
+    """The layout the appliance would report, from sfdisk and blkid (no appliance)."""
+    spans = []
+    for n, p in enumerate(partitions(raw), 1):
+        with loop(raw, p["start"], p["size"]) as dev:
+            fs = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev],
+                                capture_output=True, text=True).stdout.strip() or None
+        spans.append(PartitionSpan(f"/dev/sda{n}", p["start"], p["start"] + p["size"], fs))
+    return DiskLayout("/dev/sda", raw.stat().st_size, tuple(spans))
+
+
+@pytest.fixture()
+def overlay(images, tmp_path: Path) -> tuple[Path, DiskLayout]:
+    src = images[DEMO]
+    ov = tmp_path / "overlay.qcow2"
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(src), str(ov))
+    return ov, host_layout(src)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_copy_disk_alone_writes_the_used_data(overlay, tmp_path: Path, fmt: str) -> None:
+    ov, layout = overlay
+    dest = tmp_path / f"out.{fmt}"
+    seen: list = []
+    c = hostcopy.copy_disk(ov, layout, dest, fmt, layout.size, tmp_path, label="copy",
+                           progress=seen.append)
+    assert c.ntfs_bytes > 0 and c.whole_volumes == []
+    assert seen[-1].done == seen[-1].total == c.bytes_read
+    ref = tmp_path / "ref.raw"
+    _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(ov), str(ref))
+    check_output(tmp_path, ref, dest, fmt)
+    assert list(tmp_path.glob("nbd-*")) == []  # the socket directories are gone
+
+
+def test_nbd_server_killed_mid_copy_is_exit_4(overlay, tmp_path: Path, monkeypatch) -> None:
+    """The source's qemu-nbd dies during the copy: ConversionError (exit 4) naming it."""
+    ov, layout = overlay
+    monkeypatch.setattr(hostcopy, "REQUEST", 64 << 10)  # many small requests: time to kill
+
+    def kill_servers(_p) -> None:
+        for pid in server_processes({os.getpid()}):
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(ConversionError, match="NBD") as err:
+        hostcopy.copy_disk(ov, layout, tmp_path / "out.qcow2", "qcow2", layout.size, tmp_path,
+                           label="copy", progress=kill_servers)
+    assert err.value.exit_code == 4
+    assert list(tmp_path.glob("nbd-*")) == []
+
+
+def test_sigint_during_the_host_copy_leaves_nothing(images, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    """A real SIGINT (to this process, from the progress callback, so it lands in the
+    copy): the job stops, no output or .partial, no qemu-nbd, the work directory gone."""
+    out = tmp_path / "o"
+    out.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    for k, v in private_tmpdir(work).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(hostcopy, "REQUEST", 64 << 10)
+    sent: list[int] = []
+
+    def interrupt_once(p) -> None:
+        if not sent and p.phase.startswith("copy"):
+            sent.append(p.done)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises((KeyboardInterrupt, Interrupted)):
+        p2vimage.convert(str(images[DEMO]), out / "x.qcow2", progress=interrupt_once)
+    assert sent
+    assert list(out.iterdir()) == []
+    assert list(work.iterdir()) == []
+    assert server_processes({os.getpid()}) == []

@@ -23,7 +23,6 @@ from the same two sources sfdisk would use, with the same bytes sfdisk writes
 from __future__ import annotations
 
 import math
-import os
 import re
 import struct
 import uuid
@@ -31,6 +30,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ..errors import BadInputError
+from ..targets import blockdev
 from .metadata import DiskImage
 
 ENTRY_SIZE = 128
@@ -251,7 +251,7 @@ def _extents(entries: bytes) -> set[tuple[int, int, int]]:
     return out
 
 
-def write(fd: int, img: DiskImage) -> None:
+def write(fd: blockdev.Disk, img: DiskImage) -> None:
     """The GPT of ``img`` into ``fd``: from its intact ``<disk>-gpt-1st`` when that describes
     the partitions of the dump (which places the partition images), else from the dump."""
     ss = img.sector_size
@@ -272,4 +272,4 @@ def write(fd: int, img: DiskImage) -> None:
     if pieces is None:
         pieces = from_dump(table, sectors, ss, where)
     for off, data in pieces:
-        os.pwrite(fd, data, off)
+        blockdev.pwrite(fd, data, off)

@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import deps, interrupt
+from .. import interrupt
 from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
 from ..sources import ntfsclone
-from ..targets import space
+from ..targets import blockdev, space
 from ..targets.atomic import AtomicOutputs
-from ..targets.disk import output_paths, qemu_img_convert
+from ..targets.disk import create_qcow2, output_paths
+from ..targets.nbd import NbdExport
 from . import metadata, partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 
@@ -117,7 +116,7 @@ class RestoreResult:
 # --- partitions ------------------------------------------------------------------------
 
 
-def _restore_partition(fd: int, part: Partition, image: PartitionImage,
+def _restore_partition(fd: blockdev.Disk, part: Partition, image: PartitionImage,
                        progress: Callable[[int], None]) -> PartitionResult:
     t0 = time.monotonic()
     base, limit = part.offset, part.length
@@ -134,7 +133,7 @@ def _restore_partition(fd: int, part: Partition, image: PartitionImage,
                                     f"(byte {off})")
             data = data[: limit - off]
         try:
-            os.pwrite(fd, data, base + off)
+            blockdev.pwrite(fd, data, base + off)
         except OSError as exc:
             raise ConversionError(f"writing the output: {exc.strerror}") from None
 
@@ -232,19 +231,19 @@ def _restore_ntfsclone(reader: streams.PieceReader,
     return written, hdr.cluster_size
 
 
-def _ntfs_backup_boot_sector(fd: int, part: Partition) -> bool:
+def _ntfs_backup_boot_sector(fd: blockdev.Disk, part: Partition) -> bool:
     """Copy an NTFS boot sector to the partition's last sector, where partclone left zeros."""
-    first = os.pread(fd, SECTOR, part.offset)
+    first = blockdev.pread(fd, SECTOR, part.offset)
     if first[3:11] != b"NTFS    " or first[510:] != b"\x55\xaa":
         return False
     bps = int.from_bytes(first[11:13], "little")  # 4096 on 4Kn volumes: its last sector
     if bps not in (512, 1024, 2048, 4096):
         return False
-    first = os.pread(fd, bps, part.offset)
+    first = blockdev.pread(fd, bps, part.offset)
     last = part.offset + part.length - bps
-    if os.pread(fd, bps, last).count(0) != bps:
+    if blockdev.pread(fd, bps, last).count(0) != bps:
         return False
-    os.pwrite(fd, first, last)
+    blockdev.pwrite(fd, first, last)
     return True
 
 
@@ -296,66 +295,78 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
                 on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
     """Write the disk ``img`` describes into the new sparse file ``raw``."""
     fd = os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    results = []
     try:
         try:
             os.ftruncate(fd, img.size)
         except OSError as exc:  # EFBIG: a 20 TiB disk on ext4 (16 TiB files at most)
             raise ConversionError(f"cannot make a {img.size}-byte disk for {img.disk} here: "
                                   f"{exc.strerror}") from None
-        table.write_table(fd, img)
-        bar = Progress(f"restoring {img.disk} of {img.directory.name} (used data)")
-        bar.enabled = bar.enabled and show_progress
-        done = 0
-
-        def progress(n: int) -> None:
-            nonlocal done
-            done += n
-            bar.update(done)
-            if on_progress:
-                on_progress(done)
-
-        for part in img.partitions:
-            image = img.images.get(part.name)
-            if image is None:
-                continue
-            try:
-                results.append(_restore_partition(fd, part, image, progress))
-            except P2VError as exc:
-                raise type(exc)(f"{part.name}: {exc}") from None
-            interrupt.check()
-        bar.done()
+        results = restore_into(img, fd, show_progress=show_progress, on_progress=on_progress)
         os.fsync(fd)
     finally:
         os.close(fd)
     return results
 
 
-def _restore_one(img: DiskImage, partial: Path, format: str, qemu_img: str | None,
-                 out: Path, progress: bool) -> list[PartitionResult]:
+def restore_into(img: DiskImage, out: blockdev.Disk, *, show_progress: bool = True,
+                 on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
+    """Write the table and every partition image of ``img`` into ``out`` (a file
+    descriptor of a file already ``img.size`` long, or an NBD export that size)."""
+    results = []
+    table.write_table(out, img)
+    bar = Progress(f"restoring {img.disk} of {img.directory.name} (used data)")
+    bar.enabled = bar.enabled and show_progress
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        bar.update(done)
+        if on_progress:
+            on_progress(done)
+
+    for part in img.partitions:
+        image = img.images.get(part.name)
+        if image is None:
+            continue
+        try:
+            results.append(_restore_partition(out, part, image, progress))
+        except P2VError as exc:
+            raise type(exc)(f"{part.name}: {exc}") from None
+        interrupt.check()
+    bar.done()
+    return results
+
+
+def restore_disk(img: DiskImage, dest: Path, format: str, *, show_progress: bool = True,
+                 on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
+    """Restore ``img`` straight into the new output ``dest``: a sparse raw file, or a
+    qcow2 written through a writable NBD export of it (one pass, no temporary raw)."""
     if format == "raw":
-        return restore_raw(img, partial, show_progress=progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        return restore_raw(img, dest, show_progress=show_progress, on_progress=on_progress)
+    create_qcow2(dest, img.size)
+    with NbdExport(dest, "qcow2", None, writable=True, label=dest.name) as h:
+        out = blockdev.NbdDisk(h)
+        results = restore_into(img, out, show_progress=show_progress, on_progress=on_progress)
+        out.flush()
+    return results
+
+
+def _restore_one(img: DiskImage, partial: Path, format: str, out: Path,
+                 progress: bool) -> list[PartitionResult]:
     try:
-        raw = tmp / "disk.raw"
-        results = restore_raw(img, raw, show_progress=progress)
-        qemu_img_convert(str(qemu_img), raw, "raw", partial, "qcow2", name=out)
-        return results
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return restore_disk(img, partial, format, show_progress=progress)
+    except ConversionError as exc:
+        raise type(exc)(str(exc).replace(str(partial), str(out))) from None
 
 
 def restore_needs(imgs: list[DiskImage], outs: list[Path], format: str) -> list[space.Need]:
-    """Space on the output's filesystem: every disk, and for qcow2 the largest temporary
-    raw (one at a time, beside the output, removed before the next)."""
+    """Space on the output's filesystem: every disk (a qcow2 is written directly)."""
     bounds = [raw_bound(img) for img in imgs]
     needs = []
     for img, o, b in zip(imgs, outs, bounds, strict=True):
         size = b if format == "raw" else b + space.qcow2_overhead(img.size)
         needs.append(space.Need(o.parent, size, f"the restored disk {o.name}"))
-    if format == "qcow2":
-        needs.append(space.Need(outs[0].parent, max(bounds),
-                                "the temporary raw of the qcow2 conversion"))
     return needs
 
 
@@ -386,14 +397,13 @@ def restore(
     for o in outs:
         if o.resolve().is_relative_to(imgs[0].directory.resolve()):
             raise UsageError(f"{o}: never write into the image directory")
-    qemu_img = deps.require_program("qemu-img") if format == "qcow2" else None
     results: list[RestoreResult] = []
     with interrupt.handling_signals(), AtomicOutputs(outs, overwrite=overwrite) as atomic:
         space.check(restore_needs(imgs, outs, format))
         for img, o in zip(imgs, outs, strict=True):
             t1 = time.monotonic()
             partial = atomic.partial(o)
-            parts = _restore_one(img, partial, format, qemu_img, o, progress)
+            parts = _restore_one(img, partial, format, o, progress)
             results.append(RestoreResult(
                 source=str(img.directory), disk=img.disk, output=str(o), format=format,
                 size=img.size, partitions=parts, bytes_written=partial.stat().st_blocks * 512,

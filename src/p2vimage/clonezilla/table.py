@@ -18,12 +18,12 @@ their original bytes when their tables agree with the dump.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..targets import blockdev
 from . import gpt
 from .metadata import SECTOR, DiskImage, Partition
 
@@ -173,21 +173,22 @@ def _overlay(built: bytes, saved: bytes | None, what: str, img: DiskImage) -> by
     return saved[:446] + built[446:]
 
 
-def write_table(fd: int, img: DiskImage) -> None:
-    """MBR, EBR chain(s) and the hidden sectors after the MBR, into the output ``fd``."""
+def write_table(fd: blockdev.Disk, img: DiskImage) -> None:
+    """MBR, EBR chain(s) and the hidden sectors after the MBR, into the output ``fd``
+    (a file descriptor or an NBD export)."""
     if img.label == "gpt":
         gpt.write(fd, img)  # in Python: sfdisk cannot write a 4K-sector table into a file
         return
     saved_mbr = _saved(img.mbr)
     geo = geometry(img, [saved_mbr] if saved_mbr is not None else [])
     mbr = _overlay(build_mbr(img, geo), saved_mbr, f"{img.disk}-mbr", img)
-    os.pwrite(fd, mbr, 0)
+    blockdev.pwrite(fd, mbr, 0)
     for ext in (p for p in img.partitions if p.extended):
         saved = _saved(img.ebrs.get(ext.name))
         chain = ebr_chain(img, ext, saved, geo)
         for i, (pos, sector) in enumerate(chain):
             if i == 0:
                 sector = _overlay(sector, saved, f"{ext.name}-ebr", img)
-            os.pwrite(fd, sector, pos * img.sector_size)  # a 4Kn EBR: 512 bytes, rest zero
+            blockdev.pwrite(fd, sector, pos * img.sector_size)  # a 4Kn EBR: 512 bytes, rest zero
     if img.hidden_after_mbr is not None:
-        os.pwrite(fd, img.hidden_after_mbr.read_bytes(), img.sector_size)
+        blockdev.pwrite(fd, img.hidden_after_mbr.read_bytes(), img.sector_size)

@@ -174,6 +174,9 @@ class Job:
     writable: bool = False
     root: str | None = None
     workdir: Path | None = None
+    # Sources that are the job's own new outputs (a Clonezilla disk restored into its
+    # output file): attached as they are and edited in place, no overlay.
+    in_place: frozenset[int] = frozenset()
     stats: LaunchStats = field(default_factory=LaunchStats)
     g: Any = None
     overlays: list[Path] = field(default_factory=list)
@@ -217,6 +220,10 @@ class Job:
         drives = []
         qemu_img = deps.require_program("qemu-img")
         for i, s in enumerate(self.sources):
+            if i in self.in_place:
+                assert self.writable, "a read-only job never edits its sources in place"
+                drives.append(Drive(str(s.path), s.format, False, s.path.name))
+                continue
             overlay = wd / f"overlay-{i}.qcow2"
             if not overlay.exists():
                 subprocess.run(

@@ -37,6 +37,7 @@ class SourceSet:
         self.sources: list[SourceImage] = []
         self._tmp: Path | None = None
         self._bounds: dict[int, int] | None = None
+        self.restored_bytes: dict[int, int] = {}
         for arg in args:
             p = Path(arg)
             if not p.is_dir():
@@ -119,6 +120,22 @@ class SourceSet:
             self.sources[i] = replace(self.sources[i], path=raw,
                                       actual_size=raw.stat().st_blocks * 512)
         return self.sources
+
+    def restore_in_place(self, outputs: list[Path], fmt: str) -> set[int]:
+        """Rebuild every Clonezilla disk straight into its output file (``outputs[i]`` for
+        source ``i``, a claimed ``.partial``), in ``fmt``.  The job then edits these
+        files in place: no temporary raw, no second copy.  Returns the indexes restored."""
+        from ..clonezilla.restore import restore_disk
+
+        for i, img in self._disks.items():
+            log.info("restoring %s (%s) into %s", img.directory, img.disk, outputs[i])
+            parts = restore_disk(img, outputs[i], fmt)
+            for w in img.warnings:
+                log.warning("%s: %s", img.directory, w)
+            self.restored_bytes[i] = sum(p.used_bytes for p in parts)
+            self.sources[i] = replace(self.sources[i], path=outputs[i], format=fmt,
+                                      actual_size=outputs[i].stat().st_blocks * 512)
+        return set(self._disks)
 
     def close(self) -> None:
         if self._tmp is not None:

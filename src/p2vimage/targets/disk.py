@@ -4,10 +4,13 @@ becomes a thin qcow2)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from .. import deps
 from ..errors import ConversionError
 
 
@@ -36,3 +39,51 @@ def qemu_img_convert(qemu_img: str, source: Path, source_fmt: str, dest: Path,
     if proc.returncode != 0:
         msg = (proc.stderr.strip().splitlines() or ["qemu-img convert failed"])[-1]
         raise ConversionError(f"writing {name or dest}: {msg}")
+
+
+def create_qcow2(path: Path, size: int) -> None:
+    """A new, empty qcow2 of ``size`` bytes at ``path`` (a claimed ``.partial``: qemu-img
+    opens it in place, so the locked inode is the one written)."""
+    qemu_img = deps.require_program("qemu-img")
+    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), str(size)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img create failed"])[-1]
+        raise ConversionError(f"creating {path}: {msg}")
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two files atomically (renameat2 RENAME_EXCHANGE): neither path is ever
+    missing, so a claimed ``.partial`` never looks free to another job."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                      _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise ConversionError(f"swapping {a.name} and {b.name}: {os.strerror(err)}")
+
+
+def place_in_order(slots: list[Path], order: list[int]) -> None:
+    """Files written per source (``slots[j]`` holds source ``j``) put in output order:
+    afterwards ``slots[k]`` holds source ``order[k]``."""
+    holds = list(range(len(slots)))
+    for k, want in enumerate(order):
+        if holds[k] != want:
+            m = holds.index(want)
+            _exchange(slots[k], slots[m])
+            holds[k], holds[m] = holds[m], holds[k]
+
+
+def grow(path: Path, fmt: str, size: int) -> None:
+    """Make the disk ``path`` ``size`` bytes long (``--size`` of a disk restored in place)."""
+    if fmt == "raw":
+        os.truncate(path, size)
+        return
+    qemu_img = deps.require_program("qemu-img")
+    proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(path), str(size)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ConversionError(f"resizing {path}: {proc.stderr.strip()}")

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import deps, interrupt
+from .. import interrupt
 from ..errors import BadInputError, ConversionError
 from ..guest.layout import DiskLayout
 from ..progress import Meter, ProgressCallback
+from . import blockdev
+from .disk import create_qcow2
 from .extents import CopyPlan, plan_disk
 from .nbd import NbdExport, libnbd
 
@@ -86,21 +87,15 @@ class NbdOutput:
         try:
             self.h.pwrite(data, offset)
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output disk: {_nbd_reason(exc)}") from None
+            raise ConversionError(f"writing the output disk through its NBD server: "
+                                  f"{blockdev.reason(exc)}") from None
 
     def finish(self) -> None:
         nbd = libnbd()
         try:
             self.h.flush()
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output disk: {_nbd_reason(exc)}") from None
-
-
-def _nbd_reason(exc: Exception) -> str:
-    errno = getattr(exc, "errno", None)
-    if errno:
-        return os.strerror(errno)
-    return str(getattr(exc, "string", exc)).strip().splitlines()[0]
+            raise ConversionError(f"writing the output disk: {blockdev.reason(exc)}") from None
 
 
 @dataclass
@@ -228,17 +223,8 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
 
 def _source_error(exc: Exception, offset: int | None) -> ConversionError:
     where = f" at byte {offset}" if offset is not None else ""
-    return ConversionError(f"reading the edited disk over NBD{where}: {_nbd_reason(exc)} "
+    return ConversionError(f"reading the edited disk over NBD{where}: {blockdev.reason(exc)} "
                            "(the NBD server stopped?)")
-
-
-def _create_qcow2(path: Path, size: int) -> None:
-    qemu_img = deps.require_program("qemu-img")
-    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), str(size)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["qemu-img create failed"])[-1]
-        raise ConversionError(f"creating {path}: {msg}")
 
 
 @dataclass
@@ -287,8 +273,7 @@ def copy_disk(overlay: Path, layout: DiskLayout, dest: Path, fmt: str, out_size:
     ``out_size`` may exceed the disk (``--size``): the output is created that large.
     """
     t0 = time.monotonic()
-    sock = workdir / f"src-{dest.name}.sock"
-    with NbdExport(overlay, "qcow2", sock, label=f"the edited {layout.device}") as src:
+    with NbdExport(overlay, "qcow2", workdir, label=f"the edited {layout.device}") as src:
         plan = plan_copy(src, layout)
         t_plan = time.monotonic() - t0
         interrupt.check()
@@ -300,9 +285,8 @@ def copy_disk(overlay: Path, layout: DiskLayout, dest: Path, fmt: str, out_size:
             finally:
                 raw.close()
         else:
-            _create_qcow2(dest, out_size)
-            with NbdExport(dest, "qcow2", workdir / f"out-{dest.name}.sock", writable=True,
-                           label=dest.name) as dst:
+            create_qcow2(dest, out_size)
+            with NbdExport(dest, "qcow2", workdir, writable=True, label=dest.name) as dst:
                 stats = copy_extents(src, NbdOutput(dst), plan.extents, meter)
     return DiskCopy(
         device=layout.device, size=layout.size, ntfs_bytes=plan.ntfs_bytes,

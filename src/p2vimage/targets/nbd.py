@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -36,11 +38,13 @@ def libnbd() -> Any:
 class NbdExport:
     """``with NbdExport(image, fmt, socket, writable=...) as h:`` — an open libnbd handle."""
 
-    def __init__(self, image: Path, fmt: str, socket: Path, *, writable: bool = False,
-                 label: str | None = None) -> None:
+    def __init__(self, image: Path, fmt: str, workdir: Path | None = None, *,
+                 writable: bool = False, label: str | None = None) -> None:
         self.image = image
         self.fmt = fmt
-        self.socket = socket
+        self.workdir = workdir
+        self.sockdir: Path | None = None
+        self.socket = Path()
         self.writable = writable
         self.label = label or image.name
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,13 +53,14 @@ class NbdExport:
     def __enter__(self) -> Any:
         nbd = libnbd()
         qemu_nbd = deps.require_program("qemu-nbd")
-        self.socket.unlink(missing_ok=True)
+        self.sockdir = _socket_dir(self.workdir)
+        self.socket = self.sockdir / "nbd.sock"
         cmd = [qemu_nbd, "--format", self.fmt, "--socket", str(self.socket),
                "--export-name", "", "--shared", "1", "--cache", "writeback", "--aio", "threads"]
         if not self.writable:
             cmd.append("--read-only")
         cmd.append(str(self.image))
-        errlog = self.socket.with_suffix(".log")
+        errlog = self.sockdir / "qemu-nbd.log"
         with open(errlog, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                          start_new_session=True)
@@ -110,8 +115,9 @@ class NbdExport:
                     self.proc.kill()
                     code = self.proc.wait()
             self.proc = None
-        self.socket.unlink(missing_ok=True)
-        self.socket.with_suffix(".log").unlink(missing_ok=True)
+        if self.sockdir is not None:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+            self.sockdir = None
         return code
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -121,6 +127,16 @@ class NbdExport:
         code = self._stop()
         if exc_type is None and code not in (0, None):
             raise ConversionError(f"qemu-nbd for {self.label} ended with exit code {code}")
+
+
+def _socket_dir(workdir: Path | None) -> Path:
+    """A private directory for the socket: in the job's work directory, unless that
+    path is too long for a Unix socket address (108 bytes), then in /tmp."""
+    d = Path(tempfile.mkdtemp(prefix="nbd-", dir=workdir))
+    if len(str(d / "nbd.sock")) < 100:
+        return d
+    d.rmdir()
+    return Path(tempfile.mkdtemp(prefix="p2vimage-nbd-", dir="/tmp"))
 
 
 def server_processes(parents: set[int] | None = None) -> list[int]:

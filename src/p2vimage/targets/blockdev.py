@@ -1,0 +1,70 @@
+"""Where restored or copied bytes go: a file descriptor, or an NBD export of an output.
+
+Restoring a Clonezilla image writes tables, partition data and a backup boot sector
+at given offsets.  ``pwrite``/``pread`` below take either a plain file descriptor (a
+raw output) or an :class:`NbdDisk` (a qcow2 output opened through a writable
+``qemu-nbd``), so one restore writes straight into either kind of output.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConversionError
+
+
+class NbdDisk:
+    """A libnbd handle of a writable export, with the file-descriptor calls restore uses."""
+
+    def __init__(self, handle: Any) -> None:
+        self.h = handle
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        nbd = _nbd()
+        try:
+            self.h.pwrite(data, offset)
+        except nbd.Error as exc:
+            raise ConversionError(f"writing the output: {reason(exc)}") from None
+
+    def pread(self, n: int, offset: int) -> bytes:
+        nbd = _nbd()
+        try:
+            return bytes(self.h.pread(n, offset))
+        except nbd.Error as exc:
+            raise ConversionError(f"reading the output back: {reason(exc)}") from None
+
+    def flush(self) -> None:
+        nbd = _nbd()
+        try:
+            self.h.flush()
+        except nbd.Error as exc:
+            raise ConversionError(f"writing the output: {reason(exc)}") from None
+
+
+Disk = int | NbdDisk
+
+
+def pwrite(disk: Disk, data: bytes | memoryview, offset: int) -> None:
+    if isinstance(disk, int):
+        os.pwrite(disk, data, offset)
+    else:
+        disk.pwrite(data, offset)
+
+
+def pread(disk: Disk, n: int, offset: int) -> bytes:
+    return os.pread(disk, n, offset) if isinstance(disk, int) else disk.pread(n, offset)
+
+
+def reason(exc: Exception) -> str:
+    """A libnbd error in a user's words: the server's errno when there is one."""
+    args = getattr(exc, "args", ())
+    if len(args) > 1 and isinstance(args[1], int) and args[1]:
+        return os.strerror(args[1])
+    return str(getattr(exc, "string", exc)).strip().splitlines()[0]
+
+
+def _nbd() -> Any:
+    from .nbd import libnbd
+
+    return libnbd()
