@@ -93,7 +93,9 @@ def test_outputs_and_report(converted) -> None:
     reasons = {d["what"]: d["reason"] for d in doc["plan"]["devices"]}
     assert reasons["disk bus"].startswith("no --virtio-win given")
     assert reasons["nic model"].startswith("no --virtio-win")
-    assert set(doc["phases"]) == {"inspect", "plan", "apply", "copy"}
+    assert list(doc["phases"]) == ["launch", "inspect", "plan", "apply", "bitmap", "copy"]
+    (disk,) = doc["copy"]  # the host copy of the one disk: used NTFS data + the rest
+    assert disk["ntfs_bytes"] > 0 and disk["bytes_read"] == doc["bytes_read"] > 0
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
                                       str(converted["disk"])], capture_output=True,
                                      text=True, check=True).stdout)
