@@ -17,7 +17,9 @@ shutdown, source added read-only) and ``p2vimage convert DIR``.
 Memory: "own peak" is the ``VmHWM`` of our Python process read at its end (threads
 included; qemu, qemu-nbd, qemu-img and the decompressors it starts excluded), as in
 ``benchmarks/memory.py``; "tree peak" is GNU time's maximum RSS, the largest of the
-process and the children it waited for (so mostly qemu's for the appliance tools).
+process and the children it waited for (so mostly qemu's for the appliance tools);
+RssAnon/RssFile/RssShmem of our process are also sampled every 0.2 s, to tell heap and
+buffers from mapped file pages (VmHWM counts both).
 "used" is what the source's file systems hold (``statvfs`` in one appliance, as
 ``tests/e2e/test_thin.py`` measures it).  Each of the issue's targets is then printed
 PASS, FAIL or n/a (with the reason); ``--json-out`` writes everything as JSON.
@@ -40,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,36 @@ def allocated(path: Path) -> int:
     return int(image_info(path)["actual-size"])
 
 
+class _Sampler(threading.Thread):
+    """Peak RssAnon/RssFile/RssShmem of the command GNU time runs, sampled every 0.2 s.
+
+    ``VmHWM`` has no split: these tell heap and buffers (anon) from mapped file pages.
+    """
+
+    FIELDS = ("RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self, time_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.time_pid = time_pid
+        self.peaks = dict.fromkeys(self.FIELDS, 0)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        children = Path(f"/proc/{self.time_pid}/task/{self.time_pid}/children")
+        while not self.done.wait(0.2):
+            try:
+                pid = children.read_text().split()[0]
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    if key in self.peaks:
+                        self.peaks[key] = max(self.peaks[key], int(value.split()[0]))
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def result(self) -> dict[str, float]:
+        return {f"{k}_peak_mb": v * 1024 / MB for k, v in self.peaks.items()}
+
+
 def run_timed(cmd: list[str], env: dict[str, str], work: Path, tag: str,
               timeout: float) -> dict:
     """Wall seconds, exit code, GNU time's max RSS and the output files of a command."""
@@ -105,6 +138,8 @@ def run_timed(cmd: list[str], env: dict[str, str], work: Path, tag: str,
         t0 = time.monotonic()
         proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(rss), *cmd],
                                 stdout=fo, stderr=fe, env=env, start_new_session=True)
+        sampler = _Sampler(proc.pid)
+        sampler.start()
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -112,13 +147,16 @@ def run_timed(cmd: list[str], env: dict[str, str], work: Path, tag: str,
             proc.wait()
             rc = None
         wall = time.monotonic() - t0
+        sampler.done.set()
+        sampler.join()
     try:
         tree_kib = int(rss.read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         tree_kib = None
     return {"wall": wall, "rc": rc, "tree_peak_mb": tree_kib * 1024 / MB if tree_kib else None,
             "load1": round(load, 2), "stdout": out.read_text(errors="replace"),
-            "stderr": err.read_text(errors="replace"), "timeout": rc is None}
+            "stderr": err.read_text(errors="replace"), "timeout": rc is None,
+            "sampled": sampler.result()}
 
 
 def _error(r: dict, default: str = "failed") -> str:
@@ -155,6 +193,7 @@ def run_cli(tool: str, args: list[str], out: Path | None, env: dict[str, str], w
         row["own_peak_mb"] = json.loads(hwm.read_text())["vmhwm_kib"] * 1024 / MB
     except (OSError, ValueError, KeyError):
         row["own_peak_mb"] = None
+    row["sampled"] = r["sampled"]
     try:
         doc = json.loads(r["stdout"])
     except ValueError:
@@ -402,6 +441,11 @@ def print_report(res: dict) -> None:
         print(f"{r['tool'][:42]:42} {r['wall']:8.1f} {num(alloc and alloc / MiB, '10,.1f'):>10} "
               f"{num(r.get('own_peak_mb'), '7.1f'):>7} {num(r.get('tree_peak_mb'), '8.0f'):>8} "
               f"{r.get('load1', 0):5.2f}  {fmt_phases(r.get('phases'))}")
+    for r in res["rows"]:
+        sp = r.get("sampled")
+        if sp and r.get("own_peak_mb") is not None:
+            print(f"  {r['tool']}: VmHWM {r['own_peak_mb']:.1f} MB; sampled peaks (0.2 s) "
+                  + ", ".join(f"{k.split('_')[0]} {v:.1f} MB" for k, v in sp.items()))
     print()
     for t in res["targets"]:
         val = f"{t['value']:.3f}" if t["value"] is not None else "-"

@@ -30,7 +30,6 @@ from .api import inspect_job
 from .errors import BadInputError, ConversionError, UsageError
 from .guest import files
 from .guest.appliance import Job
-from .guest.layout import read_layout
 from .inspection import Inspection
 from .plan import BootSectorEdit, FileWrite, Plan
 from .progress import ProgressCallback
@@ -575,9 +574,9 @@ def _apply(plan: Plan, job: Job) -> None:
                 g.pwrite_device(b.device, bytes(bs), total * geometry.SECTOR)
 
 
-def _in_place_stats(layout: Any, restored: int) -> dict[str, Any]:
+def _in_place_stats(device: str, size: int, restored: int) -> dict[str, Any]:
     """The report's copy entry of a disk restored into its output and edited there."""
-    return {"device": layout.device, "size": layout.size, "in_place": True,
+    return {"device": device, "size": size, "in_place": True,
             "ntfs_bytes": 0, "other_bytes": 0, "bytes_read": 0, "bytes_written": restored,
             "seconds": 0.0, "throughput_mib_s": 0.0, "whole_volumes": [], "plan_seconds": 0.0,
             "warnings": []}
@@ -783,27 +782,25 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         assert atomic is not None
         log.info("phase: apply")
         _apply(plan, job)
-        # The appliance's last job: where each disk's partitions and NTFS volumes are;
-        # then it stops (unmount, sync: every edit is in the overlays).
-        layouts = [read_layout(job.g, dev) for dev in devices]
-        job.shutdown_appliance()
+        job.shutdown_appliance()  # unmount, sync: every edit is in the overlays
         phases["apply"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         # The host copies: used NTFS clusters + everything else, straight into the outputs.
         # Source j is written to output slot j (a restored Clonezilla disk is there
         # already, edited in place); the slots are put in output order at the end.
         bitmap = 0.0
-        for i, layout in enumerate(layouts):
+        for i, dev in enumerate(devices):
             j = order[i]
-            size = opts.size if i == 0 and opts.size is not None else layout.size
+            size = opts.size if i == 0 else None
             if j in in_place:
-                copy_stats.append(_in_place_stats(layout, (restored or {}).get(j, 0)))
-                if size != layout.size:
+                copy_stats.append(_in_place_stats(dev, sources[i].virtual_size,
+                                                  (restored or {}).get(j, 0)))
+                if size is not None and size != sources[i].virtual_size:
                     grow(atomic.partial(outs[j]), opts.format, size)
                 continue
             log.info("phase: copy disk %d of %d", i + 1, len(outs))
             c = hostcopy.copy_disk(
-                job.overlay(j), layout, atomic.partial(outs[j]), opts.format, size,
+                job.overlay(j), dev, atomic.partial(outs[j]), opts.format, size,
                 job.workdir, label=f"copy disk {i + 1}/{len(outs)}", progress=progress)
             copy_stats.append(c.to_dict())
             bitmap += c.plan_seconds

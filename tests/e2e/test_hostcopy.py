@@ -29,7 +29,6 @@ import pytest
 import p2vimage
 from fixtures.images import DEMO
 from p2vimage.errors import ConversionError, Interrupted
-from p2vimage.guest.layout import DiskLayout, PartitionSpan
 from p2vimage.sources import ntfsclone
 from p2vimage.targets import hostcopy
 from p2vimage.targets.nbd import server_processes
@@ -119,11 +118,11 @@ def convert_with_reference(monkeypatch, tmp_path: Path, sources, out: Path, **kw
     refs: list[Path] = []
     real = hostcopy.copy_disk
 
-    def keeping(overlay: Path, layout, dest, fmt, size, workdir, **kwargs):
+    def keeping(overlay: Path, device, dest, fmt, size, workdir, **kwargs):
         ref = tmp_path / f"ref-{len(refs)}.raw"
         _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(overlay), str(ref))
         refs.append(ref)
-        return real(overlay, layout, dest, fmt, size, workdir, **kwargs)
+        return real(overlay, device, dest, fmt, size, workdir, **kwargs)
 
     monkeypatch.setattr(hostcopy, "copy_disk", keeping)
     seen = []
@@ -192,31 +191,20 @@ def test_two_disks_equal_edited_guest(images, tmp_path, monkeypatch) -> None:
 # --- failures during the host copy ------------------------------------------------------
 
 
-def host_layout(raw: Path) -> DiskLayout:
-    """The layout the appliance would report, from sfdisk and blkid (no appliance)."""
-    spans = []
-    for n, p in enumerate(partitions(raw), 1):
-        with loop(raw, p["start"], p["size"]) as dev:
-            fs = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev],
-                                capture_output=True, text=True).stdout.strip() or None
-        spans.append(PartitionSpan(f"/dev/sda{n}", p["start"], p["start"] + p["size"], fs))
-    return DiskLayout("/dev/sda", raw.stat().st_size, tuple(spans))
-
-
 @pytest.fixture()
-def overlay(images, tmp_path: Path) -> tuple[Path, DiskLayout]:
+def overlay(images, tmp_path: Path) -> Path:
     src = images[DEMO]
     ov = tmp_path / "overlay.qcow2"
     _run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(src), str(ov))
-    return ov, host_layout(src)
+    return ov
 
 
 @pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_copy_disk_alone_writes_the_used_data(overlay, tmp_path: Path, fmt: str) -> None:
-    ov, layout = overlay
+    ov = overlay
     dest = tmp_path / f"out.{fmt}"
     seen: list = []
-    c = hostcopy.copy_disk(ov, layout, dest, fmt, layout.size, tmp_path, label="copy",
+    c = hostcopy.copy_disk(ov, "/dev/sda", dest, fmt, None, tmp_path, label="copy",
                            progress=seen.append)
     assert c.ntfs_bytes > 0 and c.whole_volumes == []
     assert seen[-1].done == seen[-1].total == c.bytes_read
@@ -228,7 +216,7 @@ def test_copy_disk_alone_writes_the_used_data(overlay, tmp_path: Path, fmt: str)
 
 def test_nbd_server_killed_mid_copy_is_exit_4(overlay, tmp_path: Path, monkeypatch) -> None:
     """The source's qemu-nbd dies during the copy: ConversionError (exit 4) naming it."""
-    ov, layout = overlay
+    ov = overlay
     monkeypatch.setattr(hostcopy, "REQUEST", 64 << 10)  # many small requests: time to kill
 
     def kill_servers(_p) -> None:
@@ -236,7 +224,7 @@ def test_nbd_server_killed_mid_copy_is_exit_4(overlay, tmp_path: Path, monkeypat
             os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(ConversionError, match="NBD") as err:
-        hostcopy.copy_disk(ov, layout, tmp_path / "out.qcow2", "qcow2", layout.size, tmp_path,
+        hostcopy.copy_disk(ov, "/dev/sda", tmp_path / "out.qcow2", "qcow2", None, tmp_path,
                            label="copy", progress=kill_servers)
     assert err.value.exit_code == 4
     assert list(tmp_path.glob("nbd-*")) == []

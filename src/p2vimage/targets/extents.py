@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..guest.layout import DiskLayout
+from ..formats.partition_table import DiskLayout
 from ..windows import ntfs_bitmap
 from ..windows.ntfs_volume import NtfsError
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import interrupt
-from ..errors import BadInputError, ConversionError
-from ..guest.layout import DiskLayout
+from ..errors import ConversionError
+from ..formats.partition_table import DiskLayout, PartitionTableError, read_layout
 from ..progress import Meter, ProgressCallback
 from . import blockdev
 from .disk import create_qcow2
@@ -247,13 +247,11 @@ class DiskCopy:
         return dict(self.__dict__)
 
 
-def plan_copy(src: Any, layout: DiskLayout) -> CopyPlan:
-    """The ranges of ``layout``'s disk to copy, reading the bitmaps through ``src``."""
+def plan_copy(src: Any, device: str) -> tuple[DiskLayout, CopyPlan]:
+    """The partitions of the disk ``src`` (libnbd) exports, and the ranges to copy
+    (reading the partition table and the NTFS bitmaps through ``src``)."""
     nbd = libnbd()
     size = src.get_size()
-    if size != layout.size:
-        raise BadInputError(f"the source changed size during the conversion ({layout.size} "
-                            f"bytes at inspection, {size} now)")
 
     def read(off: int, n: int) -> bytes:
         if off < 0 or n < 0 or off + n > size:
@@ -263,18 +261,27 @@ def plan_copy(src: Any, layout: DiskLayout) -> CopyPlan:
         except nbd.Error as exc:
             raise _source_error(exc, off) from None
 
-    return plan_disk(layout, read, lambda off, n: data_ranges(src, off, n))
+    try:
+        layout = read_layout(read, size, device)
+    except (PartitionTableError, ValueError) as exc:
+        layout = DiskLayout(device, size, ())
+        plan = plan_disk(layout, read, lambda off, n: data_ranges(src, off, n))
+        plan.warnings.append(f"{device}: the partition table cannot be read ({exc}); the "
+                             "disk is copied whole")
+        return layout, plan
+    return layout, plan_disk(layout, read, lambda off, n: data_ranges(src, off, n))
 
 
-def copy_disk(overlay: Path, layout: DiskLayout, dest: Path, fmt: str, out_size: int,
+def copy_disk(overlay: Path, device: str, dest: Path, fmt: str, out_size: int | None,
               workdir: Path, *, label: str, progress: ProgressCallback | None) -> DiskCopy:
     """Copy the used data of ``overlay`` (qcow2) into the new output ``dest``.
 
     ``out_size`` may exceed the disk (``--size``): the output is created that large.
     """
     t0 = time.monotonic()
-    with NbdExport(overlay, "qcow2", workdir, label=f"the edited {layout.device}") as src:
-        plan = plan_copy(src, layout)
+    with NbdExport(overlay, "qcow2", workdir, label=f"the edited {device}") as src:
+        layout, plan = plan_copy(src, device)
+        out_size = max(out_size or 0, layout.size)
         t_plan = time.monotonic() - t0
         interrupt.check()
         meter = Meter(progress, label, plan.total)
