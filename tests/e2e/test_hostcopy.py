@@ -18,6 +18,7 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -28,10 +29,11 @@ import pytest
 
 import p2vimage
 from fixtures.images import DEMO
-from p2vimage.errors import ConversionError, Interrupted
+from p2vimage.errors import BadInputError, ConversionError, Interrupted
 from p2vimage.sources import ntfsclone
 from p2vimage.targets import hostcopy
 from p2vimage.targets.nbd import server_processes
+from p2vimage.windows.ntfs_volume import parse_boot, volume_flags
 from tests.conftest import private_tmpdir
 
 MiB = 1 << 20
@@ -176,16 +178,59 @@ def test_gpt_raw_equals_edited_guest(images, tmp_path, monkeypatch) -> None:
     assert out.stat().st_blocks * 512 <= report.copy[0]["bytes_written"] + 4 * MiB
 
 
+def mark_dirty(image: Path, partition_start: int) -> None:
+    """Set the dirty flag of the NTFS volume at ``partition_start`` (record 3, in place)."""
+    with open(image, "r+b") as f:
+        f.seek(partition_start)
+        boot = parse_boot(f.read(512))
+        at = partition_start + boot.record_offset(3)
+        f.seek(at)
+        record = f.read(boot.record_size)
+        flags, off = volume_flags(record)
+        f.seek(at + off)
+        f.write(struct.pack("<H", flags | 1))
+
+
 @pytest.mark.slow
-def test_two_disks_equal_edited_guest(images, tmp_path, monkeypatch) -> None:
+def test_two_disks_equal_edited_guest_untrusted_bitmap_copied_whole(images, tmp_path,
+                                                                    monkeypatch) -> None:
+    """Two disks, the data disk's NTFS marked dirty: its bitmap is not trusted, so that
+    partition is copied whole (free clusters and all), with a warning in the report."""
+    data = tmp_path / "data.raw"
+    _run("cp", "--sparse=always", str(images["win2003-x86-2disk-disk2"]), str(data))
+    (part,) = partitions(data)
+    mark_dirty(data, part["start"])
     out = tmp_path / "o" / "two.qcow2"
     out.parent.mkdir()
     report, refs, _ = convert_with_reference(
-        monkeypatch, tmp_path, [images["win2003-x86-2disk"], images["win2003-x86-2disk-disk2"]],
-        out)
+        monkeypatch, tmp_path, [images["win2003-x86-2disk"], data], out)
     assert len(refs) == 2 and len(report.copy) == 2
     check_output(tmp_path, refs[0], out, "qcow2")
-    check_output(tmp_path, refs[1], out.with_name("two-2.qcow2"), "qcow2")
+    assert report.copy[1]["whole_volumes"] == ["/dev/sdb1"]
+    assert any("/dev/sdb1: the NTFS allocation bitmap cannot be trusted (the volume is marked "
+               "dirty" in w for w in report.warnings)
+    back = tmp_path / "back2.raw"
+    _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(out.with_name("two-2.qcow2")),
+         str(back))
+    assert_same(refs[1], back)  # every byte: nothing zeroed
+
+
+@pytest.mark.slow
+def test_source_changing_size_is_exit_3(images, tmp_path) -> None:
+    """A capture still growing while it is converted: BadInputError (exit 3), nothing left."""
+    src = tmp_path / "growing.raw"
+    _run("cp", "--sparse=always", str(images[DEMO]), str(src))
+    out = tmp_path / "o"
+    out.mkdir()
+
+    def grow(p) -> None:
+        if src.stat().st_size == images[DEMO].stat().st_size:
+            os.truncate(src, src.stat().st_size + MiB)
+
+    with pytest.raises(BadInputError, match="changed size during the conversion") as err:
+        p2vimage.convert(src, out / "x.qcow2", progress=grow)
+    assert err.value.exit_code == 3
+    assert list(out.iterdir()) == []
 
 
 # --- failures during the host copy ------------------------------------------------------
