@@ -35,6 +35,7 @@ from .errors import (
     UsageError,
 )
 from .inspection import Inspection, inspect_hives
+from .progress import Progress
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "ConversionReport",
     "inspect_hives",
     "Inspection",
+    "Progress",
     "P2VError",
     "UsageError",
     "OutputBusyError",

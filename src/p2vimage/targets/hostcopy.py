@@ -166,53 +166,75 @@ def _nonzero_blocks(buf: Any, n: int) -> Iterator[tuple[int, int]]:
         yield run, n
 
 
+class _Slots:
+    """A fixed pool of request buffers, ``MAX_IN_FLIGHT`` bytes in all, reused for the
+    whole copy.
+
+    python3-libnbd 1.14 keeps a reference to every buffer given to ``aio_pread`` for
+    the life of the handle, so a fresh buffer per request grows the process by the
+    bytes copied.  Here every request reads into a view of one of the pool's
+    bytearrays, and the ``nbd.Buffer`` for each (slot, length) is made once and reused:
+    what libnbd holds on to is a bounded set of objects over fixed memory.
+    """
+
+    def __init__(self, nbd: Any) -> None:
+        self.nbd = nbd
+        self.arrays = [bytearray(REQUEST) for _ in range(max(1, MAX_IN_FLIGHT // REQUEST))]
+        self.free = list(range(len(self.arrays)))
+        self._buffers: dict[tuple[int, int], tuple[Any, memoryview]] = {}
+
+    def buffer(self, slot: int, n: int) -> tuple[Any, memoryview]:
+        key = (slot, n)
+        got = self._buffers.get(key)
+        if got is None:
+            view = memoryview(self.arrays[slot])[:n]
+            got = self._buffers[key] = (self.nbd.Buffer.from_buffer(view), view)
+        return got
+
+
 def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: Meter) -> CopyStats:
-    """Read ``extents`` from ``src`` (libnbd), write their non-zero blocks to ``out``."""
+    """Read ``extents`` from ``src`` (libnbd), write their non-zero blocks to ``out``.
+
+    Up to ``MAX_IN_FLIGHT`` bytes of reads are in flight; each completed read is
+    written (all-zero blocks skipped) and its buffer reused for the next request.
+    """
     nbd = libnbd()
     stats = CopyStats()
     t0 = time.monotonic()
+    slots = _Slots(nbd)
     pieces = _pieces(extents)
     pending: tuple[int, int] | None = next(pieces, None)
-    done: list[list[Any]] = []
-    in_flight = 0
-    count = 0
-    while pending is not None or count:
-        while pending is not None and (count == 0 or in_flight + pending[1] <= MAX_IN_FLIGHT):
+    flying: list[tuple[int, int, int, int]] = []  # (cookie, slot, offset, length)
+    while pending is not None or flying:
+        while pending is not None and slots.free:
             off, n = pending
-            ba = bytearray(n)
-            buf = nbd.Buffer.from_buffer(ba)
-            slot: list[Any] = [off, n, ba, buf, 0]
-
-            def completed(err: int, slot: list[Any] = slot) -> int:
-                slot[4] = err
-                done.append(slot)
-                return 1
-
+            slot = slots.free.pop()
+            buf, _view = slots.buffer(slot, n)
             try:
-                src.aio_pread(buf, off, completion=completed)
+                cookie = src.aio_pread(buf, off)
             except nbd.Error as exc:
                 raise _source_error(exc, off) from None
-            in_flight += n
-            count += 1
+            flying.append((cookie, slot, off, n))
             pending = next(pieces, None)
-        if not done:
-            try:
-                src.poll(1000)
-            except nbd.Error as exc:
-                interrupt.check()
-                raise _source_error(exc, None) from None
+        try:
+            src.poll(1000)
+            finished = []
+            for item in flying:
+                if src.aio_command_completed(item[0]):
+                    finished.append(item)
+        except nbd.Error as exc:
             interrupt.check()
-            continue
-        while done:
-            off, n, ba, buf, err = done.pop()
-            in_flight -= n
-            count -= 1
-            if err:
-                raise ConversionError(f"reading the source at byte {off}: {os.strerror(err)}")
-            view = memoryview(ba)
+            off = flying[0][2] if flying else None
+            raise _source_error(exc, off) from None
+        interrupt.check()
+        for item in finished:
+            flying.remove(item)
+            _cookie, slot, off, n = item
+            buf, view = slots.buffer(slot, n)
             for a, b in _nonzero_blocks(buf, n):
                 out.write(off + a, view[a:b])
                 stats.bytes_written += b - a
+            slots.free.append(slot)
             stats.bytes_read += n
             meter.add(n)
     out.finish()
