@@ -138,55 +138,39 @@ def _copy(vol: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_dirty_volume_is_not_trusted(clean_volume: Path, tmp_path: Path) -> None:
+def _dirty(data: bytearray) -> None:
+    from p2vimage.windows.ntfs_volume import volume_flags
+
+    flags, at = volume_flags(bytes(data))
+    struct.pack_into("<H", data, at, flags | 1)
+
+
+def _shorten(data: bytearray) -> None:
+    off = _attr(data, 0x80)
+    struct.pack_into("<q", data, off + 0x30, 16)  # data size: 128 clusters
+
+
+def _move_past_the_end(data: bytearray) -> None:
+    off = _attr(data, 0x80)
+    runs = off + struct.unpack_from("<H", data, off + 0x20)[0]
+    head = data[runs]
+    nlen, noff = head & 0xF, head >> 4
+    data[runs + 1 + nlen : runs + 1 + nlen + noff] = (
+        (1 << (8 * noff - 1)) - 1).to_bytes(noff, "little")
+
+
+@pytest.mark.parametrize("record,edit,message", [
+    (3, _dirty, "dirty"),                      # $Volume's dirty flag set
+    (6, _shorten, "too short"),                # $Bitmap's data size below the clusters
+    (6, _move_past_the_end, "past the end"),   # its first run moved off the volume
+])
+def test_damaged_volume_is_not_trusted(clean_volume: Path, tmp_path: Path, record: int,
+                                       edit, message: str) -> None:
     vol = _copy(clean_volume, tmp_path)
-
-    def dirty(data: bytearray) -> None:
-        from p2vimage.windows.ntfs_volume import volume_flags
-
-        flags, at = volume_flags(bytes(data))
-        struct.pack_into("<H", data, at, flags | 1)
-
-    _patch_record(vol, 3, dirty)
+    _patch_record(vol, record, edit)
     read, fd = reader(vol)
     try:
-        with pytest.raises(NtfsError, match="dirty"):
-            ntfs_bitmap.used_clusters(read, vol.stat().st_size)
-    finally:
-        os.close(fd)
-
-
-def test_short_bitmap_is_not_trusted(clean_volume: Path, tmp_path: Path) -> None:
-    vol = _copy(clean_volume, tmp_path)
-
-    def shorten(data: bytearray) -> None:
-        off = _attr(data, 0x80)
-        struct.pack_into("<q", data, off + 0x30, 16)  # data size: 128 clusters
-
-    _patch_record(vol, 6, shorten)
-    read, fd = reader(vol)
-    try:
-        with pytest.raises(NtfsError, match="too short"):
-            ntfs_bitmap.used_clusters(read, vol.stat().st_size)
-    finally:
-        os.close(fd)
-
-
-def test_bitmap_run_past_the_volume_is_not_trusted(clean_volume: Path, tmp_path: Path) -> None:
-    vol = _copy(clean_volume, tmp_path)
-
-    def move(data: bytearray) -> None:
-        off = _attr(data, 0x80)
-        runs = off + struct.unpack_from("<H", data, off + 0x20)[0]
-        head = data[runs]
-        nlen, noff = head & 0xF, head >> 4
-        data[runs + 1 + nlen : runs + 1 + nlen + noff] = (
-            (1 << (8 * noff - 1)) - 1).to_bytes(noff, "little")
-
-    _patch_record(vol, 6, move)
-    read, fd = reader(vol)
-    try:
-        with pytest.raises(NtfsError, match="past the end"):
+        with pytest.raises(NtfsError, match=message):
             ntfs_bitmap.used_clusters(read, vol.stat().st_size)
     finally:
         os.close(fd)

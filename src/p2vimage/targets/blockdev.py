@@ -25,7 +25,8 @@ class NbdDisk:
         try:
             self.h.pwrite(data, offset)
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output: {reason(exc)}") from None
+            raise ConversionError(f"writing the output through its NBD server: "
+                                  f"{reason(exc)}") from None
 
     def pread(self, n: int, offset: int) -> bytes:
         nbd = _nbd()

@@ -80,22 +80,13 @@ class NbdOutput:
     """Writes through a libnbd handle to a writable export (a qcow2 output)."""
 
     def __init__(self, handle: Any) -> None:
-        self.h = handle
+        self.disk = blockdev.NbdDisk(handle)
 
     def write(self, offset: int, data: memoryview) -> None:
-        nbd = libnbd()
-        try:
-            self.h.pwrite(data, offset)
-        except nbd.Error as exc:
-            raise ConversionError(f"writing the output disk through its NBD server: "
-                                  f"{blockdev.reason(exc)}") from None
+        self.disk.pwrite(data, offset)
 
     def finish(self) -> None:
-        nbd = libnbd()
-        try:
-            self.h.flush()
-        except nbd.Error as exc:
-            raise ConversionError(f"writing the output disk: {blockdev.reason(exc)}") from None
+        self.disk.flush()
 
 
 @dataclass
