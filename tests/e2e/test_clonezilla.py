@@ -379,13 +379,18 @@ def test_interrupted_restore_leaves_nothing(tmp_path: Path) -> None:
     # disk.qcow2.partial is claimed at once (empty); it becomes a qcow2 when the restore
     # starts writing into it through its NBD export.
     partial = outdir / "disk.qcow2.partial"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size):
-        time.sleep(0.05)
-    assert partial.read_bytes()[:4] == b"QFI\xfb"  # the restore has started writing
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size):
+            time.sleep(0.05)
+        assert partial.read_bytes()[:4] == b"QFI\xfb"  # the restore has started writing
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # a failed assertion must not leave it waiting on the FIFO
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted by SIGTERM" in err
     assert os.listdir(outdir) == []
