@@ -579,7 +579,7 @@ def _in_place_stats(device: str, size: int, restored: int) -> dict[str, Any]:
     return {"device": device, "size": size, "in_place": True,
             "ntfs_bytes": 0, "other_bytes": 0, "bytes_read": 0, "bytes_written": restored,
             "seconds": 0.0, "throughput_mib_s": 0.0, "whole_volumes": [], "plan_seconds": 0.0,
-            "warnings": []}
+            "warnings": [], "max_in_flight_bytes": 0}
 
 
 def _file_size(path: Path) -> int | None:

@@ -255,6 +255,7 @@ class DiskCopy:
     whole_volumes: list[str]
     plan_seconds: float
     warnings: list[str]
+    max_in_flight_bytes: int = MAX_IN_FLIGHT  # the copy's memory bound
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
