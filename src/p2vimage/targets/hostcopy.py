@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,17 +188,58 @@ class _Slots:
 def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: Meter) -> CopyStats:
     """Read ``extents`` from ``src`` (libnbd), write their non-zero blocks to ``out``.
 
-    Up to ``MAX_IN_FLIGHT`` bytes of reads are in flight; each completed read is
-    written (all-zero blocks skipped) and its buffer reused for the next request.
+    Up to ``MAX_IN_FLIGHT`` bytes of reads are in flight; each completed read goes to
+    a writer thread (all-zero blocks skipped), which hands its buffer back for the next
+    request, so reading and writing overlap.  The writer is the only user of ``out``.
     """
     nbd = libnbd()
     stats = CopyStats()
     t0 = time.monotonic()
     slots = _Slots(nbd)
-    pieces = _pieces(extents)
+    writes: queue.Queue[tuple[int, int, int] | None] = queue.Queue()
+    returned: queue.Queue[int] = queue.Queue()
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := writes.get()) is not None:
+            slot, off, n = item
+            try:
+                if not failed:
+                    buf, view = slots.buffer(slot, n)
+                    for a, b in _nonzero_blocks(buf, n):
+                        out.write(off + a, view[a:b])
+                        stats.bytes_written += b - a
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                failed.append(exc)
+            finally:
+                returned.put(slot)
+
+    thread = threading.Thread(target=writer, name="p2vimage copy writer", daemon=True)
+    thread.start()
+    try:
+        _read_all(src, nbd, slots, _pieces(extents), writes, returned, failed, stats, meter)
+    finally:
+        writes.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
+    out.finish()
+    stats.seconds = time.monotonic() - t0
+    meter.finish()
+    return stats
+
+
+def _read_all(src: Any, nbd: Any, slots: _Slots, pieces: Iterator[tuple[int, int]],
+              writes: queue.Queue[tuple[int, int, int] | None], returned: queue.Queue[int],
+              failed: list[BaseException], stats: CopyStats, meter: Meter) -> None:
     pending: tuple[int, int] | None = next(pieces, None)
     flying: list[tuple[int, int, int, int]] = []  # (cookie, slot, offset, length)
-    while pending is not None or flying:
+    while (pending is not None or flying) and not failed:
+        while True:  # buffers the writer is done with
+            try:
+                slots.free.append(returned.get_nowait())
+            except queue.Empty:
+                break
         while pending is not None and slots.free:
             off, n = pending
             slot = slots.free.pop()
@@ -207,31 +250,26 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
                 raise _source_error(exc, off) from None
             flying.append((cookie, slot, off, n))
             pending = next(pieces, None)
+        if not flying:  # every buffer is with the writer: wait for one
+            try:
+                slots.free.append(returned.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            interrupt.check()
+            continue
         try:
             src.poll(1000)
-            finished = []
-            for item in flying:
-                if src.aio_command_completed(item[0]):
-                    finished.append(item)
+            finished = [item for item in flying if src.aio_command_completed(item[0])]
         except nbd.Error as exc:
             interrupt.check()
-            off = flying[0][2] if flying else None
-            raise _source_error(exc, off) from None
+            raise _source_error(exc, flying[0][2]) from None
         interrupt.check()
         for item in finished:
             flying.remove(item)
             _cookie, slot, off, n = item
-            buf, view = slots.buffer(slot, n)
-            for a, b in _nonzero_blocks(buf, n):
-                out.write(off + a, view[a:b])
-                stats.bytes_written += b - a
-            slots.free.append(slot)
+            writes.put((slot, off, n))
             stats.bytes_read += n
             meter.add(n)
-    out.finish()
-    stats.seconds = time.monotonic() - t0
-    meter.finish()
-    return stats
 
 
 def _source_error(exc: Exception, offset: int | None) -> ConversionError:
