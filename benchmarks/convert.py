@@ -173,12 +173,23 @@ def _find_keys(doc: Any, words: tuple[str, ...]) -> dict[str, Any]:
     if isinstance(doc, dict):
         for k, v in doc.items():
             if any(w in k.lower() for w in words) and not isinstance(v, (dict, list)):
-                found[k] = v
-            found.update(_find_keys(v, words))
+                _keep_max(found, k, v)
+            for kk, vv in _find_keys(v, words).items():
+                _keep_max(found, kk, vv)
     elif isinstance(doc, list):
         for v in doc:
-            found.update(_find_keys(v, words))
+            for kk, vv in _find_keys(v, words).items():
+                _keep_max(found, kk, vv)
     return found
+
+
+def _keep_max(found: dict[str, Any], key: str, value: Any) -> None:
+    """The same key in several places (one per disk): keep the largest number."""
+    old = found.get(key)
+    if isinstance(old, (int, float)) and isinstance(value, (int, float)):
+        found[key] = max(old, value)
+    elif old is None:
+        found[key] = value
 
 
 def run_cli(tool: str, args: list[str], out: Path | None, env: dict[str, str], work: Path,
@@ -406,7 +417,10 @@ def targets(rows: dict[str, dict], used: int | None) -> list[dict]:
         worst[1] if worst else None, 99.999,
         f"{worst[1]:.1f} MB ({worst[0]}; VmHWM, 1 MB = 10^6 bytes)" if worst else "",
         "needs our row")
-    flights = {k: v for r in (ours, czc) if r for k, v in (r.get("in_flight") or {}).items()}
+    flights: dict[str, Any] = {}
+    for r in (ours, czc):
+        for k, v in ((r or {}).get("in_flight") or {}).items():
+            _keep_max(flights, k, v)
     nums = [v for v in flights.values() if isinstance(v, (int, float))]
     add("<= 32 MiB of requests in flight",
         max(nums) / MiB if nums else None, 32.0,
