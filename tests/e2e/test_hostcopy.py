@@ -29,9 +29,11 @@ import pytest
 
 import p2vimage
 from fixtures.images import DEMO
+from p2vimage import interrupt
 from p2vimage.errors import BadInputError, ConversionError, Interrupted
 from p2vimage.sources import ntfsclone
 from p2vimage.targets import hostcopy
+from p2vimage.targets.extents import CopyPlan
 from p2vimage.targets.nbd import server_processes
 from p2vimage.windows.ntfs_volume import parse_boot, volume_flags
 from tests.conftest import private_tmpdir
@@ -294,9 +296,47 @@ def test_sigint_during_the_host_copy_leaves_nothing(images, tmp_path: Path,
             sent.append(p.done)
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises((KeyboardInterrupt, Interrupted)):
-        p2vimage.convert(str(images[DEMO]), out / "x.qcow2", progress=interrupt_once)
+    try:
+        with pytest.raises((KeyboardInterrupt, Interrupted)):
+            p2vimage.convert(str(images[DEMO]), out / "x.qcow2", progress=interrupt_once)
+    finally:
+        interrupt.clear_stop()  # the record is process-wide: later tests must run
     assert sent
     assert list(out.iterdir()) == []
     assert list(work.iterdir()) == []
     assert server_processes({os.getpid()}) == []
+
+
+def test_copy_disk_to_a_smaller_size_cuts_only_the_tail(images, tmp_path: Path) -> None:
+    """``--size`` below the disk's size but past the last partition: the output is that
+    large, every partition (and the gap before it) equal to the edited guest's, and the
+    data in the cut-off tail is not read."""
+    ov = tmp_path / "grown.qcow2"  # the demo disk, 8 MiB longer, with data in the tail
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(images[DEMO]),
+         str(ov), str(images[DEMO].stat().st_size + 8 * MiB))
+    _run("qemu-io", "-f", "qcow2", "-c", f"write -P 0x55 {images[DEMO].stat().st_size} 4M",
+         str(ov))
+    ref = tmp_path / "ref.raw"
+    _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(ov), str(ref))
+    last_end = max(p["start"] + p["size"] for p in partitions(ref))
+    size = last_end  # the demo disk has unpartitioned sectors after its last partition
+    assert size < ref.stat().st_size
+    dest = tmp_path / "small.qcow2"
+    c = hostcopy.copy_disk(ov, "/dev/sda", dest, "qcow2", size, tmp_path, label="copy",
+                           progress=None)
+    assert json.loads(_run("qemu-img", "info", "--output=json", str(dest)).stdout)[
+        "virtual-size"] == size
+    assert c.bytes_read <= size
+    exp = tmp_path / "expected.raw"
+    expected_image(ref, exp)
+    os.truncate(exp, size)
+    back = tmp_path / "back.raw"
+    _run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(dest), str(back))
+    assert back.stat().st_size == size
+    assert_same(exp, back)
+
+
+def test_copy_plan_clip() -> None:
+    plan = CopyPlan(100, extents=[(0, 10), (20, 30), (60, 50)], ntfs_bytes=10, other_bytes=80)
+    plan.clip(40)
+    assert plan.extents == [(0, 10), (20, 20)] and plan.other_bytes == 20

@@ -78,12 +78,15 @@ def place_in_order(slots: list[Path], order: list[int]) -> None:
 
 
 def grow(path: Path, fmt: str, size: int) -> None:
-    """Make the disk ``path`` ``size`` bytes long (``--size`` of a disk restored in place)."""
+    """Make the disk ``path`` ``size`` bytes long (``--size`` of a disk restored in place),
+    growing or shrinking it."""
     if fmt == "raw":
         os.truncate(path, size)
         return
     qemu_img = deps.require_program("qemu-img")
-    proc = subprocess.run([qemu_img, "resize", "-q", "-f", fmt, str(path), str(size)],
-                          capture_output=True, text=True, check=False)
+    # --shrink: a --size below the disk's size (checked to keep every partition) cuts off
+    # only the unpartitioned space at the end
+    proc = subprocess.run([qemu_img, "resize", "-q", "--shrink", "-f", fmt, str(path),
+                           str(size)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ConversionError(f"resizing {path}: {proc.stderr.strip()}")

@@ -42,6 +42,19 @@ class CopyPlan:
     def total(self) -> int:
         return self.ntfs_bytes + self.other_bytes
 
+    def clip(self, limit: int) -> None:
+        """Drop what lies at or past byte ``limit`` (``--size`` below the disk's size: only
+        the space after the last partition, which is never NTFS, is cut off)."""
+        kept = []
+        for off, n in self.extents:
+            if off + n > limit:
+                cut = off + n - max(off, limit)
+                self.other_bytes -= cut
+                n -= cut
+            if n > 0:
+                kept.append((off, n))
+        self.extents = kept
+
 
 def plan_disk(layout: DiskLayout, read: Reader, data_ranges: ZeroRanges) -> CopyPlan:
     plan = CopyPlan(layout.size)

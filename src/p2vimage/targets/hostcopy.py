@@ -328,12 +328,15 @@ def copy_disk(overlay: Path, device: str, dest: Path, fmt: str, out_size: int | 
               workdir: Path, *, label: str, progress: ProgressCallback | None) -> DiskCopy:
     """Copy the used data of ``overlay`` (qcow2) into the new output ``dest``.
 
-    ``out_size`` may exceed the disk (``--size``): the output is created that large.
+    ``out_size`` (``--size``; None: the disk's size) is the output's size: larger grows it,
+    smaller cuts off the space after the last partition (the caller checked that).
     """
     t0 = time.monotonic()
     with NbdExport(overlay, "qcow2", workdir, label=f"the edited {device}") as src:
         layout, plan = plan_copy(src, device)
-        out_size = max(out_size or 0, layout.size)
+        out_size = out_size or layout.size
+        if out_size < layout.size:
+            plan.clip(out_size)
         t_plan = time.monotonic() - t0
         interrupt.check()
         meter = Meter(progress, label, plan.total)
