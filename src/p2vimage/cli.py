@@ -212,9 +212,6 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
 class TerminalProgress:
     """The copy's line on a terminal, drawn from the library's Progress values."""
 
-    def __init__(self) -> None:
-        self.phase: str | None = None
-
     def __call__(self, p: Progress) -> None:
         mib = 1 << 20
         eta = f", {p.eta:,.0f} s left" if p.eta is not None and p.done < p.total else ""

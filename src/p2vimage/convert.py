@@ -574,14 +574,6 @@ def _apply(plan: Plan, job: Job) -> None:
                 g.pwrite_device(b.device, bytes(bs), total * geometry.SECTOR)
 
 
-def _in_place_stats(device: str, size: int, restored: int) -> dict[str, Any]:
-    """The report's copy entry of a disk restored into its output and edited there."""
-    return {"device": device, "size": size, "in_place": True,
-            "ntfs_bytes": 0, "other_bytes": 0, "bytes_read": 0, "bytes_written": restored,
-            "seconds": 0.0, "throughput_mib_s": 0.0, "whole_volumes": [], "plan_seconds": 0.0,
-            "warnings": [], "max_in_flight_bytes": 0}
-
-
 def _file_size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -793,8 +785,8 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             j = order[i]
             size = opts.size if i == 0 else None
             if j in in_place:
-                copy_stats.append(_in_place_stats(dev, sources[i].virtual_size,
-                                                  (restored or {}).get(j, 0)))
+                copy_stats.append(hostcopy.DiskCopy.restored_in_place(
+                    dev, sources[i].virtual_size, (restored or {}).get(j, 0)).to_dict())
                 if size is not None and size != sources[i].virtual_size:
                     grow(atomic.partial(outs[j]), opts.format, size)
                 continue

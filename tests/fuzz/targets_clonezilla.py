@@ -25,6 +25,7 @@ import xxhash
 from hypothesis import strategies as st
 
 from p2vimage.clonezilla import metadata, partclone, streams
+from p2vimage.clonezilla.restore import _restore_ntfsclone
 from p2vimage.clonezilla.restore import restore as restore_clonezilla
 from p2vimage.errors import CorruptImageError, P2VError
 from p2vimage.sources import ntfsclone
@@ -223,7 +224,7 @@ def ntfsclone_images(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return data, draw(st.lists(st.integers(0, 1 << 20), max_size=3))
 
 
-@target("ntfsclone", "sources/ntfsclone.py: read_header, iter_runs, restore_into",
+@target("ntfsclone", "sources/ntfsclone.py: read_header, iter_runs (as restore writes them)",
         ntfsclone_images, (P2VError,))
 def run_ntfsclone(example: tuple[bytes, list[int]]) -> None:
     data, cuts = example
@@ -231,10 +232,10 @@ def run_ntfsclone(example: tuple[bytes, list[int]]) -> None:
     hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
     reader = streams.PieceReader(iter(_pieces(data, cuts)), threaded=False)
 
-    def write_at(off: int, chunk: bytes) -> None:
+    def write_at(off: int, chunk: memoryview) -> None:
         assert off >= 0 and off + len(chunk) <= hdr.device_size
 
-    ntfsclone.restore_into(reader, write_at)  # type: ignore[arg-type]
+    _restore_ntfsclone(reader, write_at, hdr.device_size, lambda _n: None)
 
 
 # --- compressed streams ------------------------------------------------------------------------

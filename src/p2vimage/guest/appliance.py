@@ -216,7 +216,7 @@ class Job:
         ``format=qcow2`` leaves nothing to probe; read-only jobs then set the devices
         read-only inside the appliance (:meth:`launch`).
         """
-        wd = self._ensure_workdir()
+        self._ensure_workdir()  # overlay() names files in it
         drives = []
         qemu_img = deps.require_program("qemu-img")
         for i, s in enumerate(self.sources):
@@ -224,7 +224,7 @@ class Job:
                 assert self.writable, "a read-only job never edits its sources in place"
                 drives.append(Drive(str(s.path), s.format, False, s.path.name))
                 continue
-            overlay = wd / f"overlay-{i}.qcow2"
+            overlay = self.overlay(i)
             if not overlay.exists():
                 subprocess.run(
                     [qemu_img, "create", "-q", "-f", "qcow2", "-F", s.format,

@@ -1,8 +1,8 @@
 """Reader for ntfsclone "special image" streams (``ntfsclone --save-image``).
 
-Used two ways: the thin copy asks the appliance for an ntfsclone stream of each
-NTFS partition (only used clusters cross the channel) and writes it into a
-sparse output; Clonezilla's ``*.ntfs-img`` partitions use the same format.
+Clonezilla's ``*.ntfs-img`` partitions are in this format (``clonezilla/restore.py``
+writes them); the tests also use it as an independent list of an NTFS volume's used
+clusters.
 
 Format (version 10.x, little-endian): a header
 ``"\\0ntfsclone-image"``, major, minor, cluster size (u32), device size (s64),
@@ -15,7 +15,7 @@ sector past the last counted cluster, so writes are clipped to device size.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -99,19 +99,3 @@ def iter_runs(f: BinaryIO, hdr: NtfsCloneHeader, max_run: int = 256) -> Iterator
             raise CorruptImageError(f"ntfsclone image: unknown record type {cmd[0]:#x}")
     if run:
         yield run_start * cs, b"".join(run)
-
-
-def restore_into(
-    f: BinaryIO,
-    write_at: Callable[[int, bytes], None],
-) -> tuple[NtfsCloneHeader, int]:
-    """Write every used cluster through ``write_at(offset, data)``; return header and bytes."""
-    hdr = read_header(f)
-    written = 0
-    for offset, data in iter_runs(f, hdr):
-        if offset >= hdr.device_size:
-            continue
-        data = data[: hdr.device_size - offset]
-        write_at(offset, data)
-        written += len(data)
-    return hdr, written

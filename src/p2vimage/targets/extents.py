@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from ..formats.partition_table import DiskLayout
 from ..windows import ntfs_bitmap
-from ..windows.ntfs_volume import NtfsError
 
 log = logging.getLogger("p2vimage")
 
@@ -79,7 +78,7 @@ def plan_disk(layout: DiskLayout, read: Reader, data_ranges: ZeroRanges) -> Copy
             try:
                 used = ntfs_bitmap.used_clusters(lambda off, n, b=p.start: read(b + off, n),
                                                  p.end - p.start)
-            except (NtfsError, ValueError) as exc:
+            except ValueError as exc:  # NtfsError, or a read past the end of the disk
                 msg = f"{p.name}: the NTFS allocation bitmap cannot be trusted ({exc}); " \
                       "the partition is copied whole"
                 log.warning("%s", msg)

@@ -294,6 +294,15 @@ class DiskCopy:
     plan_seconds: float
     warnings: list[str]
     max_in_flight_bytes: int = MAX_IN_FLIGHT  # the copy's memory bound
+    in_place: bool = False  # restored into the output and edited there: nothing copied
+
+    @classmethod
+    def restored_in_place(cls, device: str, size: int, restored: int) -> DiskCopy:
+        """The entry of a Clonezilla disk restored into its output (``restored`` bytes)."""
+        return cls(device=device, size=size, ntfs_bytes=0, other_bytes=0, bytes_read=0,
+                   bytes_written=restored, seconds=0.0, throughput_mib_s=0.0,
+                   whole_volumes=[], plan_seconds=0.0, warnings=[], max_in_flight_bytes=0,
+                   in_place=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -91,9 +91,6 @@ class NbdExport:
                                       f"{START_TIMEOUT:.0f} s")
             time.sleep(0.01)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def _stop(self) -> int | None:
         if self.handle is not None:
             try:
