@@ -66,10 +66,7 @@ class NbdExport:
                                          start_new_session=True)
         try:
             self._wait_for_socket(errlog)
-            h = nbd.NBD()
-            h.set_handle_name(f"p2vimage:{self.label}")
-            h.add_meta_context("base:allocation")
-            h.connect_unix(str(self.socket))
+            h = self._connect(nbd, errlog)
             if self.writable and h.is_read_only():
                 raise ConversionError(f"{self.label}: the NBD export is read-only")
             self.handle = h
@@ -77,6 +74,26 @@ class NbdExport:
             self._stop()
             raise
         return h
+
+    def _connect(self, nbd: Any, errlog: Path) -> Any:
+        """Connect, retrying while the server has bound its socket but is not listening
+        yet (ECONNREFUSED just after the file appears); a failed handle is not reused."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            h = nbd.NBD()
+            h.set_handle_name(f"p2vimage:{self.label}")
+            h.add_meta_context("base:allocation")
+            try:
+                h.connect_unix(str(self.socket))
+                return h
+            except nbd.Error as exc:
+                assert self.proc is not None
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    text = errlog.read_text(errors="replace").strip().splitlines()
+                    raise ConversionError(
+                        f"cannot connect to qemu-nbd for {self.label}: "
+                        f"{text[-1] if text else str(exc).splitlines()[0]}") from None
+                time.sleep(0.02)
 
     def _wait_for_socket(self, errlog: Path) -> None:
         assert self.proc is not None
