@@ -1,6 +1,6 @@
 """Where a conversion's appliance time goes: every libguestfs call, timed.
 
-    .venv/bin/python benchmarks/appliance_profile.py [--source IMAGE] [--smp N]
+    .venv/bin/python benchmarks/appliance_profile.py [--source IMAGE] [--smp N] [--trace]
 
 Wraps every method of ``guestfs.GuestFS`` with a timer, runs one conversion (the demo
 fixture by default, qcow2 output in a temporary directory) and prints the report's
@@ -29,6 +29,7 @@ import p2vimage  # noqa: E402
 from fixtures.images import DEMO, ensure  # noqa: E402
 
 TIMES: dict[str, list[float]] = collections.defaultdict(list)
+TRACE: list[tuple[str, str, float]] = []
 
 
 def _timed(name: str, fn):
@@ -38,7 +39,9 @@ def _timed(name: str, fn):
         try:
             return fn(*args, **kwargs)
         finally:
-            TIMES[name].append(time.monotonic() - t0)
+            dt = time.monotonic() - t0
+            TIMES[name].append(dt)
+            TRACE.append((name, ", ".join(repr(a)[:40] for a in args[1:]), dt))
 
     return wrapper
 
@@ -57,6 +60,7 @@ def main() -> None:
     ap.add_argument("--source", type=Path)
     ap.add_argument("--smp", type=int)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--trace", action="store_true", help="also list every call in order")
     args = ap.parse_args()
     if args.smp:
         os.environ["P2VIMAGE_APPLIANCE_SMP"] = str(args.smp)
@@ -71,6 +75,10 @@ def main() -> None:
           + ", ".join(f"{k} {v:.1f}" for k, v in report.phases.items()))
     total = sum(sum(v) for v in TIMES.values())
     print(f"time inside libguestfs calls: {total:.1f} s\n")
+    if args.trace:
+        for name, call_args, dt in TRACE:
+            print(f"{1000 * dt:8.1f} ms  {name}({call_args})")
+        print()
     print(f"{'call':32} {'count':>6} {'total s':>8} {'mean ms':>8}")
     rows = sorted(TIMES.items(), key=lambda kv: -sum(kv[1]))[: args.top]
     for name, ts in rows:

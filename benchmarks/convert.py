@@ -214,6 +214,10 @@ def run_cli(tool: str, args: list[str], out: Path | None, env: dict[str, str], w
             or _error(r)
         return row
     row["phases"] = doc.get("phases") or {}
+    copies = [c for c in doc.get("copy") or [] if not c.get("in_place")]
+    if copies:  # the copy engine's own time, both passes (the first runs beside the appliance)
+        row["copy_seconds"] = sum(c.get("seconds") or 0.0 for c in copies)
+        row["copy_first_pass_seconds"] = sum(c.get("first_pass_seconds") or 0.0 for c in copies)
     for k in ("bytes_read", "bytes_written", "appliance_launches", "launch_attempts"):
         if k in doc:
             row[k] = doc[k]
@@ -371,6 +375,10 @@ def git_state() -> str:
 
 
 def copy_phase(row: dict) -> float | None:
+    """The copy's own seconds (both passes, the first hidden behind the appliance), else
+    the report's copy phases."""
+    if row.get("copy_seconds") is not None:
+        return row["copy_seconds"]
     ph = row.get("phases") or {}
     keys = [k for k in ph if k == "copy" or k.startswith("copy")]
     return sum(ph[k] for k in keys) if keys else None
@@ -454,7 +462,10 @@ def print_report(res: dict) -> None:
         alloc = r.get("allocated")
         print(f"{r['tool'][:42]:42} {r['wall']:8.1f} {num(alloc and alloc / MiB, '10,.1f'):>10} "
               f"{num(r.get('own_peak_mb'), '7.1f'):>7} {num(r.get('tree_peak_mb'), '8.0f'):>8} "
-              f"{r.get('load1', 0):5.2f}  {fmt_phases(r.get('phases'))}")
+              f"{r.get('load1', 0):5.2f}  {fmt_phases(r.get('phases'))}"
+              + (f" (copy engine {r['copy_seconds']:.1f} s, of which "
+                 f"{r['copy_first_pass_seconds']:.1f} s beside the appliance)"
+                 if r.get("copy_seconds") is not None else ""))
     for r in res["rows"]:
         sp = r.get("sampled")
         if sp and r.get("own_peak_mb") is not None:

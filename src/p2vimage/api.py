@@ -5,50 +5,57 @@ from __future__ import annotations
 import os
 import posixpath
 
+from .formats.partition_table import ESP_TYPE
+from .guest import windows_root
 from .guest.appliance import Job
 from .inspection import Cabinet, Inspection, fill_from_hives
 from .sources.image import open_source
 
-_ARCH = {"i386": "x86", "x86_64": "x64", "ia64": "ia64", "aarch64": "arm64"}
-
 
 def inspect_job(job: Job) -> Inspection:
-    """Inspect the Windows root of an already created job (launches it if needed)."""
+    """Inspect the Windows root of an already created job (launches it if needed).
+
+    The disk facts (partition table, firmware, drive letters) come from the partition
+    tables the job read on the host; version, product and the rest from the hives.
+    """
     root = job.find_root()
     job.mount_root()
     g = job.g
+    assert job.windows is not None
     insp = Inspection()
-    insp.product_name = g.inspect_get_product_name(root)
-    insp.major = g.inspect_get_major_version(root)
-    insp.minor = g.inspect_get_minor_version(root)
-    arch = g.inspect_get_arch(root)
-    insp.arch = _ARCH.get(arch, None if arch == "unknown" else arch)
-    insp.system_root = g.inspect_get_windows_systemroot(root)
+    insp.system_root = job.windows.system_root
     insp.windows_partition = root
-    disk = root if g.is_whole_device(root) else g.part_to_dev(root)
-    try:
-        table = g.part_get_parttype(disk)
-        insp.partition_table = "mbr" if table == "msdos" else table
-    except RuntimeError:
-        insp.partition_table = None
-    insp.firmware = _firmware(g, disk, insp.partition_table)
-    insp.driver_cabinets = _driver_cabinets(g, insp.system_root, insp.arch)
-    insp.drive_letters = {k.upper(): v for k, v in g.inspect_get_drive_mappings(root).items()}
-    fill_from_hives(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"))
+    insp.arch = windows_root.arch_of_cmd(g, insp.system_root)
+    disk = job.root_disk()
+    info = job.disk_info(disk)
+    if info is not None and info.layout is not None:
+        insp.partition_table = info.layout.kind
+        insp.firmware = "uefi" if info.layout.kind == "gpt" and any(
+            p.type_guid == ESP_TYPE for p in info.layout.partitions) else "bios"
+    else:  # the host could not read the table: ask the appliance
+        try:
+            table = g.part_get_parttype(disk)
+            insp.partition_table = "mbr" if table == "msdos" else table
+        except RuntimeError:
+            insp.partition_table = None
+        insp.firmware = _firmware(g, disk, insp.partition_table)
+    system = job.hive("SYSTEM")
+    fill_from_hives(insp, system, job.hive("SOFTWARE"))  # arch from the hive if cmd.exe
+    insp.driver_cabinets = _driver_cabinets(g, insp.system_root, insp.arch)  # had none
+    insp.drive_letters = windows_root.drive_letters(system, [d.layout for d in job.disks])
     return insp
 
 
 def _firmware(g, disk: str, table: str | None) -> str:
-    """UEFI when the boot disk is GPT with an EFI System Partition, else BIOS."""
+    """UEFI when the boot disk is GPT with an EFI System Partition, else BIOS (asked of
+    the appliance: the fallback when the host could not read the table)."""
     if table != "gpt":
         return "bios"
     for part in g.list_partitions():
         if g.part_to_dev(part) != disk:
             continue
         try:
-            if g.part_get_gpt_type(disk, g.part_to_partnum(part)).upper() == (
-                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-            ):
+            if g.part_get_gpt_type(disk, g.part_to_partnum(part)).upper() == ESP_TYPE:
                 return "uefi"
         except RuntimeError:
             continue

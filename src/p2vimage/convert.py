@@ -30,6 +30,7 @@ from .api import inspect_job
 from .errors import BadInputError, ConversionError, UsageError
 from .guest import files
 from .guest.appliance import Job
+from .guest.disks import device_name, disk_index
 from .inspection import Inspection
 from .plan import BootSectorEdit, FileWrite, Plan
 from .progress import ProgressCallback
@@ -313,11 +314,11 @@ def _plan(insp: Inspection, job: Job, opts: ConvertOptions, disk_size: int,
         }
         if "balloon" in packages:
             plan.choose("memballoon", "virtio", f"balloon staged from {packages['balloon'].folder}")
-    _plan_network(plan, job, system, bootable, opts)
+    _plan_network(plan, job, insp, system, bootable, opts)
     return plan
 
 
-def _plan_network(plan: Plan, job: Job, system, bootable: list[str],
+def _plan_network(plan: Plan, job: Job, insp: Inspection, system, bootable: list[str],
                   opts: ConvertOptions) -> None:
     """Drop the physical NICs (unless --keep-nics) and settle the new NIC's MAC."""
     if opts.keep_nics:
@@ -348,7 +349,7 @@ def _plan_network(plan: Plan, job: Job, system, bootable: list[str],
         mac = recorded[0].mac
         plan.choose("mac", mac, f"--keep-mac: {recorded[0].description}'s NetworkAddress")
     plan.network["mac"] = mac
-    _plan_firstboot(plan, job, system, bootable, opts, nics)
+    _plan_firstboot(plan, job, insp, system, bootable, opts, nics)
     vendor = leftovers.plan_vendor_services(plan, system, bootable, opts.disable_vendor_services)
     plan.network["vendor_services"] = [dataclasses.asdict(v) for v in vendor]
     oem = leftovers.oem_activation(job.hive("SOFTWARE"))
@@ -361,8 +362,8 @@ def _plan_network(plan: Plan, job: Job, system, bootable: list[str],
         )
 
 
-def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: ConvertOptions,
-                    nics: list) -> None:
+def _plan_firstboot(plan: Plan, job: Job, insp: Inspection, system, bootable: list[str],
+                    opts: ConvertOptions, nics: list) -> None:
     """The local-GPO startup script that puts the static address on the new adapter."""
     assert plan.network is not None
     settings = None
@@ -406,7 +407,7 @@ def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: Con
             "(netsh cannot set it); set it in the adapter's advanced TCP/IP settings"
         )
     g = job.g
-    sr = job.g.inspect_get_windows_systemroot(job.root_device)
+    sr = insp.system_root or "/WINDOWS"
     gpo = f"{sr}/{firstboot.GPO_DIR}"
     gpt_path, ini_path = f"{gpo}/gpt.ini", f"{gpo}/Machine/Scripts/scripts.ini"
     gpt_real, ini_real = files.resolve(g, gpt_path), files.resolve(g, ini_path)
@@ -414,8 +415,7 @@ def _plan_firstboot(plan: Plan, job: Job, system, bootable: list[str], opts: Con
     ini_old = inf_mod.decode(g.read_file(ini_real)) if ini_real else None
     ini_text, _added = firstboot.scripts_ini(ini_old)
     kept = _kept_connection_names(system, bootable[0], nics) if bootable else []
-    major, minor = (job.g.inspect_get_major_version(job.root_device),
-                    job.g.inspect_get_minor_version(job.root_device))
+    major, minor = insp.major, insp.minor
     script = firstboot.script(settings, keep_names=kept, owns_scripts_ini=ini_real is None,
                               rename=(major, minor) != (5, 0))
     outputs = [
@@ -514,11 +514,14 @@ def _plan_geometry(plan: Plan, job: Job, disk_size: int) -> None:
     """NTFS boot sectors of the system disk's partitions get SeaBIOS' geometry."""
     g = job.g
     heads = geometry.seabios_heads(disk_size)
-    disk = g.part_to_dev(job.root_device)
-    for part in g.list_partitions():
-        if g.part_to_dev(part) != disk:
-            continue
-        bs = g.pread_device(part, geometry.SECTOR, 0)
+    disk = job.root_disk()
+    info = job.disk_info(disk)
+    if info is not None and info.layout is not None:  # read on the host before launch
+        boots = [(p.name, p.boot_sector) for p in info.layout.partitions if p.fs == "ntfs"]
+    else:
+        boots = [(p, g.pread_device(p, geometry.SECTOR, 0)) for p in g.list_partitions()
+                 if g.part_to_dev(p) == disk]
+    for part, bs in boots:
         geo = geometry.read_ntfs_geometry(bs)
         if geo is None:
             continue
@@ -592,6 +595,9 @@ def _check_unchanged(sources: list[SourceImage], sizes: list[int | None]) -> Non
 
 
 def _last_partition_end(job: Job, disk: str) -> int:
+    info = job.disk_info(disk)
+    if info is not None and info.layout is not None:
+        return max((p.end for p in info.layout.partitions), default=0)
     parts = job.g.part_list(disk)
     return max((int(p["part_end"]) + 1 for p in parts), default=0)
 
@@ -721,7 +727,8 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
                 disk: str) -> tuple[list[int], list[str]]:
     """Which source each output disk is (the system disk first when the inspection
     decides it), and a warning when the user's order puts another disk first."""
-    system = job.g.list_devices().index(disk)
+    system = disk_index(disk)
+    assert system is not None
     if by_inspection:
         return system_first(len(sources), system), []
     warn = [f"Windows is on source {system + 1} ({sources[system].describe()}), but the first "
@@ -740,19 +747,21 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
     in_place = in_place or set()
     sizes = [None if i in in_place else _file_size(s.path) for i, s in enumerate(sources)]
     with Job(sources, writable=not opts.dry_run, root=opts.root,
-             in_place=frozenset(in_place)) as job:
+             in_place=frozenset(in_place)) as job, \
+            _first_passes(opts, sources, in_place, atomic, outs, by_inspection, job,
+                          progress) as background:
         job.launch()
         phases["launch"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: inspect")
         insp = inspect_job(job)
         insp.appliance_launches = job.stats.appliance_launches
         insp.launch_attempts = job.stats.launch_attempts
-        disk = job.g.part_to_dev(job.root_device)
+        disk = job.root_disk()
         order, order_warnings = _disk_order(job, sources, by_inspection, disk)
-        devices = [job.g.list_devices()[i] for i in order]
+        devices = [device_name(i) for i in order]
         sources = [sources[i] for i in order]  # from here on, in output order
         sizes = [sizes[i] for i in order]
-        virtual = job.g.blockdev_getsize64(disk)
+        virtual = job.disks[disk_index(disk) or 0].size
         last_end = _last_partition_end(job, disk)
         if opts.size is not None:
             if opts.size < last_end:
@@ -781,6 +790,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         # Source j is written to output slot j (a restored Clonezilla disk is there
         # already, edited in place); the slots are put in output order at the end.
         bitmap = 0.0
+        first = background.result() if background is not None else {}
         for i, dev in enumerate(devices):
             j = order[i]
             size = opts.size if i == 0 else None
@@ -790,10 +800,17 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                 if size is not None and size != sources[i].virtual_size:
                     grow(atomic.partial(outs[j]), opts.format, size)
                 continue
-            log.info("phase: copy disk %d of %d", i + 1, len(outs))
-            c = hostcopy.copy_disk(
-                job.overlay(j), dev, atomic.partial(outs[j]), opts.format, size,
-                job.workdir, label=f"copy disk {i + 1}/{len(outs)}", progress=progress)
+            label = f"copy disk {i + 1}/{len(outs)}"
+            if j in first:  # copied while the appliance worked: now the edits
+                log.info("phase: copy disk %d of %d: what the edits changed", i + 1, len(outs))
+                c = hostcopy.second_pass(job.overlay(j), first[j], atomic.partial(outs[j]),
+                                         opts.format, job.workdir, label=f"{label} (changes)",
+                                         progress=progress)
+            else:
+                log.info("phase: copy disk %d of %d", i + 1, len(outs))
+                c = hostcopy.copy_disk(
+                    job.overlay(j), dev, atomic.partial(outs[j]), opts.format, size,
+                    job.workdir, label=label, progress=progress)
             copy_stats.append(c.to_dict())
             bitmap += c.plan_seconds
             interrupt.check()
@@ -814,6 +831,22 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         interrupt.check()
         atomic.commit()
     return report  # _report() attached the plan for the CLI's text form
+
+
+def _first_passes(opts: ConvertOptions, sources: list[SourceImage], in_place: set[int],
+                  atomic: AtomicOutputs | None, outs: list[Path], by_inspection: bool,
+                  job: Job, progress: ProgressCallback | None
+                  ) -> contextlib.AbstractContextManager[hostcopy.BackgroundCopy | None]:
+    """The copy of every copied disk's source, started now and run while the appliance
+    inspects, plans and applies (:class:`hostcopy.BackgroundCopy`); none for a dry run,
+    or when the system disk is only known after inspection (the output order, and so
+    which disk ``--size`` sizes, is not known yet)."""
+    copied = [j for j in range(len(sources)) if j not in in_place]
+    if opts.dry_run or atomic is None or by_inspection or not copied:
+        return contextlib.nullcontext()
+    disks = [(j, sources[j].path, sources[j].format, device_name(j), atomic.partial(outs[j]),
+              opts.size if j == 0 else None) for j in copied]
+    return hostcopy.BackgroundCopy(disks, opts.format, job.scratch(), progress)
 
 
 def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,

@@ -5,6 +5,7 @@ Everything is read back from the *output* disk, never from the overlay.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -307,9 +308,13 @@ def test_full_output_filesystem_leaves_nothing(images, tmp_path: Path) -> None:
             time.sleep(0.05)
         assert list(work.glob("p2vimage-*/overlay-0.qcow2")), "the job never started"
         filler = mnt / "other-job.bin"
-        with open(filler, "wb") as f:  # leave 1 MiB: far too little for the disk
-            free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
-            f.write(bytes(free - (1 << 20)))
+        with open(filler, "wb", buffering=0) as f:  # all of it (the copy writes beside us)
+            chunk = bytes(1 << 20)
+            try:
+                while True:
+                    f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
         _out, err = proc.communicate(timeout=600)
         assert proc.returncode == 4, err
         last = err.strip().splitlines()[-1]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..api import inspect_job
 from ..errors import BadInputError, CouldNotCheckError, Interrupted, P2VError, UsageError
+from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
 from ..inspection import Inspection
 from ..sources.image import open_source
@@ -68,28 +69,37 @@ def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None =
     g = job.g
     view = _view(insp, job.hive("SYSTEM"), job.hive("SOFTWARE"), g)
     root = job.root_device
-    disk = root if g.is_whole_device(root) else g.part_to_dev(root)
+    disk = job.root_disk()
+    info = job.disk_info(disk)
+    view.layout = info.layout if info is not None else None
     part_start = boot_sector = None
     if insp.is_nt5:
-        boot_part, part_start = _boot_partition(g, disk, root)
-        boot_sector = g.pread_device(boot_part, 512, 0)
+        boot_part, part_start = _boot_partition(g, disk, root, view.layout)
+        part = view.layout.partition(boot_part) if view.layout is not None else None
+        boot_sector = part.boot_sector if part is not None and part.boot_sector else \
+            g.pread_device(boot_part, 512, 0)
     log.info("phase: checks")
     return _run(view, insp, image, bus, nic, vcpus, facts, xml,
-                disk_size=g.blockdev_getsize64(disk), boot_sector=boot_sector,
-                part_start=part_start, system_partition=root)
+                disk_size=info.size if info is not None else g.blockdev_getsize64(disk),
+                boot_sector=boot_sector, part_start=part_start, system_partition=root)
 
 
-def _boot_partition(g, disk: str, root: str) -> tuple[str, int | None]:
+def _boot_partition(g, disk: str, root: str,
+                    layout: DiskLayout | None) -> tuple[str, int | None]:
     """The partition whose boot code runs (the MBR's active one; NTLDR may live on C: while
     Windows is on D:) and its start sector; the Windows partition when none is active."""
     if disk == root:
         return root, 0
+    if layout is not None:
+        active = [p for p in layout.partitions if p.active]
+        part = active[0] if active else layout.partition(root)
+        return (part.name, part.start // 512) if part is not None else (root, None)
     entries = {p: hygiene.part_entry(g, p) for p in g.list_partitions()
                if g.part_to_dev(p) == disk}
-    active = [p for p, e in entries.items() if e.get("PART_ENTRY_FLAGS") == "0x80"]
-    part = active[0] if active else root
-    offset = entries.get(part, {}).get("PART_ENTRY_OFFSET")
-    return part, int(offset) if offset and offset.isdigit() else None
+    active_names = [p for p, e in entries.items() if e.get("PART_ENTRY_FLAGS") == "0x80"]
+    name = active_names[0] if active_names else root
+    offset = entries.get(name, {}).get("PART_ENTRY_OFFSET")
+    return name, int(offset) if offset and offset.isdigit() else None
 
 
 def check_hives(system_hive: str | os.PathLike[str], software_hive=None, *, bus: str = "ide",

@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..formats.partition_table import DiskLayout
 from ..guest import files
 from ..guest.registry import Hive
 from ..windows import pe
@@ -32,6 +33,7 @@ class GuestView:
     g: Any = None  # libguestfs handle with the root mounted read-only, or None
     default_missing: str | None = None  # Select\Default names this absent control set
     system_drive: str = "C"
+    layout: DiskLayout | None = None  # the system disk's partitions, read on the host
     _resolved: dict[str, str | None] = field(default_factory=dict)
     # guest folder -> [(path, INF text, upper-cased text)], read once (check.drivers)
     inf_cache: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..formats.partition_table import PartitionSpan
 from ..windows import ntfs_volume
 from ..windows.hibernation import is_hibernated
 from .guest import GuestView
@@ -34,10 +35,15 @@ def check_hygiene(view: GuestView, system_partition: str | None) -> CheckResult:
                 "memory and lose or corrupt any offline change; boot it and shut down fully "
                 "(powercfg /h off disables fast startup)", ["\\hiberfil.sys"])
     # The system disk's partitions only: a job may hold other machines' disks.
-    disk = g.part_to_dev(system_partition) if system_partition else None
-    for part in _partitions(g):
-        if disk is None or g.part_to_dev(part) == disk:
-            _check_partition(g, res, part, part == system_partition)
+    if view.layout is not None:  # read on the host: no appliance round trips
+        for p in view.layout.partitions:
+            if not p.container:
+                _check_partition(g, res, p.name, p.name == system_partition, p)
+    else:
+        disk = g.part_to_dev(system_partition) if system_partition else None
+        for part in _partitions(g):
+            if disk is None or g.part_to_dev(part) == disk:
+                _check_partition(g, res, part, part == system_partition)
     try:
         st = g.statvfs("/")
         free = st["bavail"] * st["bsize"]
@@ -73,20 +79,27 @@ def part_entry(g: Any, part: str) -> dict[str, str]:
         return {}
 
 
-def _check_partition(g: Any, res: CheckResult, part: str, is_system: bool) -> None:
-    try:
-        boot = g.pread_device(part, 512, 0)
-    except RuntimeError:
-        return
+def _check_partition(g: Any, res: CheckResult, part: str, is_system: bool,
+                     span: PartitionSpan | None = None) -> None:
+    if span is not None and span.boot_sector:
+        boot = span.boot_sector
+    else:
+        try:
+            boot = g.pread_device(part, 512, 0)
+        except RuntimeError:
+            return
     if boot[3:11] == b"-FVE-FS-":
         res.add("hygiene.bitlocker", ERROR if is_system else WARNING,
                 f"{part} is BitLocker-encrypted: it cannot be read or changed offline",
                 [f"{part}: boot sector OEM id -FVE-FS-"])
         return
-    entry = part_entry(g, part)
-    scheme, ptype = entry.get("PART_ENTRY_SCHEME"), entry.get("PART_ENTRY_TYPE", "").lower()
-    ldm = (scheme == "dos" and ptype == hex(LDM_MBR_TYPE)) or (
-        scheme == "gpt" and ptype.upper() in LDM_GPT_TYPES)
+    if span is not None:
+        ldm = span.mbr_type == LDM_MBR_TYPE or (span.type_guid or "") in LDM_GPT_TYPES
+    else:
+        entry = part_entry(g, part)
+        scheme, ptype = entry.get("PART_ENTRY_SCHEME"), entry.get("PART_ENTRY_TYPE", "").lower()
+        ldm = (scheme == "dos" and ptype == hex(LDM_MBR_TYPE)) or (
+            scheme == "gpt" and ptype.upper() in LDM_GPT_TYPES)
     if ldm:
         res.add("hygiene.dynamic-disk", WARNING,
                 f"{part} is on a dynamic (LDM) disk: its volumes are described by the LDM "

@@ -34,7 +34,10 @@ from ..errors import (
 )
 from ..sources.image import SourceImage
 from ..windows import hibernation, ntfs_volume
+from . import files, windows_root
+from .disks import DiskInfo, disk_index, disk_of, read_disk
 from .registry import Hive
+from .windows_root import WindowsRoot
 
 log = logging.getLogger("p2vimage")
 
@@ -182,9 +185,15 @@ class Job:
     overlays: list[Path] = field(default_factory=list)
     root_device: str | None = None
     hives: dict[str, Hive] = field(default_factory=dict)
+    # The disks as read on the host before launch (partition tables, boot sectors).
+    disks: list[DiskInfo] = field(default_factory=list)
+    # The chosen installation (its system root and hive paths), once find_root ran.
+    windows: WindowsRoot | None = None
     _own_workdir: bool = False
-    _roots: list[str] | None = None
+    _roots: list[str] | None = None  # inspect_os' roots, when the fallback ran
+    _found: dict[str, WindowsRoot | None] = field(default_factory=dict)  # probed partitions
     _mounted: bool = False
+    _mounted_ro: str | None = None  # a partition left mounted read-only by the probe
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -242,6 +251,9 @@ class Job:
             return
         guestfs = deps.guestfs()
         drives = self._drives()
+        if not self.disks:
+            self.disks = [read_disk(Path(d.path), d.format, i, self._ensure_workdir())
+                          for i, d in enumerate(drives)]
         log.info("phase: launch the appliance (%d disk(s), %s)", len(drives),
                  "writable overlay" if self.writable else "read-only")
 
@@ -302,9 +314,87 @@ class Job:
     # -- the Windows root ---------------------------------------------------------
 
     def find_root(self) -> str:
-        """Inspect the disks and settle on one Windows installation."""
+        """Settle on one Windows installation of the job's disks.
+
+        Each NTFS/FAT partition of the host-read partition tables is probed for a
+        system root (:mod:`windows_root`: one mount and a few lookups each).  Only when
+        that finds nothing usable does libguestfs' ``inspect_os`` run, for what it
+        knows beyond (LDM volumes, whole-disk filesystems) and for the messages
+        naming other operating systems.
+        """
         self.launch()
+        if self.root_device is not None:
+            return self.root_device
+        candidates = [p.name for d in self.disks if d.layout is not None
+                      for p in d.layout.partitions if p.fs in ("ntfs", "vfat")]
+        if self.root is not None:
+            candidates = [self.root] if self.root in candidates else []
+        found = [w for w in (self._probe(dev, keep=len(candidates) == 1) for dev in candidates)
+                 if w is not None]
+        if len(found) == 1:
+            self.windows = found[0]
+            self.root_device = found[0].device
+            return self.root_device
+        if len(found) > 1:
+            desc = ", ".join(f"{w.device} ({self._product_of(w)})" for w in found)
+            raise MultipleRootsError(
+                f"several Windows installations found: {desc}; choose one with --root DEVICE"
+            )
+        return self._find_root_by_inspect_os()
+
+    def _probe(self, device: str, keep: bool) -> WindowsRoot | None:
+        """Look for Windows on ``device``; ``keep``: a read-only job leaves the volume
+        mounted for :meth:`mount_root` (it is the only candidate)."""
+        if device not in self._found:
+            self._umount()
+            keep = keep and not self.writable
+            if keep:
+                try:
+                    self.g.mount_ro(device, "/")
+                except RuntimeError:
+                    self._found[device] = None
+                    return None
+                self._mounted_ro = device
+                self._found[device] = windows_root.probe_mounted(self.g, device)
+                if self._found[device] is None:
+                    self._umount()
+            else:
+                self._found[device] = windows_root.probe(self.g, device)
+        return self._found[device]
+
+    def _umount(self) -> None:
+        if self._mounted or self._mounted_ro:
+            self.g.umount_all()
+            self._mounted = False
+            self._mounted_ro = None
+        files.forget(self.g)
+
+    def _product_of(self, w: WindowsRoot) -> str:
+        """The product name of another candidate root (for the several-roots message)."""
+        if w.software_hive is None:
+            return "Windows"
+        local = self._ensure_workdir() / "probe-software.hive"
+        try:
+            self.g.mount_ro(w.device, "/")
+            try:
+                self.g.download(w.software_hive, str(local))
+            finally:
+                self.g.umount_all()
+                files.forget(self.g)
+            from ..windows.version import read_software_version
+
+            return read_software_version(Hive(local, name=w.software_hive)).product_name \
+                or "Windows"
+        except (RuntimeError, CorruptHiveError):
+            return "Windows"
+        finally:
+            self._mounted = False
+            self._mounted_ro = None
+
+    def _find_root_by_inspect_os(self) -> str:
+        """libguestfs' own inspection: the fallback, and the source of the messages."""
         g = self.g
+        self._umount()
         try:
             if self._roots is None:
                 self._roots = list(g.inspect_os())  # once per appliance: it scans every fs
@@ -330,17 +420,21 @@ class Job:
                 raise NoOperatingSystemError(
                     f"--root {self.root} holds {g.inspect_get_type(self.root)}, not Windows"
                 )
-            self.root_device = self.root
-            return self.root
-        if not windows:
+            chosen = self.root
+        elif not windows:
             raise NoOperatingSystemError(self._no_windows_message(roots))
-        if len(windows) > 1:
+        elif len(windows) > 1:
             desc = ", ".join(f"{r} ({g.inspect_get_product_name(r)})" for r in windows)
             raise MultipleRootsError(
                 f"several Windows installations found: {desc}; choose one with --root DEVICE"
             )
-        self.root_device = windows[0]
-        return windows[0]
+        else:
+            chosen = windows[0]
+        sr = g.inspect_get_windows_systemroot(chosen)
+        self.windows = WindowsRoot(chosen, sr, g.inspect_get_windows_system_hive(chosen),
+                                   g.inspect_get_windows_software_hive(chosen))
+        self.root_device = chosen
+        return chosen
 
     def _find_corrupt_hive(self) -> tuple[str, str, str] | None:
         """Name the hive that broke libguestfs inspection (which only says "Hivex.Error")."""
@@ -406,15 +500,27 @@ class Job:
         kinds = ", ".join(f"{d}: {t}" for d, t in sorted(fs.items()))
         return f"no Windows installation found (filesystems: {kinds})"
 
+    def disk_info(self, device: str) -> DiskInfo | None:
+        """The host-read facts of disk ``device`` or of the disk holding partition
+        ``device`` (None: not a disk of this job, or an LDM/LVM volume)."""
+        i = disk_index(disk_of(device) or device)
+        return self.disks[i] if i is not None and i < len(self.disks) else None
+
+    def root_disk(self) -> str:
+        """The disk holding the Windows root (``/dev/sdb`` for ``/dev/sdb1``)."""
+        root = self.root_device or self.find_root()
+        if disk_index(root) is not None:
+            return root  # a filesystem on the whole disk
+        return disk_of(root) or self.g.part_to_dev(root)
+
     def use_root(self, root: str) -> None:
         """Switch this job to another root of the same appliance (tests inspect many disks
         with one launch); unmounts and forgets the previous root's hives."""
-        if self._mounted:
-            self.g.umount_all()
-            self._mounted = False
+        self._umount()
         self.hives.clear()
         self.root = root
         self.root_device = None
+        self.windows = None
         self.find_root()
 
     def mount_root(self) -> None:
@@ -422,28 +528,30 @@ class Job:
         root = self.root_device or self.find_root()
         if self._mounted:
             return
-        mps = self.g.inspect_get_mountpoints(root)
+        if self._mounted_ro == root and not self.writable:
+            self._mounted, self._mounted_ro = True, None  # the probe's mount serves
+            return
+        self._umount()
         if self.writable:
-            self._refuse_dirty_ntfs(mps.get("/", root))
-        for mp in sorted(mps, key=len):
-            try:
-                if self.writable:
-                    self.g.mount(mps[mp], mp)
-                else:
-                    self.g.mount_ro(mps[mp], mp)
-            except RuntimeError as exc:
-                msg = str(exc)
-                if "hiberfil" in msg.lower() or "unclean" in msg.lower():
-                    raise CorruptImageError(
-                        f"{mps[mp]}: Windows was hibernated or not shut down cleanly; "
-                        "boot the source machine and shut it down fully, then capture again"
-                    ) from exc
-                raise CorruptImageError(f"cannot mount {mps[mp]}: {msg}") from exc
+            self._refuse_dirty_ntfs(root)
+        try:
+            if self.writable:
+                self.g.mount(root, "/")
+            else:
+                self.g.mount_ro(root, "/")
+        except RuntimeError as exc:
+            msg = str(exc)
+            if "hiberfil" in msg.lower() or "unclean" in msg.lower():
+                raise CorruptImageError(
+                    f"{root}: Windows was hibernated or not shut down cleanly; "
+                    "boot the source machine and shut it down fully, then capture again"
+                ) from exc
+            raise CorruptImageError(f"cannot mount {root}: {msg}") from exc
         # ntfs-3g quietly falls back to a read-only mount on a hibernated volume; a
         # conversion would then fail on its first write with an obscure message.
         if self.writable and hibernation.guest_is_hibernated(self.g, "/"):
             raise CorruptImageError(
-                f"{mps.get('/', root)}: Windows is hibernated (hiberfil.sys header 'hibr'); "
+                f"{root}: Windows is hibernated (hiberfil.sys header 'hibr'); "
                 "boot the source machine and shut it down fully (powercfg /h off), then "
                 "capture again"
             )
@@ -475,12 +583,12 @@ class Job:
             return self.hives[key]
         self.mount_root()
         g = self.g
-        root = self.root_device
-        guest_path = (
-            g.inspect_get_windows_system_hive(root)
-            if key == "SYSTEM"
-            else g.inspect_get_windows_software_hive(root)
-        )
+        assert self.windows is not None
+        guest_path = self.windows.system_hive if key == "SYSTEM" else self.windows.software_hive
+        if guest_path is None:
+            raise CorruptHiveError(
+                f"{self.windows.system_root}\\system32\\config has no SOFTWARE hive "
+                f"on {self.windows.device}")
         local = self._ensure_workdir() / f"{key.lower()}.hive"
         try:
             g.download(guest_path, str(local))
@@ -497,8 +605,8 @@ class Job:
             if hive.dirty:
                 hive.commit()
                 try:
-                    self.g.upload(str(hive.path), hive.guest_path)  # type: ignore[attr-defined]
-                except RuntimeError as exc:
+                    files.upload(self.g, Path(hive.path), hive.guest_path)  # type: ignore[attr-defined]
+                except ConversionError as exc:
                     raise ConversionError(
                         f"cannot write the {hive.name} hive back into the guest: {exc}"
                     ) from exc

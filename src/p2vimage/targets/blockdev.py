@@ -35,6 +35,15 @@ class NbdDisk:
         except nbd.Error as exc:
             raise ConversionError(f"reading the output back: {reason(exc)}") from None
 
+    def zero(self, length: int, offset: int) -> None:
+        """Make the range read as zeros (the server may free it: the output stays thin)."""
+        nbd = _nbd()
+        try:
+            self.h.zero(length, offset)
+        except nbd.Error as exc:
+            raise ConversionError(f"writing the output through its NBD server: "
+                                  f"{reason(exc)}") from None
+
     def flush(self) -> None:
         nbd = _nbd()
         try:

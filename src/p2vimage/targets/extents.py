@@ -96,3 +96,66 @@ def plan_disk(layout: DiskLayout, read: Reader, data_ranges: ZeroRanges) -> Copy
     other(covered, layout.size)
     plan.extents.sort()
     return plan
+
+
+Ranges = list[tuple[int, int]]  # (offset, length), sorted and disjoint
+
+
+def _spans(a: Ranges) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for off, n in sorted(a):
+        if n <= 0:
+            continue
+        if out and off <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], off + n))
+        else:
+            out.append((off, off + n))
+    return out
+
+
+def _ranges(spans: list[tuple[int, int]]) -> Ranges:
+    return [(s, e - s) for s, e in spans if e > s]
+
+
+def union(a: Ranges, b: Ranges) -> Ranges:
+    """Every byte in ``a`` or ``b``, merged."""
+    return _ranges(_spans(a + b))
+
+
+def intersect(a: Ranges, b: Ranges) -> Ranges:
+    """The bytes in both ``a`` and ``b``."""
+    x, y = _spans(a), _spans(b)
+    out, i, j = [], 0, 0
+    while i < len(x) and j < len(y):
+        s, e = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        if s < e:
+            out.append((s, e))
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return _ranges(out)
+
+
+def subtract(a: Ranges, b: Ranges) -> Ranges:
+    """The bytes of ``a`` that are not in ``b``."""
+    out: list[tuple[int, int]] = []
+    y = _spans(b)
+    j = 0
+    for s, e in _spans(a):
+        while j < len(y) and y[j][1] <= s:
+            j += 1
+        k = j
+        while s < e:
+            if k >= len(y) or y[k][0] >= e:
+                out.append((s, e))
+                break
+            if y[k][0] > s:
+                out.append((s, y[k][0]))
+            s = max(s, y[k][1])
+            k += 1
+    return _ranges(out)
+
+
+def total(a: Ranges) -> int:
+    return sum(n for _, n in a)

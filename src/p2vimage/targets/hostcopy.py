@@ -13,9 +13,11 @@ Memory is bounded by the bytes in flight (``MAX_IN_FLIGHT``), whatever the disk 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import interrupt
+from .. import deps, interrupt
 from ..errors import ConversionError
 from ..formats.partition_table import DiskLayout, PartitionTableError, read_layout
 from ..progress import Meter, ProgressCallback
 from . import blockdev
 from .disk import create_qcow2
-from .extents import CopyPlan, plan_disk
+from .extents import CopyPlan, Ranges, intersect, plan_disk, subtract, total, union
 from .nbd import NbdExport, libnbd
 
 log = logging.getLogger("p2vimage")
@@ -43,18 +45,24 @@ _BLOCK_STATUS_MAX = 1 << 30
 
 class Output(Protocol):
     def write(self, offset: int, data: memoryview) -> None: ...
+    def zero(self, offset: int, length: int) -> None: ...
     def finish(self) -> None: ...
 
 
-class RawOutput:
-    """A sparse raw file (the claimed ``.partial``, opened in place) of ``size`` bytes."""
+_PUNCH = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
-    def __init__(self, path: Path, size: int) -> None:
+
+class RawOutput:
+    """A sparse raw file (the claimed ``.partial``, opened in place) of ``size`` bytes;
+    ``create=False`` reopens one an earlier pass wrote, as it is."""
+
+    def __init__(self, path: Path, size: int, *, create: bool = True) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            os.ftruncate(self.fd, 0)
-            os.ftruncate(self.fd, size)
+            if create:
+                os.ftruncate(self.fd, 0)
+                os.ftruncate(self.fd, size)
         except OSError as exc:
             os.close(self.fd)
             raise ConversionError(f"cannot make a {size}-byte disk {path}: "
@@ -65,6 +73,19 @@ class RawOutput:
             os.pwrite(self.fd, data, offset)
         except OSError as exc:
             raise ConversionError(f"writing the output disk: {exc.strerror}") from None
+
+    def zero(self, offset: int, length: int) -> None:
+        """Make the range read as zeros again: a hole (written zeros if the filesystem
+        cannot punch one)."""
+        try:
+            _fallocate(self.fd, _PUNCH, offset, length)
+        except OSError:
+            empty = bytes(min(length, REQUEST))
+            end = offset + length
+            while offset < end:
+                n = min(len(empty), end - offset)
+                self.write(offset, memoryview(empty)[:n])
+                offset += n
 
     def finish(self) -> None:
         try:
@@ -87,8 +108,22 @@ class NbdOutput:
     def write(self, offset: int, data: memoryview) -> None:
         self.disk.pwrite(data, offset)
 
+    def zero(self, offset: int, length: int) -> None:
+        self.disk.zero(length, offset)
+
     def finish(self) -> None:
         self.disk.flush()
+
+
+def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 @dataclass
@@ -185,12 +220,15 @@ class _Slots:
         return got
 
 
-def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: Meter) -> CopyStats:
+def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: Meter, *,
+                 overwrite: bool = False, cancel: threading.Event | None = None) -> CopyStats:
     """Read ``extents`` from ``src`` (libnbd), write their non-zero blocks to ``out``.
 
     Up to ``MAX_IN_FLIGHT`` bytes of reads are in flight; each completed read goes to
     a writer thread (all-zero blocks skipped), which hands its buffer back for the next
     request, so reading and writing overlap.  The writer is the only user of ``out``.
+    ``overwrite``: the output already holds data there (a second pass), so all-zero
+    blocks are zeroed rather than skipped.  ``cancel``: set by another thread to stop.
     """
     nbd = libnbd()
     stats = CopyStats()
@@ -206,9 +244,15 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
             try:
                 if not failed:
                     buf, view = slots.buffer(slot, n)
+                    done = 0
                     for a, b in _nonzero_blocks(buf, n):
+                        if overwrite and a > done:
+                            out.zero(off + done, a - done)
                         out.write(off + a, view[a:b])
                         stats.bytes_written += b - a
+                        done = b
+                    if overwrite and done < n:
+                        out.zero(off + done, n - done)
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                 failed.append(exc)
             finally:
@@ -217,7 +261,8 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
     thread = threading.Thread(target=writer, name="p2vimage copy writer", daemon=True)
     thread.start()
     try:
-        _read_all(src, nbd, slots, _pieces(extents), writes, returned, failed, stats, meter)
+        _read_all(src, nbd, slots, _pieces(extents), writes, returned, failed, stats, meter,
+                  cancel)
     finally:
         writes.put(None)
         thread.join()
@@ -231,7 +276,13 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
 
 def _read_all(src: Any, nbd: Any, slots: _Slots, pieces: Iterator[tuple[int, int]],
               writes: queue.Queue[tuple[int, int, int] | None], returned: queue.Queue[int],
-              failed: list[BaseException], stats: CopyStats, meter: Meter) -> None:
+              failed: list[BaseException], stats: CopyStats, meter: Meter,
+              cancel: threading.Event | None = None) -> None:
+    def check() -> None:
+        interrupt.check()
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the copy was cancelled")
+
     pending: tuple[int, int] | None = next(pieces, None)
     flying: list[tuple[int, int, int, int]] = []  # (cookie, slot, offset, length)
     while (pending is not None or flying) and not failed:
@@ -255,15 +306,15 @@ def _read_all(src: Any, nbd: Any, slots: _Slots, pieces: Iterator[tuple[int, int
                 slots.free.append(returned.get(timeout=1.0))
             except queue.Empty:
                 pass
-            interrupt.check()
+            check()
             continue
         try:
             src.poll(1000)
             finished = [item for item in flying if src.aio_command_completed(item[0])]
         except nbd.Error as exc:
-            interrupt.check()
+            check()
             raise _source_error(exc, flying[0][2]) from None
-        interrupt.check()
+        check()
         for item in finished:
             flying.remove(item)
             _cookie, slot, off, n = item
@@ -272,9 +323,13 @@ def _read_all(src: Any, nbd: Any, slots: _Slots, pieces: Iterator[tuple[int, int
             meter.add(n)
 
 
+class Cancelled(Exception):
+    """The copy was stopped by its owner (another thread failed, or stopped first)."""
+
+
 def _source_error(exc: Exception, offset: int | None) -> ConversionError:
     where = f" at byte {offset}" if offset is not None else ""
-    return ConversionError(f"reading the edited disk over NBD{where}: {blockdev.reason(exc)} "
+    return ConversionError(f"reading the disk over NBD{where}: {blockdev.reason(exc)} "
                            "(the NBD server stopped?)")
 
 
@@ -295,6 +350,12 @@ class DiskCopy:
     warnings: list[str]
     max_in_flight_bytes: int = MAX_IN_FLIGHT  # the copy's memory bound
     in_place: bool = False  # restored into the output and edited there: nothing copied
+    # Two passes (the first while the appliance worked): bytes read by each, the bytes
+    # of the first pass made zeros again (clusters the edits freed), its seconds.
+    first_pass_bytes: int | None = None
+    second_pass_bytes: int | None = None
+    zeroed_bytes: int | None = None
+    first_pass_seconds: float | None = None
 
     @classmethod
     def restored_in_place(cls, device: str, size: int, restored: int) -> DiskCopy:
@@ -349,16 +410,8 @@ def copy_disk(overlay: Path, device: str, dest: Path, fmt: str, out_size: int | 
         t_plan = time.monotonic() - t0
         interrupt.check()
         meter = Meter(progress, label, plan.total)
-        if fmt == "raw":
-            raw = RawOutput(dest, out_size)
-            try:
-                stats = copy_extents(src, raw, plan.extents, meter)
-            finally:
-                raw.close()
-        else:
-            create_qcow2(dest, out_size)
-            with NbdExport(dest, "qcow2", workdir, writable=True, label=dest.name) as dst:
-                stats = copy_extents(src, NbdOutput(dst), plan.extents, meter)
+        with _output(dest, fmt, out_size, workdir, create=True) as out:
+            stats = copy_extents(src, out, plan.extents, meter)
     return DiskCopy(
         device=layout.device, size=layout.size, ntfs_bytes=plan.ntfs_bytes,
         other_bytes=plan.other_bytes, bytes_read=stats.bytes_read,
@@ -367,3 +420,173 @@ def copy_disk(overlay: Path, device: str, dest: Path, fmt: str, out_size: int | 
         whole_volumes=plan.whole_volumes, plan_seconds=round(t_plan, 3),
         warnings=plan.warnings,
     )
+
+
+# -- two passes: the copy runs while the appliance works -------------------------------
+#
+# The first pass copies the *source* (not yet edited) while the appliance inspects,
+# plans and applies on the overlay; the second, once the appliance has stopped,
+# brings the output to exactly what :func:`copy_disk` would have written from the
+# edited overlay: with P the ranges the first pass copied, Q the ranges of the edited
+# disk's own plan and W the ranges the appliance wrote (the overlay's own clusters),
+# it copies (Q - P) + (W & Q) from the overlay and zeroes P - Q (clusters the edits
+# freed).  Outside W the overlay reads as the source, so every byte of Q is the
+# edited guest's and every byte outside it reads as zeros, as in one pass.
+
+
+@dataclass
+class FirstPass:
+    """What the first pass wrote into one output."""
+
+    device: str
+    size: int  # the output's size
+    extents: Ranges  # P: the ranges read from the source (their non-zero blocks written)
+    stats: CopyStats
+    plan_seconds: float
+
+
+def first_pass(source: Path, source_fmt: str, device: str, dest: Path, fmt: str,
+               out_size: int | None, workdir: Path, *, label: str,
+               progress: ProgressCallback | None,
+               cancel: threading.Event | None = None) -> FirstPass:
+    """Copy the used data of the unedited ``source`` into the new output ``dest``."""
+    t0 = time.monotonic()
+    with NbdExport(source, source_fmt, workdir, label=f"the source of {device}") as src:
+        layout, plan = plan_copy(src, device)
+        out_size = out_size or layout.size
+        if out_size < layout.size:
+            plan.clip(out_size)
+        t_plan = time.monotonic() - t0
+        meter = Meter(progress, label, plan.total)
+        with _output(dest, fmt, out_size, workdir, create=True) as out:
+            stats = copy_extents(src, out, plan.extents, meter, cancel=cancel)
+    return FirstPass(device, out_size, plan.extents, stats, t_plan)
+
+
+def second_pass(overlay: Path, first: FirstPass, dest: Path, fmt: str, workdir: Path, *,
+                label: str, progress: ProgressCallback | None) -> DiskCopy:
+    """Bring ``dest`` (written by :func:`first_pass`) to the edited ``overlay``."""
+    t0 = time.monotonic()
+    written = changed_ranges(overlay)
+    with NbdExport(overlay, "qcow2", workdir, label=f"the edited {first.device}") as src:
+        layout, plan = plan_copy(src, first.device)
+        if first.size < layout.size:
+            plan.clip(first.size)
+        final = plan.extents
+        again = union(subtract(final, first.extents), intersect(written, final))
+        stale = subtract(first.extents, final)
+        t_plan = time.monotonic() - t0
+        meter = Meter(progress, label, total(again))
+        with _output(dest, fmt, first.size, workdir, create=False) as out:
+            for off, n in stale:
+                _zero(out, off, n)
+            stats = copy_extents(src, out, again, meter, overwrite=True)
+    read = first.stats.bytes_read + stats.bytes_read
+    seconds = first.stats.seconds + stats.seconds
+    return DiskCopy(
+        device=layout.device, size=layout.size, ntfs_bytes=plan.ntfs_bytes,
+        other_bytes=plan.other_bytes, bytes_read=read,
+        bytes_written=first.stats.bytes_written + stats.bytes_written,
+        seconds=round(seconds, 3),
+        throughput_mib_s=round(read / seconds / (1 << 20), 1) if seconds > 0 else 0.0,
+        whole_volumes=plan.whole_volumes, plan_seconds=round(first.plan_seconds + t_plan, 3),
+        warnings=plan.warnings, first_pass_bytes=first.stats.bytes_read,
+        second_pass_bytes=stats.bytes_read, zeroed_bytes=total(stale),
+        first_pass_seconds=round(first.stats.seconds, 3),
+    )
+
+
+def _zero(out: Output, offset: int, length: int) -> None:
+    end = offset + length
+    while offset < end:  # NBD servers cap one request's length
+        n = min(end - offset, _BLOCK_STATUS_MAX)
+        out.zero(offset, n)
+        offset += n
+
+
+class _output:  # noqa: N801 - used as a context manager, like open()
+    """The output disk as an :class:`Output`: ``create`` makes it (sparse raw, or an
+    empty qcow2), else an earlier pass's output is reopened as it is."""
+
+    def __init__(self, dest: Path, fmt: str, size: int, workdir: Path, *, create: bool) -> None:
+        self.dest, self.fmt, self.size, self.workdir, self.create = dest, fmt, size, workdir, create
+        self.raw: RawOutput | None = None
+        self.export: NbdExport | None = None
+
+    def __enter__(self) -> Output:
+        if self.fmt == "raw":
+            self.raw = RawOutput(self.dest, self.size, create=self.create)
+            return self.raw
+        if self.create:
+            create_qcow2(self.dest, self.size)
+        self.export = NbdExport(self.dest, "qcow2", self.workdir, writable=True,
+                                label=self.dest.name)
+        return NbdOutput(self.export.__enter__())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.raw is not None:
+            self.raw.close()
+        if self.export is not None:
+            self.export.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def changed_ranges(overlay: Path) -> Ranges:
+    """The ranges the appliance wrote: the clusters held by the overlay itself (depth 0
+    in ``qemu-img map``), not read through to its backing file."""
+    qemu_img = deps.require_program("qemu-img")
+    proc = subprocess.run([qemu_img, "map", "--output=json", "-f", "qcow2", str(overlay)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img map failed"])[-1]
+        raise ConversionError(f"reading which clusters the edits changed: {msg}")
+    return union([(int(e["start"]), int(e["length"])) for e in json.loads(proc.stdout)
+                  if e.get("depth") == 0 and e.get("present", True)], [])
+
+
+class BackgroundCopy:
+    """The first passes of a job's disks, run in a thread while the appliance works.
+
+    ``with BackgroundCopy(disks, ...) as bg:`` starts it; :meth:`result` waits and
+    returns each disk's :class:`FirstPass` (raising the thread's error, if any);
+    leaving the block any other way cancels the copy and waits for the thread, so no
+    NBD server outlives it.  Progress is reported from the thread.
+    """
+
+    def __init__(self, disks: list[tuple[int, Path, str, str, Path, int | None]], fmt: str,
+                 workdir: Path, progress: ProgressCallback | None) -> None:
+        self.disks = disks  # (slot, source, source format, device, output, out size)
+        self.fmt, self.workdir, self.progress = fmt, workdir, progress
+        self.cancel = threading.Event()
+        self.done: dict[int, FirstPass] = {}
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="p2vimage first copy pass",
+                                       daemon=True)
+
+    def __enter__(self) -> BackgroundCopy:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for n, (slot, src, sfmt, device, out, size) in enumerate(self.disks, 1):
+                log.info("first pass: copy disk %d of %d from the source while the appliance "
+                         "works", n, len(self.disks))
+                self.done[slot] = first_pass(
+                    src, sfmt, device, out, self.fmt, size, self.workdir,
+                    label=f"copy disk {n}/{len(self.disks)}", progress=self.progress,
+                    cancel=self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+            self.error = exc
+
+    def result(self) -> dict[int, FirstPass]:
+        while self.thread.is_alive():
+            self.thread.join(0.2)
+            interrupt.check()
+        if self.error is not None:
+            raise self.error
+        return self.done
+
+    def __exit__(self, *exc: object) -> None:
+        if self.thread.is_alive():
+            self.cancel.set()
+            self.thread.join()
