@@ -254,3 +254,25 @@ def test_second_ensure_builds_nothing(images) -> None:
     again = ensure(log=logged.append)
     assert logged == [] and again == images
     assert {n: p.stat().st_mtime_ns for n, p in again.items()} == mtimes
+
+
+def test_root_detection_agrees_with_inspect_os(job, inspections) -> None:
+    """Our root detection (a mount and a few lookups per partition, facts from the hives
+    and cmd.exe) against libguestfs' own ``inspect_os`` on the same disks: same roots,
+    product, version, architecture, system root and drive letters."""
+    assert job._roots is None  # inspect_os never ran: every root was found directly
+    job._umount()
+    g = job.g
+    roots = set(g.inspect_os())
+    arch = {"i386": "x86", "x86_64": "x64"}
+    for index, name in enumerate(DISKS[:-1]):
+        root, i = _root_of(name, index), inspections[name]
+        assert root in roots and g.inspect_get_type(root) == "windows"
+        assert i.windows_partition == root
+        assert i.product_name == g.inspect_get_product_name(root)
+        assert (i.major, i.minor) == (g.inspect_get_major_version(root),
+                                      g.inspect_get_minor_version(root))
+        assert i.arch == arch[g.inspect_get_arch(root)]
+        assert i.system_root == g.inspect_get_windows_systemroot(root)
+        assert i.drive_letters == {k.upper(): v
+                                   for k, v in g.inspect_get_drive_mappings(root).items()}
