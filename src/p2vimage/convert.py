@@ -642,7 +642,9 @@ def convert(
     """Convert a captured physical Windows disk image (several: a multi-disk machine).
 
     ``progress`` is called with :class:`~p2vimage.progress.Progress` values while the
-    disks are copied (bytes done and total per disk), from the calling thread.
+    disks are copied (bytes done and total per disk and pass): during the first pass,
+    which runs while the appliance works, from p2vimage's copy thread, so the callback
+    must be quick and thread-safe; afterwards from the calling thread.
 
     Safe to call from several threads at once (each call has its own appliance, overlay,
     work directory and claimed outputs); interruptible by SIGINT/SIGTERM when called from
