@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import lzma
 import os
 import random
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,17 @@ def test_iter_runs_matches_bit_by_bit() -> None:
         assert list(partclone.iter_runs(bytes(bm), n)) == want
 
 
+def test_bitmap_bit_count_ignores_bits_past_the_last_block() -> None:
+    rnd = random.Random(2)
+    step = 1 << 20  # partclone._COUNT_STEP: totals around it and its multiples
+    for total in [0, 1, 7, 8, 9, 63, 64, 65, 8 * step - 1, 8 * step, 8 * step + 5,
+                  16 * step + 3, *(rnd.randrange(1, 2000) for _ in range(50))]:
+        bm = rnd.randbytes((total + 7) // 8)
+        want = (int.from_bytes(bm, "little") & ((1 << total) - 1)).bit_count()
+        assert partclone._count_bits(bm, total) == want
+        assert partclone._count_bits(bytearray(bm), total) == want
+
+
 def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes((data[at] ^ 0x40,)) + data[at + 1 :]
 
@@ -241,6 +254,36 @@ def test_a_pathological_ratio_stays_in_bounded_pieces(tmp_path: Path) -> None:
         assert len(p) <= streams.PIECE
         total += len(p)
     assert total == 1 << 30
+
+
+def test_the_decompressing_thread_runs_at_most_queue_bytes_ahead() -> None:
+    """Memory: the producer stops once QUEUE_BYTES of pieces wait, whatever their sizes (a
+    piece larger than the bound passes alone); the stream comes out whole, then EOF."""
+    sizes = [streams.PIECE] * 80 + [1000] * 300 + [streams.QUEUE_BYTES + 5, 7]
+    made: list[int] = []
+
+    def pieces():
+        for i, n in enumerate(sizes):
+            made.append(n)  # (the piece the producer holds, not yet queued, counts too)
+            yield bytes((i % 251,)) * n
+
+    want = hashlib.sha256()
+    for i, n in enumerate(sizes):
+        want.update(bytes((i % 251,)) * n)
+    reader = streams.PieceReader(pieces())
+    try:
+        deadline, seen = time.monotonic() + 10, -1
+        while len(made) != seen and time.monotonic() < deadline:  # until the producer waits
+            seen = len(made)
+            time.sleep(0.3)
+        assert sum(made) <= streams.QUEUE_BYTES + streams.PIECE
+        got = hashlib.sha256()
+        while piece := reader.read(3 << 20):
+            got.update(piece)
+        assert got.digest() == want.digest()
+        assert reader.read(1) == b"" and reader.read(1) == b""
+    finally:
+        reader.close()
 
 
 def test_unknown_compression_is_refused(tmp_path: Path) -> None:

@@ -19,16 +19,25 @@ and trailing garbage themselves and a failure becomes the same one-line error.
 Decompression happens in a background thread that hands pieces to the
 parser through a small queue: zlib/zstd, zlib.crc32 and os.pwrite all release
 the GIL, so decompressing and verifying/writing overlap on two cores.
+
+Memory: pieces are small (PIECE) and the queue is bounded in *bytes*
+(QUEUE_BYTES): enough for the decompressor to make the parser's next whole
+partclone strip (10 MiB with Clonezilla's ``-z 10485760``) while the parser
+writes the current one, so the parser does not wait for it.  Pieces of 8 MiB,
+three queued, were ~60 MiB of a 100 MiB peak RSS (three queued, one waiting to
+be queued, one being read, one being made -- in blocks, then copied into one
+``bytes`` -- and the freed ones the allocator keeps); small pieces cost no time
+(the per-piece overhead is a few microseconds, and they are copied while hot).
 """
 
 from __future__ import annotations
 
 import bz2
 import lzma
-import queue
 import subprocess
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,8 +58,11 @@ except ImportError:  # pragma: no cover - depends on the Python version
     from backports.zstd import ZstdDecompressor, ZstdError
 
 IN_SIZE = 2 << 20  # compressed bytes read at a time
-PIECE = 8 << 20  # decompressed bytes produced at a time (at most)
-QUEUE_DEPTH = 3
+PIECE = 256 << 10  # decompressed bytes produced at a time (at most)
+# zlib's API hands back the input a call left (``unconsumed_tail``) as a new copy: at most
+# this much is handed to inflate at once, so a PIECE-bounded call copies little.
+GZ_FEED = 64 << 10
+QUEUE_BYTES = 12 << 20  # decompressed bytes the producer thread may be ahead of the parser
 # liblzma allocates the dictionary a stream's header asks for (an .lzma header may ask for
 # 4 GiB); xz -9 needs 65 MiB to decompress, so anything past this is a damaged header.
 LZMA_MEMLIMIT = 256 << 20
@@ -222,10 +234,15 @@ def iter_decompressed(src: ChunkReader, comp: str) -> Iterator[bytes]:
                 d, ended = new(), False
             try:
                 if comp == "gz":
-                    out = d.decompress(data, PIECE)
-                    data = d.unconsumed_tail
-                    if out:
-                        yield out
+                    mv = memoryview(data)
+                    part, data = mv[:GZ_FEED], mv[GZ_FEED:]
+                    while True:
+                        out = d.decompress(part, PIECE)
+                        part = d.unconsumed_tail
+                        if out:
+                            yield out
+                        if not part or d.eof:
+                            break
                 else:
                     out = d.decompress(data, PIECE)
                     data = b""
@@ -245,7 +262,11 @@ def iter_decompressed(src: ChunkReader, comp: str) -> Iterator[bytes]:
 
 
 class PieceReader:
-    """A file-like ``read``/``readinto`` over decompressed pieces made by a producer thread."""
+    """A file-like ``read``/``readinto`` over decompressed pieces made by a producer thread.
+
+    The pieces wait in a queue of at most QUEUE_BYTES bytes (whatever their sizes: a
+    gzip member of incompressible data comes in pieces of about GZ_FEED bytes).
+    """
 
     _END = object()
 
@@ -256,7 +277,9 @@ class PieceReader:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         if threaded:
-            self._q: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+            self._q: deque[Any] = deque()
+            self._queued = 0  # bytes of the pieces in _q
+            self._cond = threading.Condition()
             self._thread = threading.Thread(target=self._produce, name="decompress",
                                             daemon=True)
             self._thread.start()
@@ -275,13 +298,19 @@ class PieceReader:
                 close()
 
     def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        size = 0 if item is self._END or isinstance(item, BaseException) else len(item)
+        with self._cond:
+            # (an empty queue takes any piece: one larger than the bound must pass too)
+            while self._queued and self._queued + size > QUEUE_BYTES:
+                if self._stop.is_set():
+                    return False
+                self._cond.wait(0.2)
+            if self._stop.is_set():
+                return False
+            self._q.append(item)
+            self._queued += size
+            self._cond.notify()
+        return True
 
     def _next(self) -> bool:
         if self._thread is None:
@@ -289,10 +318,16 @@ class PieceReader:
             if piece is None:
                 return False
         else:
-            piece = self._q.get()
-            if piece is self._END:
-                self._q.put(self._END)  # stay at EOF for later reads
-                return False
+            with self._cond:
+                while not self._q:
+                    self._cond.wait()
+                piece = self._q[0]
+                if piece is self._END:
+                    return False  # left in the queue: stay at EOF for later reads
+                self._q.popleft()
+                if not isinstance(piece, BaseException):
+                    self._queued -= len(piece)
+                    self._cond.notify()
             if isinstance(piece, BaseException):
                 raise piece
         self._cur = memoryview(piece)
@@ -323,9 +358,12 @@ class PieceReader:
         return got
 
     def read(self, n: int) -> bytes:
+        if 0 <= n <= len(self._cur) - self._pos:  # within the current piece: one copy
+            self._pos += n
+            return bytes(self._cur[self._pos - n : self._pos])
         buf = bytearray(n)
         got = self.readinto(buf)
-        return bytes(buf[:got])
+        return bytes(memoryview(buf)[:got])
 
     def close(self) -> None:
         """Stop the producer.  It is a daemon thread and may be stuck in a read that never
