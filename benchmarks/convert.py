@@ -133,6 +133,7 @@ def run_timed(cmd: list[str], env: dict[str, str], work: Path, tag: str,
               timeout: float) -> dict:
     """Wall seconds, exit code, GNU time's max RSS and the output files of a command."""
     out, err, rss = (work / f"{tag}.stdout", work / f"{tag}.stderr", work / f"{tag}.rss")
+    os.sync()  # the previous tool's output is written back now, not during this one
     load = os.getloadavg()[0]
     with open(out, "wb") as fo, open(err, "wb") as fe:
         t0 = time.monotonic()

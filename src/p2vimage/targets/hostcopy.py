@@ -220,6 +220,28 @@ class _Slots:
         return got
 
 
+# python3-libnbd 1.14 never releases a buffer handed to ``aio_pread`` (not even when the
+# handle is gone), so a pool, once used, is leaked memory: it is kept here and handed to
+# the next copy of this process instead of making another (every disk, both passes).
+# One pool per copy running at the same moment; never more than that many exist.
+_idle_pools: list[_Slots] = []
+_pools_lock = threading.Lock()
+
+
+def _take_pool(nbd: Any) -> _Slots:
+    with _pools_lock:
+        for i, pool in enumerate(_idle_pools):
+            if pool.nbd is nbd:
+                return _idle_pools.pop(i)
+    return _Slots(nbd)
+
+
+def _give_back(pool: _Slots) -> None:
+    pool.free = list(range(len(pool.arrays)))
+    with _pools_lock:
+        _idle_pools.append(pool)
+
+
 def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: Meter, *,
                  overwrite: bool = False, cancel: threading.Event | None = None) -> CopyStats:
     """Read ``extents`` from ``src`` (libnbd), write their non-zero blocks to ``out``.
@@ -233,7 +255,7 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
     nbd = libnbd()
     stats = CopyStats()
     t0 = time.monotonic()
-    slots = _Slots(nbd)
+    slots = _take_pool(nbd)
     writes: queue.Queue[tuple[int, int, int] | None] = queue.Queue()
     returned: queue.Queue[int] = queue.Queue()
     failed: list[BaseException] = []
@@ -260,12 +282,16 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
 
     thread = threading.Thread(target=writer, name="p2vimage copy writer", daemon=True)
     thread.start()
+    clean = False
     try:
         _read_all(src, nbd, slots, _pieces(extents), writes, returned, failed, stats, meter,
                   cancel)
+        clean = True
     finally:
         writes.put(None)
         thread.join()
+        if clean:  # (after an error reads may still be in flight into the pool's memory)
+            _give_back(slots)
     if failed:
         raise failed[0]
     out.finish()
