@@ -11,8 +11,9 @@ ISO --json``, whose JSON report gives its phases; virt-v2v is ``virt-v2v -i disk
 -of qcow2`` with ``VIRTIO_WIN`` set to the *same* ISO (phases from its ``[ secs] ...``
 progress lines); then ``qemu-img convert -O qcow2`` of the source.  ``--clonezilla``
 also saves the source as an ``ocs-sr savedisk``-style zstd directory (cached) and times
-``p2vimage restore-clonezilla DIR`` alone, one bare appliance session (launch +
-shutdown, source added read-only) and ``p2vimage convert DIR``.
+``p2vimage restore-clonezilla DIR`` alone (raw, and qcow2: the format ``convert DIR``
+writes, which its target compares with), one bare appliance session (launch + shutdown,
+the restored qcow2 added read-only) and ``p2vimage convert DIR``.
 
 Memory: "own peak" is the ``VmHWM`` of our Python process read at its end (threads
 included; qemu, qemu-nbd, qemu-img and the decompressors it starts excluded), as in
@@ -415,7 +416,7 @@ def targets(rows: dict[str, dict], used: int | None) -> list[dict]:
         f"{used / MiB:,.1f} MiB); value = allocated / bound"
         if ok(ours, "allocated") and bound else "", "needs our output and the used bytes")
     base = rest["wall"] + bare["wall"] if ok(rest) and ok(bare) else None
-    add("convert DIR <= 1.3x (restore-clonezilla + one appliance session)",
+    add("convert DIR <= 1.3x (restore-clonezilla qcow2 + one appliance session)",
         czc["wall"] / base if base and ok(czc) else None, 1.3,
         f"{czc['wall']:.1f} s / ({rest['wall']:.1f} + {bare['wall']:.1f} s)"
         if base and ok(czc) else "", "needs --clonezilla and its three rows")
@@ -563,13 +564,23 @@ def main() -> int:
             rows["virt-v2v"] = run_virt_v2v(src, iso, work, env, args.timeout)
             _drop(work / "v2v", args.keep)
         if czdir is not None:
-            log("p2vimage restore-clonezilla DIR")
+            # convert DIR writes a qcow2 (its default): the target compares it with a
+            # restore into the same format; the raw restore is shown beside it
+            log("p2vimage restore-clonezilla DIR --format raw")
             out = work / "restored.raw"
-            rows["restore"] = run_cli("p2vimage restore-clonezilla DIR",
-                                      ["restore-clonezilla", str(czdir), "-o", str(out)],
+            rows["restore-raw"] = run_cli("p2vimage restore-clonezilla DIR --format raw",
+                                          ["restore-clonezilla", str(czdir), "-o", str(out)],
+                                          out, env, work, "restore-raw", args.timeout)
+            _drop(out, args.keep)
+            log("p2vimage restore-clonezilla DIR --format qcow2")
+            out = work / "restored.qcow2"
+            rows["restore"] = run_cli("p2vimage restore-clonezilla DIR --format qcow2",
+                                      ["restore-clonezilla", str(czdir), "-o", str(out),
+                                       "--format", "qcow2"],
                                       out, env, work, "restore", args.timeout)
             log("bare appliance session")
-            rows["bare"] = bare_session(out if out.exists() else src, "raw", work, env, "bare")
+            rows["bare"] = bare_session(out if out.exists() else src,
+                                        "qcow2" if out.exists() else "raw", work, env, "bare")
             _drop(out, args.keep)
             if "ours" not in skip:
                 log("p2vimage convert DIR")
