@@ -13,7 +13,7 @@ Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
 
 from .api import inspect, restore_clonezilla
 from .check import CheckReport, check
-from .convert import ConversionReport, convert
+from .convert import ConversionReport, ConvertOptions, convert
 from .errors import (
     ApplianceError,
     BadInputError,
@@ -46,6 +46,7 @@ __all__ = [
     "check",
     "CheckReport",
     "ConversionReport",
+    "ConvertOptions",
     "inspect_hives",
     "Inspection",
     "Progress",

@@ -65,7 +65,13 @@ _XML_BUS = {"virtio-blk": "virtio", "virtio-scsi": "scsi", "ide": "ide", "sata":
 
 @dataclass
 class ConvertOptions:
-    output: Path
+    """Every option of :func:`convert` (the CLI's long options, underscored).
+
+    Paths may be given as ``str`` or any ``os.PathLike``; they are kept as ``Path``.
+    ``output`` is normally given to :func:`convert` itself.
+    """
+
+    output: Path = Path()
     format: str = "qcow2"
     size: int | None = None
     source_format: str | None = None
@@ -89,6 +95,39 @@ class ConvertOptions:
     no_firstboot: bool = False
     smbios: Path | None = None
     disable_vendor_services: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("output", "xml", "report", "virtio_win", "smbios"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                setattr(self, name, _as_path(value, name))
+        if isinstance(self.driver_files, (str, os.PathLike)):
+            self.driver_files = [self.driver_files]  # type: ignore[list-item]
+        self.driver_files = [_as_path(f, "driver_files") for f in self.driver_files]
+        if isinstance(self.ip, str):
+            self.ip = [self.ip]
+        self.ip = list(self.ip)
+
+
+def _as_path(value: Any, name: str) -> Path:
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise UsageError(f"{name}: a path (str or os.PathLike), not {type(value).__name__}")
+
+
+def make_options(output: str | os.PathLike[str], options: ConvertOptions | None = None,
+                 **kw: Any) -> ConvertOptions:
+    """``options`` (or the defaults) with ``output`` and the keyword options applied; an
+    unknown option is a UsageError naming it."""
+    known = {f.name for f in dataclasses.fields(ConvertOptions)}
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise UsageError(f"convert(): unknown option(s) {', '.join(unknown)} "
+                         f"(see ConvertOptions)")
+    base = options if options is not None else ConvertOptions()
+    if not isinstance(base, ConvertOptions):
+        raise UsageError(f"options: a ConvertOptions, not {type(base).__name__}")
+    return dataclasses.replace(base, output=_as_path(output, "output"), **kw)
 
 
 @dataclass
@@ -636,8 +675,9 @@ def convert(
     source: str | os.PathLike[str] | list[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
+    options: ConvertOptions | None = None,
     progress: ProgressCallback | None = None,
-    **options: Any,
+    **kw: Any,
 ) -> ConversionReport:
     """Convert a captured physical Windows disk image (several: a multi-disk machine).
 
@@ -646,12 +686,15 @@ def convert(
     which runs while the appliance works, from p2vimage's copy thread, so the callback
     must be quick and thread-safe; afterwards from the calling thread.
 
+    Options come as keywords (``virtio_win="/srv/virtio-win.iso", bus="ide"``) or as a
+    :class:`ConvertOptions` (``options=``), keywords overriding it; paths may be ``str``.
+
     Safe to call from several threads at once (each call has its own appliance, overlay,
     work directory and claimed outputs); interruptible by SIGINT/SIGTERM when called from
     the main thread, and a signal the main thread records stops every running job.
     """
     srcs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    opts = ConvertOptions(output=Path(output), **options)
+    opts = make_options(output, options, **kw)
     t0 = time.monotonic()
     phases: dict[str, float] = {}
     with interrupt.handling_signals(), SourceSet(srcs, opts.source_format) as source_set:
@@ -875,4 +918,4 @@ def _report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, jo
     return r
 
 
-__all__ = ["convert", "ConvertOptions", "ConversionReport", "parse_size"]
+__all__ = ["convert", "ConvertOptions", "ConversionReport", "make_options", "parse_size"]

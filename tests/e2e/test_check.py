@@ -9,6 +9,7 @@ variant for exit codes, ``--json`` and ``--junit``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 from pathlib import Path
@@ -116,9 +117,23 @@ def _break(g, dev: str, variant: str, tmp: Path) -> None:
 def variants(images, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("check")
     iso = virtio_iso.build_iso("current", out / "virtio-win.iso")
-    report = p2vimage.convert(images[BASE], out / "ready.qcow2", virtio_win=iso)
+    # As a library caller does it: str paths everywhere, from a worker thread, with a
+    # progress callback (called from p2vimage's copy thread, then from this worker).
+    seen: list[p2vimage.Progress] = []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        report = pool.submit(
+            p2vimage.convert, str(images[BASE]), str(out / "ready.qcow2"),
+            virtio_win=str(iso), xml=str(out / "ready-domain.xml"), progress=seen.append,
+        ).result()
     chosen = {d["what"]: d["value"] for d in report.plan["devices"]}
     assert chosen["disk bus"] == "virtio-blk" and chosen["nic model"] == "virtio"
+    assert report.xml == str(out / "ready-domain.xml")
+    dom = etree.parse(report.xml)
+    assert dom.xpath("//disk[@device='cdrom']/source/@file") == [str(iso.resolve())]
+    assert seen and all(p.done <= p.total for p in seen)
+    for phase in {p.phase for p in seen}:
+        last = [p for p in seen if p.phase == phase][-1]
+        assert last.done == last.total
     paths = {"ready": out / "ready.qcow2"}
     broken = [v for v in EXPECTED if v != "ready"]
     for v in broken:

@@ -268,6 +268,7 @@ class Job:
             return g
 
         self.g = launch_with_fallback(new_handle, self.stats)
+        files.remember(self.g)  # every mount change below goes through _umount/forget
         if not self.writable:
             for dev in self.g.list_devices():
                 self.g.blockdev_setro(dev)

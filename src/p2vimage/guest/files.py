@@ -16,37 +16,34 @@ class _Known:
     dirs: set[str] = field(default_factory=set)  # real paths checked to be folders
 
 
-def _state(g: Any) -> _Known:
-    """Paths this handle has found or created, by lower-cased path.
+def _state(g: Any) -> _Known | None:
+    return getattr(g, "_p2v_known_paths", None)
+
+
+def remember(g: Any) -> None:
+    """Remember the paths found or created through this handle, until :func:`forget`.
 
     Each lookup is two appliance round trips (~50 ms under TCG) and a conversion asks
     for the same folders dozens of times (``\\WINDOWS\\system32\\drivers`` once per
-    driver file).  Only what exists is remembered, and nothing is ever deleted while
-    a filesystem stays mounted; :func:`forget` runs whenever the mounts change.
+    driver file).  Only what exists is remembered, and nothing is ever deleted while a
+    filesystem stays mounted.  Opt-in: only an owner that calls :func:`forget` whenever
+    it mounts or unmounts (the job) may turn it on; other handles are never cached.
     """
-    known = getattr(g, "_p2v_known_paths", None)
-    if known is None:
-        known = _Known()
-        g._p2v_known_paths = known
-    return known
-
-
-def _known(g: Any) -> dict[str, str]:
-    return _state(g).paths
+    g._p2v_known_paths = _Known()
 
 
 def forget(g: Any) -> None:
-    """Drop what :func:`resolve` remembers (call after unmounting or mounting)."""
-    if g is not None:
+    """Drop what this handle remembers (call after unmounting or mounting)."""
+    if g is not None and _state(g) is not None:
         g._p2v_known_paths = _Known()
 
 
 def resolve(g: Any, path: str) -> str | None:
     """The real path of ``path`` matched case-insensitively, or None when it does not exist."""
-    known = _known(g)
+    state = _state(g)
     key = path.lower()
-    if key in known:
-        return known[key]
+    if state is not None and key in state.paths:
+        return state.paths[key]
     try:
         real = g.case_sensitive_path(path)
     except RuntimeError:
@@ -56,7 +53,8 @@ def resolve(g: Any, path: str) -> str | None:
             return None
     except RuntimeError:
         return None
-    known[key] = real
+    if state is not None:
+        state.paths[key] = real
     return real
 
 
@@ -73,7 +71,8 @@ def resolve_for_write(g: Any, path: str) -> str:
 def ensure_dir(g: Any, path: str) -> str:
     """The real path of directory ``path``, creating the missing part (existing folders are
     matched case-insensitively, so ``Drivers`` is not created beside ``drivers``)."""
-    known = _known(g)
+    state = _state(g)
+    known = state.paths if state is not None else {}
     if path.lower() in known:
         return known[path.lower()]
     parts = [p for p in path.split("/") if p]
@@ -90,10 +89,11 @@ def ensure_dir(g: Any, path: str) -> str:
                 ) from exc
             known[path.lower()] = rest
             return rest
-        if candidate not in _state(g).dirs:
+        if state is None or candidate not in state.dirs:
             if not g.is_dir(candidate):
                 raise ConversionError(f"{windows_path(candidate)} in the guest is not a folder")
-            _state(g).dirs.add(candidate)
+            if state is not None:
+                state.dirs.add(candidate)
         real = candidate
     known[path.lower()] = real
     return real
@@ -134,7 +134,9 @@ def upload(g: Any, local: Path, path: str) -> None:
             g.upload(str(local), path)
     except RuntimeError as exc:
         raise ConversionError(f"cannot write {windows_path(path)} in the guest: {exc}") from exc
-    _known(g)[path.lower()] = path
+    state = _state(g)
+    if state is not None:
+        state.paths[path.lower()] = path
 
 
 def windows_path(path: str) -> str:
