@@ -89,5 +89,13 @@ def read_edition(system: Hive, control_set: str, product_type: str | None) -> st
 
 
 def read_hostname(system: Hive, control_set: str) -> str | None:
+    """The NetBIOS name (``ComputerName``), else the TCP/IP host name Windows keeps in
+    ``Services\\Tcpip\\Parameters`` (``Hostname``, then ``NV Hostname``): a hive
+    trimmed or damaged so that the first is missing still names the machine (the
+    default domain name)."""
     node = system.node(f"{control_set}\\Control\\ComputerName\\ComputerName")
-    return system.get_str(node, "ComputerName")
+    name = system.get_str(node, "ComputerName")
+    if name:
+        return name
+    tcpip = system.node(f"{control_set}\\Services\\Tcpip\\Parameters")
+    return system.get_str(tcpip, "Hostname") or system.get_str(tcpip, "NV Hostname") or None
