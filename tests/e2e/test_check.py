@@ -123,11 +123,11 @@ def variants(images, tmp_path_factory) -> dict[str, Path]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         report = pool.submit(
             p2vimage.convert, str(images[BASE]), str(out / "ready.qcow2"),
-            virtio_win=str(iso), xml=str(out / "ready-domain.xml"), progress=seen.append,
+            virtio_win=str(iso), xml=str(out / "ready.xml"), progress=seen.append,
         ).result()
     chosen = {d["what"]: d["value"] for d in report.plan["devices"]}
     assert chosen["disk bus"] == "virtio-blk" and chosen["nic model"] == "virtio"
-    assert report.xml == str(out / "ready-domain.xml")
+    assert report.xml == str(out / "ready.xml")
     dom = etree.parse(report.xml)
     assert dom.xpath("//disk[@device='cdrom']/source/@file") == [str(iso.resolve())]
     assert seen and all(p.done <= p.total for p in seen)

@@ -119,7 +119,7 @@ def results(images, isos, tmp_path_factory) -> dict:
             job.mount_root()
             system = job.hive("SYSTEM")
             g = job.g
-            sr = g.inspect_get_windows_systemroot(job.root_device)
+            sr = job.windows.system_root
             regs, ide = {}, {}
             for cs in (ControlSets.name(c) for c in p.control_sets):
                 regs[cs] = (
