@@ -55,3 +55,4 @@ def test_two_pass_identity() -> None:
         assert _bytes(again) | _bytes(kept) == _bytes(final)
         assert not _bytes(again) & _bytes(kept)
         assert not _bytes(stale) & _bytes(final)
+

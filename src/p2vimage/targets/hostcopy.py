@@ -207,11 +207,15 @@ class _Slots:
 
     def __init__(self, nbd: Any) -> None:
         self.nbd = nbd
+        self.request, self.in_flight = REQUEST, MAX_IN_FLIGHT  # the sizes it was made for
         self.arrays = [bytearray(REQUEST) for _ in range(max(1, MAX_IN_FLIGHT // REQUEST))]
         self.free = list(range(len(self.arrays)))
         self._buffers: dict[tuple[int, int], tuple[Any, memoryview]] = {}
 
     def buffer(self, slot: int, n: int) -> tuple[Any, memoryview]:
+        if n > len(self.arrays[slot]):
+            raise ValueError(f"a {n}-byte request does not fit the pool's "
+                             f"{len(self.arrays[slot])}-byte buffers")
         key = (slot, n)
         got = self._buffers.get(key)
         if got is None:
@@ -230,8 +234,8 @@ _pools_lock = threading.Lock()
 
 def _take_pool(nbd: Any) -> _Slots:
     with _pools_lock:
-        for i, pool in enumerate(_idle_pools):
-            if pool.nbd is nbd:
+        for i, pool in enumerate(_idle_pools):  # one made for today's request sizes
+            if pool.nbd is nbd and (pool.request, pool.in_flight) == (REQUEST, MAX_IN_FLIGHT):
                 return _idle_pools.pop(i)
     return _Slots(nbd)
 
