@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, api, interrupt
+from . import __version__, api, choices, interrupt
 from .errors import (
     EXIT_CONVERSION,
     EXIT_INTERRUPTED,
@@ -87,15 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disk image(s); several = one machine with several disks")
     c.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output disk (further disks: OUT-2, OUT-3, ...)")
-    c.add_argument("--format", default="qcow2", choices=("qcow2", "raw"))
+    c.add_argument("--format", default="qcow2", choices=choices.FORMATS)
     c.add_argument("--size", metavar="SIZE", help="grow the system disk to SIZE (e.g. 21G)")
     c.add_argument("--source-format", metavar="FMT")
     c.add_argument("--name", metavar="NAME", help="libvirt domain name (default: hostname)")
     c.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 2G or 2048 (MiB)")
     c.add_argument("--vcpus", type=int, metavar="N")
-    c.add_argument("--bus", default="auto",
-                   choices=("auto", "virtio-blk", "virtio-scsi", "ide", "sata"))
-    c.add_argument("--nic", default="auto", choices=("auto", "virtio", "e1000", "rtl8139"))
+    c.add_argument("--bus", default=choices.AUTO, choices=(choices.AUTO, *choices.BUSES))
+    c.add_argument("--nic", default=choices.AUTO, choices=(choices.AUTO, *choices.NICS))
     c.add_argument("--network", default="network=default",
                    metavar="network=NAME|bridge=NAME")
     c.add_argument("--virtio-win", metavar="ISO|DIR",
@@ -131,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 ready, 1 not ready, 3 could not check.",
     )
     k.add_argument("image", metavar="IMAGE", help="disk image (a converted output or a capture)")
-    k.add_argument("--bus", choices=("ide", "sata", "virtio-blk", "virtio-scsi"),
+    k.add_argument("--bus", choices=choices.BUSES,
                    help="disk bus to evaluate (default: from --xml, else virtio-blk when "
                    "viostor is boot-start, else ide / sata on UEFI)")
-    k.add_argument("--nic", choices=("virtio", "e1000", "rtl8139"),
+    k.add_argument("--nic", choices=choices.NICS,
                    help="NIC model to evaluate (default: from --xml, else as convert picks)")
     k.add_argument("--xml", metavar="DOMAIN.xml",
                    help="libvirt domain: evaluate its devices and check it agrees with the guest")
@@ -155,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("directory", metavar="DIR", help="Clonezilla image directory")
     r.add_argument("-o", "--output", required=True, metavar="OUT", help="output disk image")
-    r.add_argument("--format", default="raw", choices=("raw", "qcow2"))
+    r.add_argument("--format", default="raw", choices=choices.FORMATS)
     r.add_argument("--disk", metavar="NAME",
                    help="only this disk of the image (e.g. sda; default: every disk)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -170,7 +169,8 @@ _NOT_YET: dict[str, tuple[str, str]] = {}
 
 def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     from . import libvirt_xml
-    from .convert import convert, parse_size
+    from .convert import convert
+    from .options import parse_size
 
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):

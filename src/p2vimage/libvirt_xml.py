@@ -54,6 +54,7 @@ from lxml import etree
 
 from .deps import require_program
 from .errors import ConversionError, UsageError
+from .options import parse_mac
 
 __all__ = [
     "DiskSpec",
@@ -245,31 +246,6 @@ def parse_memory(text: str) -> int:
     return int(mib)
 
 
-_MAC_SEP = re.compile(r"^[0-9A-Fa-f]{1,2}([:-])(?:[0-9A-Fa-f]{1,2}\1){4}[0-9A-Fa-f]{1,2}$")
-_MAC_BARE = re.compile(r"^[0-9A-Fa-f]{12}$")
-
-
-def parse_mac(text: str) -> str:
-    """Validate a MAC address and return it as lower-case ``aa:bb:cc:dd:ee:ff``.
-
-    Accepts ``:`` or ``-`` separators (Windows prints ``00-11-22-33-44-55``) or 12 bare
-    hex digits.  Refuses multicast addresses (low bit of the first octet; broadcast is
-    one) and the all-zero address: libvirt requires a unicast MAC for a NIC.
-    """
-    s = text.strip()
-    if _MAC_SEP.match(s):
-        octets = [int(part, 16) for part in re.split(r"[:-]", s)]
-    elif _MAC_BARE.match(s):
-        octets = [int(s[i : i + 2], 16) for i in range(0, 12, 2)]
-    else:
-        raise UsageError(
-            f"bad MAC address {text!r}: expected six hex octets like 52:54:00:12:34:56"
-        )
-    if octets[0] & 1:
-        raise UsageError(f"bad MAC address {text!r}: multicast, a NIC needs a unicast address")
-    if not any(octets):
-        raise UsageError(f"bad MAC address {text!r}: the all-zero address is not usable")
-    return ":".join(f"{o:02x}" for o in octets)
 
 
 # --- building the domain ---------------------------------------------------------------

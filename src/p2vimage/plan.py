@@ -9,11 +9,18 @@ what it actually changed (an idempotent re-run changes nothing).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .guest.registry import TYPE_NAMES
+from .options import ConvertOptions
+
+if TYPE_CHECKING:  # annotations only: the plan is data, below the steps that fill it
+    from .virtio.media import VirtioMedia
+    from .virtio.select import Selection
 
 
 @dataclass
@@ -119,6 +126,19 @@ class DeviceChoice:
 
 
 @dataclass
+class PlanContext:
+    """What the steps are given besides the inspection and the guest view: the options,
+    the virtio media (None without ``--virtio-win``), a work directory for staged files,
+    and the system disk's size as the VM will see it (``--size`` applied)."""
+
+    options: ConvertOptions
+    workdir: Path
+    disk_size: int
+    media: VirtioMedia | None = None
+    selection: Selection | None = None  # the virtio packages for this guest (virtio step)
+
+
+@dataclass
 class Plan:
     registry: list[RegistryEdit] = field(default_factory=list)
     deletions: list[KeyDelete] = field(default_factory=list)
@@ -128,6 +148,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     virtio: dict[str, Any] | None = None  # media, chosen packages, rejections (virtio step)
     network: dict[str, Any] | None = None  # physical NICs dropped/kept, their settings, MAC
+    context: PlanContext | None = field(default=None, repr=False, compare=False)
 
     def set_value(
         self,
@@ -156,7 +177,8 @@ class Plan:
         return next((d.value for d in self.devices if d.what == what), None)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if f.name != "context"}
         for f in out["files"]:
             del f["local"]  # a host temp path: meaningless after the run
         for e in out["registry"]:
@@ -179,6 +201,13 @@ class Plan:
         for d in self.devices:
             lines.append(f"  device: {d.what} = {d.value}  ({d.reason})")
         return lines  # warnings are printed once, by the report
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else copy.deepcopy(v)
+                for v in value]
+    return copy.deepcopy(value)
 
 
 _MANY_KEYS = 6  # above this many keys per step and control set, the text form summarises

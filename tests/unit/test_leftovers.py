@@ -11,8 +11,8 @@ from fixtures.hivebuild import build_hive, dword, sz
 from p2vimage import libvirt_xml
 from p2vimage.errors import UsageError
 from p2vimage.guest.registry import Hive
-from p2vimage.plan import Plan
 from p2vimage.windows import leftovers
+from tests import steps
 
 DMIDECODE = """# dmidecode 3.4
 Getting SMBIOS data from sysfs.
@@ -69,11 +69,12 @@ def test_vendor_services_and_oem(tmp_path: Path) -> None:
     hive = Hive(system)
     found = leftovers.vendor_services(hive, "ControlSet001")
     assert sorted(v.name for v in found) == ["CpqTeam", "omsad"]
-    plan = Plan()
-    leftovers.plan_vendor_services(plan, hive, ["ControlSet001", "ControlSet002"], False)
+    guest = steps.view(hive, control_sets=["ControlSet001", "ControlSet002"])
+    plan = steps.plan()
+    leftovers.plan_vendor_services(plan, steps.insp(), guest)
     assert plan.registry == [] and "CpqTeam (HP NIC teaming)" in plan.warnings[0]
-    plan = Plan()
-    leftovers.plan_vendor_services(plan, hive, ["ControlSet001", "ControlSet002"], True)
+    plan = steps.plan(disable_vendor_services=True)
+    leftovers.plan_vendor_services(plan, steps.insp(), guest)
     assert sorted((e.control_set, e.key, e.value) for e in plan.registry) == [
         ("ControlSet001", "Services\\CpqTeam", 4), ("ControlSet001", "Services\\omsad", 4),
         ("ControlSet002", "Services\\CpqTeam", 4)]

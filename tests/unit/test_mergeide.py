@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.pe import build_pe
+from p2vimage.apply import apply_registry
 from p2vimage.guest.registry import REG_DWORD, REG_SZ, Hive, read_control_sets
 from p2vimage.plan import Plan
 from p2vimage.windows import emulated_storage, ide_drivers, mergeide
+from tests import steps
 
 XP = "dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"
 WIN7 = "regipy-win7sp1-x86-SYSTEM"
@@ -43,14 +45,9 @@ def reg(kind: int, text: str) -> str:
 
 
 def apply(plan: Plan, hive: Hive) -> list[bool]:
-    """Apply a plan's registry edits the way convert does; return each edit's 'changed'."""
-    out = []
-    for e in plan.registry:
-        node = hive.ensure_key(e.path)
-        out.append(hive.set_value(node, e.name, e.type, e.value))
-    if hive.dirty:
-        hive.commit()
-    return out
+    """Apply a plan's registry edits as convert does; return each edit's 'changed'."""
+    apply_registry(plan, {"SYSTEM": hive})
+    return [bool(e.changed) for e in plan.registry]
 
 
 def export(path: Path, key: str) -> str:
@@ -100,7 +97,7 @@ def test_mergeide_on_real_xp_hive(hive_copy) -> None:
         node = hive.ensure_key(f"{cs}\\Control\\CriticalDeviceDatabase\\PCI#VEN_8086&DEV_7111")
         hive.set_value(node, "Service", REG_SZ, "iaStor")
     plan = Plan()
-    mergeide.plan_mergeide(plan, bootable)
+    mergeide.plan_mergeide(plan, steps.insp(), steps.view(hive, control_sets=bootable))
     changed = apply(plan, hive)
     assert any(changed)
 
@@ -132,7 +129,7 @@ def test_mergeide_on_real_xp_hive(hive_copy) -> None:
     # A second run changes nothing.
     hive2 = Hive(path, write=True)
     plan2 = Plan()
-    mergeide.plan_mergeide(plan2, bootable)
+    mergeide.plan_mergeide(plan2, steps.insp(), steps.view(hive2, control_sets=bootable))
     assert not any(apply(plan2, hive2))
 
 
@@ -153,9 +150,8 @@ def test_nt6_ide_on_real_win7_hive(hive_copy) -> None:
         for svc in ("intelide", "pciide", "atapi"):
             hive.set_value(hive.node(f"{cs}\\Services\\{svc}"), "Start", REG_DWORD, 3)
     plan = Plan()
-    problems = emulated_storage.plan_nt6_controller(
-        plan, hive, bootable, emulated_storage.IDE, "/Windows", lambda p: True
-    )
+    problems = emulated_storage.plan_controller(
+        plan, steps.files_view(hive, bootable, "/Windows"), emulated_storage.IDE)
     assert problems == []
     apply(plan, hive)
     back = Hive(path)
@@ -174,9 +170,8 @@ def test_nt6_sata_on_real_win7_hive_uses_msahci(hive_copy) -> None:
     hive = Hive(hive_copy(WIN7), write=True)
     bootable = read_control_sets(hive).bootable()
     plan = Plan()
-    emulated_storage.plan_nt6_controller(
-        plan, hive, bootable, emulated_storage.SATA, "/Windows", lambda p: True
-    )
+    emulated_storage.plan_controller(
+        plan, steps.files_view(hive, bootable, "/Windows"), emulated_storage.SATA)
     starts = {e.key for e in plan.registry if e.name == "Start"}
     assert starts == {"Services\\msahci", "Services\\atapi"}
     services = {e.value for e in plan.registry if e.name == "Service"}
@@ -187,14 +182,11 @@ def test_nt6_sata_on_real_win10_hive_clears_startoverride(hive_copy) -> None:
     path = hive_copy(WIN10)
     hive = Hive(path, write=True)
     bootable = read_control_sets(hive).bootable()
-    seen: list[str] = []
     plan = Plan()
-    problems = emulated_storage.plan_nt6_controller(
-        plan, hive, bootable, emulated_storage.SATA, "/Windows",
-        lambda p: seen.append(p) or True,
-    )
+    guest = steps.files_view(hive, bootable, "/Windows")
+    problems = emulated_storage.plan_controller(plan, guest, emulated_storage.SATA)
     assert problems == []
-    assert seen == ["/Windows/System32/drivers/storahci.sys"]
+    assert guest.asked == ["/Windows/System32/drivers/storahci.sys"]
     # No CDDB on 8+ (DriverDatabase has mshdc.inf for PCI\CC_010601).
     assert not any("CriticalDeviceDatabase" in e.key for e in plan.registry)
     apply(plan, hive)
@@ -209,10 +201,9 @@ def test_nt6_missing_file_and_service_are_problems(hive_copy) -> None:
     hive = Hive(hive_copy(WIN7), write=True)
     bootable = read_control_sets(hive).bootable()
     hive.delete_key(hive.node(f"{bootable[0]}\\Services\\msahci"))
-    problems = emulated_storage.plan_nt6_controller(
-        Plan(), hive, bootable, emulated_storage.SATA, "/Windows",
-        lambda p: not p.endswith("atapi.sys"),
-    )
+    problems = emulated_storage.plan_controller(
+        Plan(), steps.files_view(hive, bootable, "/Windows", lambda p: not p.endswith("atapi.sys")),
+        emulated_storage.SATA)
     assert any("Services\\msahci does not exist" in p for p in problems)
     assert any("atapi.sys (service atapi) is missing" in p for p in problems)
 

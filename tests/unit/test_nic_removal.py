@@ -19,6 +19,7 @@ from p2vimage.guest.registry import Hive, read_control_sets
 from p2vimage.plan import Plan
 from p2vimage.windows import nic_removal
 from p2vimage.windows.nics import physical_nics
+from tests import steps
 
 HIVES = [
     "dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM",
@@ -50,7 +51,7 @@ def test_drop_on_real_hive(real_hives, tmp_path, name: str) -> None:
     bootable = read_control_sets(hive).bootable()
     found = {cs: physical_nics(hive, cs) for cs in bootable}
     plan = Plan()
-    dropped = nic_removal.plan_drop_nics(plan, hive, None, bootable)
+    dropped = nic_removal.drop_nics(plan, steps.view(hive, control_sets=bootable))
     assert [n.guid for n in dropped.nics] == [n.guid for n in found[bootable[0]]]
     for e in plan.registry:
         hive.set_value(hive.ensure_key(e.path), e.name, e.type, e.value)
@@ -90,7 +91,8 @@ def test_dangling_references_are_reported(real_hives, tmp_path) -> None:
     hive.delete_key(hive.node(
         f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid}"))
     plan = Plan()
-    dropped = nic_removal.plan_drop_nics(plan, hive, None, ["ControlSet001", "ControlSet003"])
+    guest = steps.view(hive, control_sets=["ControlSet001", "ControlSet003"])
+    dropped = nic_removal.drop_nics(plan, guest)
     assert dropped.dangling == [
         f"ControlSet001\\Services\\Tcpip\\Parameters\\Interfaces\\{nic.guid} (for {nic.guid})"
     ]
@@ -121,7 +123,7 @@ def test_malformed_ip_lists_are_captured_safely(real_hives, tmp_path) -> None:
     assert got.ip_addresses[0] == "10.1.2.3" and got.subnet_masks == ["255.0.0.0"]
     assert got.dhcp is False
     plan = Plan()
-    nic_removal.plan_drop_nics(plan, back, None, ["ControlSet001"])
+    nic_removal.drop_nics(plan, steps.view(back, control_sets=["ControlSet001"]))
     assert any(d.key.endswith(nic.guid) for d in plan.deletions)
 
 
@@ -137,7 +139,7 @@ def test_cycle_in_a_dropped_key_is_refused_not_a_crash(real_hives, tmp_path) -> 
     hive = Hive(path, write=True)
     bootable = read_control_sets(hive).bootable()
     plan = Plan()
-    nic_removal.plan_drop_nics(plan, hive, None, bootable)
+    nic_removal.drop_nics(plan, steps.view(hive, control_sets=bootable))
     nodes = [hive.node(d.path) for d in plan.deletions]
     with pytest.raises(CorruptHiveError, match="a cycle in the key tree below"):
         for node in nodes:

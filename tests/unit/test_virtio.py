@@ -21,6 +21,7 @@ from p2vimage.plan import Plan
 from p2vimage.virtio import driver_database, select
 from p2vimage.virtio.media import MediaError, open_media
 from p2vimage.windows import inf
+from tests import steps
 from tests.conftest import REALDATA
 
 # (os, arch) of EXPECTED_FOLDERS -> (major, minor, build, server, arch) of such a guest.
@@ -208,15 +209,18 @@ def test_driver_database_on_real_win10_hive(real_hives, isos, tmp_path) -> None:
     with open_media(isos[("current", "rr+joliet")]) as media:
         sel = select.choose(media, major=10, minor=0, build=17763, server=True, arch="x64")
         pkg = sel.packages["viostor"]
-        plan = Plan()
-        oem = driver_database.plan(plan, hive, media, pkg, "x64", "/Windows", tmp_path / "w")
+        plan = steps.plan(tmp_path / "w")
+        plan.context.media = media
+        guest = steps.view(hive, system_root="/Windows", arch="x64", major=10, minor=0)
+        oem = driver_database.register(plan, guest, pkg)
         assert oem == "oem14.inf"  # the first number free in the bitmap
         for e in plan.registry:
             hive.set_value(hive.ensure_key(e.path), e.name, e.type, e.value)
         hive.commit()
-        again = Plan()
-        assert driver_database.plan(again, Hive(path), media, pkg, "x64", "/Windows",
-                                    tmp_path / "w2") == oem
+        again = steps.plan(tmp_path / "w2")
+        again.context.media = media
+        guest2 = steps.view(Hive(path), system_root="/Windows", arch="x64", major=10, minor=0)
+        assert driver_database.register(again, guest2, pkg) == oem
         back = Hive(path)
         changed = [e for e in again.registry
                    if back.raw(back.node(e.path), e.name) is None

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from .. import choices
 from ..api import inspect_job
 from ..errors import BadInputError, CouldNotCheckError, Interrupted, P2VError, UsageError
 from ..formats.partition_table import DiskLayout
@@ -20,7 +21,7 @@ from ..guest.appliance import Job
 from ..inspection import Inspection
 from ..sources.image import open_source
 from . import devices, domain, drivers, hygiene, storage, system
-from .guest import GuestView
+from .guest import CheckView
 from .report import ERROR, CheckReport, CheckResult, Finding
 
 log = logging.getLogger("p2vimage")
@@ -117,15 +118,12 @@ def check_hives(system_hive: str | os.PathLike[str], software_hive=None, *, bus:
 
 
 def _validate(bus: str | None, nic: str | None, vcpus: int | None) -> None:
-    if bus is not None and bus not in devices.BUSES:
-        raise UsageError(f"--bus {bus}: use one of {', '.join(devices.BUSES)}")
-    if nic is not None and nic not in devices.NICS:
-        raise UsageError(f"--nic {nic}: use one of {', '.join(devices.NICS)}")
-    if vcpus is not None and not 1 <= vcpus <= 1024:
-        raise UsageError(f"--vcpus {vcpus}: must be between 1 and 1024")
+    choices.check_choice("bus", bus, choices.BUSES)
+    choices.check_choice("nic", nic, choices.NICS)
+    choices.check_vcpus(vcpus)
 
 
-def _view(insp: Inspection, sysh, soft, g) -> GuestView:
+def _view(insp: Inspection, sysh, soft, g) -> CheckView:
     cs = insp.control_sets
     bootable = cs.bootable if cs else []
     # Default first: it is what the boot loader uses.
@@ -133,9 +131,9 @@ def _view(insp: Inspection, sysh, soft, g) -> GuestView:
     present = {p.lower() for p in (cs.present if cs else [])}
     missing = default if default and default.lower() not in present else None
     bootable = sorted(bootable, key=lambda n: n.lower() != (default or "").lower())
-    return GuestView(sysh, soft, bootable, insp.major, insp.minor, insp.arch,
-                     insp.system_root, g, default_missing=missing,
-                     system_drive=_system_drive(insp))
+    return CheckView(sysh, soft, bootable, system_root=insp.system_root, g=g,
+                     major=insp.major, minor=insp.minor, arch=insp.arch,
+                     default_missing=missing, system_drive=_system_drive(insp))
 
 
 def _system_drive(insp: Inspection) -> str:
@@ -146,23 +144,22 @@ def _system_drive(insp: Inspection) -> str:
     return "C"
 
 
-def _service_start(view: GuestView, name: str) -> int | None:
+def _service_start(view: CheckView, name: str) -> int | None:
     return view.system.get_int(view.system.node(f"{view.control_sets[0]}\\Services\\{name}"),
                                "Start")
 
 
-def _run(view: GuestView, insp: Inspection, image: str, bus: str | None, nic: str | None,
+def _run(view: CheckView, insp: Inspection, image: str, bus: str | None, nic: str | None,
          vcpus: int | None, facts: domain.DomainFacts | None, xml: str | None, *,
          disk_size: int | None = None, boot_sector: bytes | None = None,
          part_start: int | None = None, system_partition: str | None = None) -> CheckReport:
-    uefi = insp.firmware == "uefi"
     conflicts: list[tuple[str, str, str]] = []
     if facts is not None:
         for what, asked, has in (("bus", bus, facts.bus), ("nic", nic, facts.nic),
                                  ("vcpus", vcpus, facts.vcpus)):
             if asked is not None and has is not None and asked != has:
                 conflicts.append((what, str(asked), str(has)))
-        bus = bus or (facts.bus if facts.bus in devices.BUSES else None)
+        bus = bus or (facts.bus if facts.bus in choices.BUSES else None)
         nic = nic or facts.nic
         vcpus = vcpus or facts.vcpus
     if not view.control_sets:  # Select points nowhere: nothing else can be evaluated
@@ -173,16 +170,19 @@ def _run(view: GuestView, insp: Inspection, image: str, bus: str | None, nic: st
                 "the SYSTEM hive's Select names no existing control set", ["SYSTEM\\Select"])
         report.checks.append(res)
         return report
+    # Without a domain XML: the machine and devices convert would choose for this guest.
+    machine = facts.machine if facts is not None else choices.machine_for(insp.firmware)
     if bus is None:
-        bus = ("virtio-blk" if _service_start(view, "viostor") == 0 else "virtio-scsi"
-               if _service_start(view, "vioscsi") == 0 else "sata" if uefi else "ide")
-    machine = facts.machine if facts is not None else ("q35" if uefi or bus == "sata" else "pc")
+        ready = {d for d in choices.BOOT_DRIVER.values() if _service_start(view, d) == 0}
+        bus = choices.pick_bus(machine, ready)
+    if facts is None:
+        choices.check_vcpus(vcpus, machine)
     disk_modern = domain.modern_virtio(machine, facts.disk_model if facts else None)
     nic_modern = domain.modern_virtio(machine, facts.nic_model if facts else None)
     if nic is None:  # as convert picks: virtio when NetKVM is there for PnP
         netkvm = _service_start(view, "netkvm") is not None or drivers.staged_for(
             view, devices.nic_device("virtio", nic_modern))
-        nic = "virtio" if netkvm else ("rtl8139" if insp.is_nt5 else "e1000")
+        nic = choices.pick_nic(insp.is_nt5, netkvm)
     version = ".".join(str(x) for x in (insp.major, insp.minor, insp.build) if x is not None)
     report = CheckReport(
         image=image, bus=bus, nic=nic, machine=machine, vcpus=vcpus, xml=xml,

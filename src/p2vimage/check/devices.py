@@ -55,9 +55,6 @@ def _virtio(kind: str, legacy_dev: str, subsys_dev: str, modern_dev: str, cc: st
 
 DISK = Device("disk", "the disk (class driver)", ("GenDisk",))
 
-BUSES = ("ide", "sata", "virtio-blk", "virtio-scsi")
-NICS = ("virtio", "e1000", "rtl8139")
-
 
 def boot_chain(bus: str, machine: str, modern_virtio: bool) -> list[Device]:
     """Devices between the firmware and the system disk on ``bus``."""

@@ -13,7 +13,7 @@ from ..virtio.stage import DEVICEPATH_ENTRY, STAGE_DIR
 from ..windows import inf as inf_mod
 from ..windows import nics as nics_mod
 from . import devices, storage
-from .guest import GuestView
+from .guest import CheckView
 from .report import WARNING, CheckResult
 
 DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
@@ -21,11 +21,11 @@ VIRTIO_TITLE = "Virtio drivers staged for Plug and Play"
 _INF_LIMIT = 4 << 20
 
 
-def _stage_dir(view: GuestView) -> str:
+def _stage_dir(view: CheckView) -> str:
     return view.join_root(*STAGE_DIR.split("\\"))
 
 
-def _infs(view: GuestView, folder: str, needle: str | None = None) -> list[tuple[str, inf_mod.Inf]]:
+def _infs(view: CheckView, folder: str, needle: str | None = None) -> list[tuple[str, inf_mod.Inf]]:
     """INFs of a guest folder (recursively one level, as virtio staging lays them out);
     with ``needle`` only those whose text mentions it (cheap filter before parsing).
     Each folder is read from the guest once per view: several checks ask about it."""
@@ -50,7 +50,7 @@ def _infs(view: GuestView, folder: str, needle: str | None = None) -> list[tuple
             if not needle or needle.upper() in upper]
 
 
-def staged_for(view: GuestView, dev: devices.Device) -> bool:
+def staged_for(view: CheckView, dev: devices.Device) -> bool:
     """Whether a package staged for PnP claims ``dev`` for this Windows."""
     if not view.has_files:
         return False
@@ -60,13 +60,13 @@ def staged_for(view: GuestView, dev: devices.Device) -> bool:
                _infs(view, _stage_dir(view), needle=base.split("\\", 1)[1]))
 
 
-def _device_path(view: GuestView) -> str | None:
+def _device_path(view: CheckView) -> str | None:
     if view.software is None:
         return None
     return view.software.get_str(view.software.node(DEVICEPATH_KEY), "DevicePath")
 
 
-def check_virtio_staging(view: GuestView, wanted: list[devices.Device]) -> CheckResult:
+def check_virtio_staging(view: CheckView, wanted: list[devices.Device]) -> CheckResult:
     res = CheckResult("virtio-staging", VIRTIO_TITLE)
     if not view.has_files:
         res.skipped = "no disk: only hives were given"
@@ -99,7 +99,7 @@ def check_virtio_staging(view: GuestView, wanted: list[devices.Device]) -> Check
     return res
 
 
-def _driver_for(view: GuestView, dev: devices.Device) -> str | None:
+def _driver_for(view: CheckView, dev: devices.Device) -> str | None:
     """Where Windows would find a driver for the NIC, or None."""
     if view.driver_database:
         m = storage.match_driver_database(view.system, dev.ids)
@@ -114,7 +114,7 @@ def _driver_for(view: GuestView, dev: devices.Device) -> str | None:
     return None
 
 
-def check_network(view: GuestView, nic: str, dev: devices.Device) -> CheckResult:
+def check_network(view: CheckView, nic: str, dev: devices.Device) -> CheckResult:
     res = CheckResult("network", f"Network ({nic} NIC)")
     cs = view.control_sets[0]
     for n in nics_mod.physical_nics(view.system, cs):

@@ -11,7 +11,7 @@ from typing import Any
 from ..formats.partition_table import PartitionSpan
 from ..windows import ntfs_volume
 from ..windows.hibernation import is_hibernated
-from .guest import GuestView
+from .guest import CheckView
 from .report import ERROR, WARNING, CheckResult
 
 LDM_MBR_TYPE = 0x42
@@ -22,7 +22,7 @@ FREE_ERROR = 32 << 20
 FREE_WARNING = {5: 128 << 20, 6: 256 << 20}
 
 
-def check_hygiene(view: GuestView, system_partition: str | None) -> CheckResult:
+def check_hygiene(view: CheckView, system_partition: str | None) -> CheckResult:
     res = CheckResult("hygiene", "Volume state (hibernation, dirty NTFS, BitLocker, LDM, space)")
     g = view.g
     if g is None:

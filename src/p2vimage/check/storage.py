@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..guest.files import windows_path
 from ..guest.registry import Hive
 from . import devices
-from .guest import GuestView
+from .guest import CheckView
 from .report import ERROR, WARNING, CheckResult
 
 CDDB = "Control\\CriticalDeviceDatabase"
@@ -77,7 +77,7 @@ def _near(system: Hive, cs: str, dev: devices.Device) -> list[str]:
     return found
 
 
-def check_boot_storage(view: GuestView, bus: str, chain: list[devices.Device]) -> CheckResult:
+def check_boot_storage(view: CheckView, bus: str, chain: list[devices.Device]) -> CheckResult:
     """Errors for the Default control set (what the boot loader uses); the same problems in
     the other bootable sets (LastKnownGood, a differing Current) are warnings: they bite
     only when someone boots that set."""
@@ -144,7 +144,7 @@ def _image_path_problem(image_path: str | None, drive: str) -> str | None:
     return None
 
 
-def _check_service(view: GuestView, res: CheckResult, cs: str, service: str,
+def _check_service(view: CheckView, res: CheckResult, cs: str, service: str,
                    dev: devices.Device, matched: str, files_checked: set[str], sev: str,
                    groups: set[str]) -> None:
     sysh = view.system

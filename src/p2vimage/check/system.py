@@ -10,18 +10,18 @@ from __future__ import annotations
 from ..guest.files import windows_path
 from ..windows import geometry
 from ..windows.hal import read_hal
-from .guest import GuestView
+from .guest import CheckView
 from .report import ERROR, WARNING, CheckResult
 from .storage import DRIVER_TYPES
 
 
-def _skipped_by_override(view: GuestView, node: int) -> bool:
+def _skipped_by_override(view: CheckView, node: int) -> bool:
     ov = view.system.node("StartOverride", node)
     return ov is not None and any(
         isinstance(v.value, int) and v.value != 0 for v in view.system.values(ov).values())
 
 
-def check_boot_start_files(view: GuestView) -> CheckResult:
+def check_boot_start_files(view: CheckView) -> CheckResult:
     """Every boot-start kernel driver's file.  The loader stops on a missing one whose
     ErrorControl is Severe (2) or Critical (3) in the Default control set (an error); with
     Ignore/Normal it goes on without it (a warning: the boot path itself is judged by the
@@ -61,7 +61,7 @@ def check_boot_start_files(view: GuestView) -> CheckResult:
     return res
 
 
-def check_geometry(view: GuestView, boot_sector: bytes | None, disk_size: int | None,
+def check_geometry(view: CheckView, boot_sector: bytes | None, disk_size: int | None,
                    part_start: int | None) -> CheckResult:
     """NT 5.x NTFS boot code reads NTLDR by CHS with the heads stored in the boot sector."""
     res = CheckResult("nt5-geometry", "NT 5.x boot sector geometry matches SeaBIOS")
@@ -90,7 +90,7 @@ def check_geometry(view: GuestView, boot_sector: bytes | None, disk_size: int | 
     return res
 
 
-def check_hal(view: GuestView, vcpus: int | None) -> CheckResult:
+def check_hal(view: CheckView, vcpus: int | None) -> CheckResult:
     res = CheckResult("nt5-hal", "HAL and vCPUs")
     if (view.major or 0) >= 6:
         res.skipped = "Windows Vista and later use one multiprocessor-capable HAL"

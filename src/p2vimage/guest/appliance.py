@@ -37,6 +37,7 @@ from ..windows import hibernation, ntfs_volume
 from . import files, windows_root
 from .disks import DiskInfo, disk_index, disk_of, read_disk
 from .registry import Hive
+from .view import GuestView
 from .windows_root import WindowsRoot
 
 log = logging.getLogger("p2vimage")
@@ -513,6 +514,22 @@ class Job:
         if disk_index(root) is not None:
             return root  # a filesystem on the whole disk
         return disk_of(root) or self.g.part_to_dev(root)
+
+    def view(self, insp: Any) -> GuestView:
+        """The read-only view of the current root that planning steps get: hives, the
+        bootable control sets, system root, version and arch taken from ``insp`` (the
+        :class:`~p2vimage.inspection.Inspection` of this root), files through the
+        mounted root, and the system disk's host-read layout."""
+        self.mount_root()
+        disk = self.root_disk()
+        info = self.disk_info(disk)
+        cs = insp.control_sets
+        return GuestView(
+            self.hive("SYSTEM"), self.hive("SOFTWARE"), list(cs.bootable) if cs else [],
+            system_root=insp.system_root, g=self.g,
+            layout=info.layout if info is not None else None, system_disk=disk,
+            arch=insp.arch, major=insp.major, minor=insp.minor,
+        )
 
     def use_root(self, root: str) -> None:
         """Switch this job to another root of the same appliance (tests inspect many disks

@@ -31,11 +31,10 @@ import posixpath
 import re
 import struct
 import uuid
-from pathlib import Path
 
 from ..guest.registry import REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ, Hive
+from ..guest.view import GuestView
 from ..plan import FileWrite, Plan
-from .media import VirtioMedia
 from .select import Package
 
 STEP = "virtio-driverdatabase"
@@ -104,9 +103,11 @@ def _existing(system: Hive, inf_name: str, arch: str) -> tuple[str, str] | None:
     return None
 
 
-def plan(plan: Plan, system: Hive, media: VirtioMedia, pkg: Package, arch: str,
-         systemroot: str, workdir: Path) -> str:
+def register(plan: Plan, guest: GuestView, pkg: Package) -> str:
     """Plan the registration and the driver-store files; return the ``oemN.inf`` name."""
+    assert plan.context is not None and plan.context.media is not None
+    media, workdir = plan.context.media, plan.context.workdir
+    system, arch, systemroot = guest.system, guest.arch or "x86", guest.system_root or "/Windows"
     inf_name = pkg.inf_path.rsplit("/", 1)[-1].lower()
     inf_bytes = media.read(pkg.inf_path)
     found = _existing(system, inf_name, arch)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..inspection import Inspection
 from ..windows import inf as inf_mod
 from ..windows.pe import PEError, read_pe, version_str
 from .media import VirtioMedia
@@ -222,3 +223,24 @@ def _check(media: VirtioMedia, rel: str, arch: str, version: tuple[int, int], de
             sys_file = real
             sys_version = version_str(pe.file_version) if pe.file_version else None
     return info, model, sys_file, sys_version
+
+
+def no_driver_message(insp: Inspection, driver: str | None, media: VirtioMedia | None,
+                      selection: Selection | None) -> str:
+    """Why the media cannot serve this guest: what it needs, what the media has."""
+    guest = f"{insp.product_name or 'Windows'} {insp.arch or ''}".strip()
+    if media is None:
+        return f"--bus needs the {driver} driver: give the virtio-win media with --virtio-win"
+    needs = os_preference(
+        insp.major or 0, insp.minor or 0, insp.build,
+        (insp.product_type or "WinNT").lower() != "winnt", insp.arch or "x86",
+    )
+    arch = insp.arch or "x86"
+    want = ", ".join(f"{o}/{arch}" for o in needs) or "none: no virtio-win release supports it"
+    has = ", ".join(selection.available) if selection and selection.available else "none"
+    what = f"no {driver}" if driver else "no drivers"
+    extra = ""
+    if selection and selection.rejected:
+        extra = f"; rejected: {'; '.join(selection.rejected)}"
+    return (f"{media.path} has {what} for {guest} (it needs {want}; the media has {has})"
+            + extra)

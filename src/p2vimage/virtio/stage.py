@@ -24,12 +24,15 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..choices import BOOT_DRIVER
 from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, Hive
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import FileWrite, Plan
 from ..windows import classes
 from . import driver_database
 from .media import VirtioMedia
-from .select import DRIVERS, Package, Selection
+from .select import DRIVERS, Package, choose
 
 STEP_BOOT = "virtio-boot"
 STEP_PNP = "virtio-pnp"
@@ -85,11 +88,13 @@ def cddb_keys(driver: str, pkg: Package) -> list[str]:
     return keys
 
 
-def plan_boot_driver(
-    plan: Plan, system: Hive, control_sets: list[str], systemroot: str, arch: str,
-    media: VirtioMedia, pkg: Package, workdir: Path,
-) -> None:
+def stage_boot_driver(plan: Plan, guest: GuestView, pkg: Package) -> None:
     """Make ``pkg``'s driver load at boot and claim QEMU's device."""
+    ctx = plan.context
+    assert ctx is not None and ctx.media is not None
+    media, workdir = ctx.media, ctx.workdir
+    system, control_sets = guest.system, guest.control_sets
+    systemroot, arch = guest.system_root or "/WINDOWS", guest.arch or "x86"
     svc = pkg.service
     assert svc is not None and pkg.sys_file is not None
     sys_name = pkg.sys_file.rsplit("/", 1)[-1].lower()
@@ -112,8 +117,7 @@ def plan_boot_driver(
         ("ImagePath", REG_EXPAND_SZ, image),
     ]
     database = system.node("DriverDatabase") is not None
-    oem = driver_database.plan(plan, system, media, pkg, arch, systemroot, workdir) \
-        if database else None
+    oem = driver_database.register(plan, guest, pkg) if database else None
     for cs in control_sets:
         key = f"Services\\{svc.name}"
         for name, vtype, value in values:
@@ -136,11 +140,12 @@ def plan_boot_driver(
                 plan.set_value(STEP_BOOT, "SYSTEM", cs, path, "ClassGUID", 1, cls, cwhy)
 
 
-def plan_pnp_stage(
-    plan: Plan, media: VirtioMedia, packages: list[Package], systemroot: str, arch: str,
-    workdir: Path,
-) -> list[str]:
+def stage_pnp(plan: Plan, guest: GuestView, packages: list[Package]) -> list[str]:
     """Copy every chosen package's PnP files into ``%SystemRoot%\\Drivers\\VirtIO``."""
+    ctx = plan.context
+    assert ctx is not None and ctx.media is not None
+    media, workdir = ctx.media, ctx.workdir
+    systemroot, arch = guest.system_root or "/WINDOWS", guest.arch or "x86"
     staged: dict[str, str] = {}  # lower name -> sha256
     names: list[str] = []
     for pkg in packages:
@@ -190,8 +195,10 @@ def plan_device_path(plan: Plan, software: Hive) -> None:
                    ";".join(parts), "Plug and Play searches these folders for drivers")
 
 
-def plan_no_wizard(plan: Plan, major: int, minor: int, arch: str, control_sets: list[str]) -> None:
+def plan_no_wizard(plan: Plan, guest: GuestView) -> None:
     """No Found New Hardware wizard on the first boot of XP/2003 (it would wait for a user)."""
+    major, minor, arch, control_sets = (guest.major, guest.minor, guest.arch,
+                                        guest.control_sets)
     if (major, minor) == (5, 1) and arch == "x86":
         plan.set_value(
             STEP_WIZARD, "SOFTWARE", None, "Policies\\Microsoft\\Windows\\DeviceInstall\\Settings",
@@ -205,23 +212,46 @@ def plan_no_wizard(plan: Plan, major: int, minor: int, arch: str, control_sets: 
             )
 
 
-def plan_virtio(
-    plan: Plan, *, system: Hive, software: Hive, control_sets: list[str], systemroot: str,
-    major: int, minor: int, arch: str, media: VirtioMedia, selection: Selection,
-    boot_driver: str | None, workdir: Path,
-) -> Staged:
-    """Plan the whole virtio step; ``boot_driver`` None = stage for PnP only."""
+def select_packages(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Which virtio-win packages fit this guest (``plan.context.selection``); none
+    without ``--virtio-win``.  Runs before the bus is chosen, which depends on it."""
+    ctx = plan.context
+    assert ctx is not None
+    if ctx.media is None:
+        return
+    ctx.selection = choose(
+        ctx.media, major=insp.major or 0, minor=insp.minor or 0, build=insp.build,
+        server=(insp.product_type or "WinNT").lower() != "winnt", arch=insp.arch or "x86",
+    )
+
+
+def plan_virtio(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Stage the chosen packages: the boot driver of a virtio bus as boot-start, every
+    package for Plug and Play, ``DevicePath``, no wizard; the balloon when staged."""
+    ctx = plan.context
+    assert ctx is not None
+    media, selection = ctx.media, ctx.selection
+    if media is None or selection is None or not selection.packages:
+        return
     out = Staged()
+    boot_driver = BOOT_DRIVER.get(plan.device("disk bus") or "")
     if boot_driver is not None:
-        plan_boot_driver(plan, system, control_sets, systemroot, arch, media,
-                         selection.packages[boot_driver], workdir)
+        stage_boot_driver(plan, guest, selection.packages[boot_driver])
         out.boot_driver = boot_driver
     pkgs = list(selection.packages.values())
-    out.stage_files = plan_pnp_stage(plan, media, pkgs, systemroot, arch, workdir)
+    out.stage_files = stage_pnp(plan, guest, pkgs)
     for p in pkgs:
         out.packages[p.driver] = p.folder
         out.modern[p.driver] = p.modern
-    if pkgs:
-        plan_device_path(plan, software)
-        plan_no_wizard(plan, major, minor, arch, control_sets)
-    return out
+    if guest.software is not None:
+        plan_device_path(plan, guest.software)
+    plan_no_wizard(plan, guest)
+    plan.virtio = {
+        "media": str(media.path), "volume_id": media.volume_id, "names": media.names,
+        "packages": out.packages, "boot_driver": out.boot_driver,
+        "staged_files": out.stage_files, "modern_ids": out.modern,
+        "rejected": selection.rejected,
+    }
+    if "balloon" in selection.packages:
+        plan.choose("memballoon", "virtio",
+                    f"balloon staged from {selection.packages['balloon'].folder}")

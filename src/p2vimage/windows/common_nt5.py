@@ -7,31 +7,37 @@ Each function adds planned changes for every control set Windows may boot
 
 from __future__ import annotations
 
-from ..guest.registry import REG_DWORD, Hive
+from ..guest.registry import REG_DWORD
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import Plan
 
 
-def plan_autoreboot(plan: Plan, system: Hive, control_sets: list[str]) -> None:
+def plan_autoreboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     """``CrashControl\\AutoReboot = 0``: a STOP 0x7B stays on screen instead of a reboot loop.
 
     (virt-v2v does the same; without it a guest that fails to find its boot disk
     reboots forever and the administrator never sees which STOP code it was.)
     """
-    for cs in control_sets:
+    if not insp.is_nt5:
+        return
+    for cs in guest.control_sets:
         plan.set_value(
             "crash-autoreboot", "SYSTEM", cs, "Control\\CrashControl", "AutoReboot",
             REG_DWORD, 0, "keep a blue screen visible instead of rebooting (STOP 0x7B)",
         )
 
 
-def plan_intelppm(plan: Plan, system: Hive, control_sets: list[str]) -> None:
+def plan_intelppm(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     """Disable ``intelppm`` where it exists (Microsoft KB953356).
 
     The Intel processor power driver can crash with STOP 0x7E/0x0A when the
     machine moves to a different (virtual) CPU; it does nothing useful in a VM.
     """
-    for cs in control_sets:
-        if system.node(f"{cs}\\Services\\intelppm") is None:
+    if not insp.is_nt5:
+        return
+    for cs in guest.control_sets:
+        if guest.system.node(f"{cs}\\Services\\intelppm") is None:
             continue
         plan.set_value(
             "intelppm", "SYSTEM", cs, "Services\\intelppm", "Start", REG_DWORD, 4,

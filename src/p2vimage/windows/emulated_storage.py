@@ -16,10 +16,12 @@ controllers are ensured too; Windows 8+ use ``DriverDatabase\\DeviceIds`` (the i
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..guest.registry import REG_DWORD, REG_SZ, Hive
+from ..errors import ConversionError
+from ..guest.registry import REG_DWORD, REG_SZ
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import Plan
 from .mergeide import HDC_CLASS
 
@@ -77,15 +79,37 @@ def image_file(systemroot: str, image_path: str | None, service: str) -> str:
     return posixpath.join(systemroot, p)
 
 
-def plan_nt6_controller(
-    plan: Plan,
-    system: Hive,
-    control_sets: list[str],
-    controller: Controller,
-    systemroot: str,
-    file_exists: Callable[[str], bool],
-) -> list[str]:
+def plan_nt6_storage(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Enable QEMU's emulated controllers on NT 6+: IDE always on i440fx, AHCI always on
+    q35 (the boot controller, or the fallback when the guest boots on virtio), AHCI on
+    i440fx when the guest boots on sata.  A problem with the boot controller stops the
+    conversion; with a fallback one it is a warning."""
+    if insp.is_nt5:
+        return
+    machine, bus = plan.device("machine") or "pc", plan.device("disk bus") or "ide"
+    wanted = []
+    if machine == "pc":
+        wanted.append(IDE)
+    if bus == "sata" or machine == "q35":  # on q35 AHCI is also the fallback to virtio
+        wanted.append(SATA)
+    for ctl in wanted:
+        problems = plan_controller(plan, guest, ctl)
+        if not problems:
+            continue
+        msg = f"{ctl.description}: " + "; ".join(problems)
+        if ctl.name == bus:
+            raise ConversionError(msg + ": the guest cannot boot on this controller")
+        plan.warnings.append(msg + " (not the boot controller; left as is)")
+
+
+def plan_controller(plan: Plan, guest: GuestView, controller: Controller) -> list[str]:
     """Plan the boot-enabling of ``controller``; return problems (missing services/files)."""
+    system, control_sets = guest.system, guest.control_sets
+    systemroot = guest.system_root or "/Windows"
+
+    def file_exists(path: str) -> bool:
+        return bool(guest.exists(path))
+
     driver_database = system.node("DriverDatabase") is not None
     services = services_for(controller, driver_database)
     problems: list[str] = []

@@ -28,12 +28,17 @@ boots, and removes itself (and the ``scripts.ini`` it created) when done.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from .nics import Nic
+from ..guest.view import GuestView
+from ..inspection import Inspection
+from ..plan import FileWrite, Plan
+from . import inf as inf_mod
+from .nics import Nic, kept_connection_names
 
 SCRIPTS_CSE = "{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}"
 SCRIPT_NAME = "p2vimage-firstboot.cmd"
@@ -277,3 +282,88 @@ def scripts_ini(existing: str | None) -> tuple[str, bool]:
 
 def encode_utf16(text: str) -> bytes:
     return b"\xff\xfe" + text.encode("utf-16-le")
+
+
+def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """The local-GPO startup script that puts the static address on the new adapter
+    (after :func:`~p2vimage.windows.nic_removal.plan_network`, whose NICs it reads)."""
+    assert plan.network is not None and plan.context is not None
+    opts = plan.context.options
+    nics = [Nic(**n) for n in plan.network["nics"]]
+    bootable = guest.control_sets
+    settings = None
+    if opts.ip:
+        wanted = parse_ip_option(opts.ip[0])
+        names = [n.connection_name for n in nics if n.connection_name]
+        if not any(wanted.connection.lower() == n.lower() for n in names):
+            raise UsageError(
+                f"--ip {opts.ip[0]}: no connection named {wanted.connection!r} "
+                f"(the physical NICs: {', '.join(repr(n) for n in names) or 'none'})"
+            )
+        settings = wanted
+        if len(opts.ip) > 1:
+            plan.warnings.append("--ip: the guest gets one NIC; only the first mapping is used")
+    else:
+        static = [s for s in (from_nic(n) for n in nics) if s is not None]
+        if static:
+            settings = static[0]
+            for other in static[1:]:
+                plan.warnings.append(
+                    f"network: {other.connection} also had a static address "
+                    f"({other.addresses[0][0]}); the guest gets one NIC, so it is not re-applied"
+                )
+    if settings is None or opts.no_firstboot:
+        plan.network["firstboot"] = None
+        if settings is not None:
+            plan.warnings.append(
+                f"--no-firstboot: set {settings.addresses[0][0]} on the new adapter by hand"
+            )
+        return
+    if opts.keep_nics:
+        plan.warnings.append(
+            "--keep-nics: the hidden physical adapter keeps its address, so it is not "
+            "re-applied to the new one"
+        )
+        plan.network["firstboot"] = None
+        return
+    if settings.dns_suffix:
+        plan.warnings.append(
+            f"network: the connection DNS suffix {settings.dns_suffix!r} is not re-applied "
+            "(netsh cannot set it); set it in the adapter's advanced TCP/IP settings"
+        )
+    sr = insp.system_root or "/WINDOWS"
+    gpo = f"{sr}/{GPO_DIR}"
+    gpt_path, ini_path = f"{gpo}/gpt.ini", f"{gpo}/Machine/Scripts/scripts.ini"
+    gpt_bytes, ini_bytes = guest.read_all(gpt_path), guest.read_all(ini_path)
+    gpt_old = inf_mod.decode(gpt_bytes) if gpt_bytes is not None else None
+    ini_old = inf_mod.decode(ini_bytes) if ini_bytes is not None else None
+    ini_text, _added = scripts_ini(ini_old)
+    kept = kept_connection_names(guest.system, bootable[0], nics) if bootable else []
+    major, minor = insp.major, insp.minor
+    text = script(settings, keep_names=kept, owns_scripts_ini=ini_bytes is None,
+                  rename=(major, minor) != (5, 0))
+    outputs = [
+        (gpt_path, gpt_ini(gpt_old).encode("ascii", "replace"),
+         "local GPO version bumped, Scripts extension listed ([MS-GPOL] 3.3.5.4)"),
+        (ini_path, encode_utf16(ini_text),
+         "[Startup] entry for the first-boot script ([MS-GPSCR] 2.2.2)"),
+        (f"{gpo}/Machine/Scripts/Startup/{SCRIPT_NAME}", text.encode("ascii"),
+         f"re-applies {settings.addresses[0][0]} to the new adapter at startup, then "
+         "removes itself"),
+    ]
+    work = plan.context.workdir / "firstboot"
+    work.mkdir(parents=True, exist_ok=True)
+    for guest_path, data, why in outputs:
+        local = work / guest_path.rsplit("/", 1)[1]
+        local.write_bytes(data)
+        plan.files.append(FileWrite(
+            step="firstboot", guest_path=guest_path, action="write", origin="generated",
+            version=None, machine=None, sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data), reason=why, local=str(local),
+        ))
+    plan.network["firstboot"] = {
+        "connection": settings.connection, "addresses": settings.addresses,
+        "gateways": settings.gateways, "dns": settings.dns, "wins": settings.wins,
+        "source": settings.source, "keep_names": kept,
+        "log": "%SystemRoot%\\p2vimage-log",
+    }

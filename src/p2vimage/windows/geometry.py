@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import struct
 
+from ..guest.view import GuestView
+from ..inspection import Inspection
+from ..plan import BootSectorEdit, Plan
+
 SECTOR = 512
 SPT = 63
 HEADS_OFFSET = 0x1A
@@ -42,3 +46,22 @@ def read_ntfs_geometry(boot_sector: bytes) -> dict[str, int] | None:
     spt, heads, hidden = struct.unpack_from("<HHI", boot_sector, SPT_OFFSET)
     total = struct.unpack_from("<Q", boot_sector, 0x28)[0]
     return {"sectors_per_track": spt, "heads": heads, "hidden_sectors": hidden, "total": total}
+
+
+def plan_geometry(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """The NTFS boot sectors of the system disk get SeaBIOS' geometry (NT 5.x only)."""
+    if not insp.is_nt5:
+        return
+    assert plan.context is not None
+    disk_size = plan.context.disk_size
+    heads = seabios_heads(disk_size)
+    for part, bs in guest.boot_sectors():
+        geo = read_ntfs_geometry(bs)
+        if geo is None:
+            continue
+        fields = {"heads": (HEADS_OFFSET, 2, heads), "sectors_per_track": (SPT_OFFSET, 2, SPT)}
+        plan.boot_sectors.append(BootSectorEdit(
+            "ntfs-geometry", part, fields, {k: geo[k] for k in fields},
+            f"NT 5.x boot code reads NTLDR by CHS; SeaBIOS reports {heads} heads / "
+            f"{SPT} sectors for a {disk_size // (1 << 20)} MiB disk",
+        ))

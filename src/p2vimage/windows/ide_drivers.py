@@ -29,13 +29,15 @@ import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import BadInputError, ConversionError
 from ..guest import files
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import Candidate, FileWrite, Plan
 from . import cabs
 from . import inf as inf_mod
+from .mergeide import DRIVER_FILES
 from .pe import PEError, PEInfo, read_pe, version_str
 
 STEP = "ide-drivers"
@@ -90,10 +92,11 @@ def _cabinet_order(in_dir: list[str], index: dict[str, list[str]]) -> list[str]:
 
 
 def search(
-    g: Any, systemroot: str, arch: str | None, names: Sequence[str], workdir: Path,
+    guest: GuestView, names: Sequence[str], workdir: Path,
     extra_files: Iterable[Path] = (), *, strict: bool = True,
 ) -> Search:
     """Collect every copy of ``names`` in the guest (and ``extra_files``) into ``workdir``."""
+    systemroot, arch = guest.system_root or "/WINDOWS", guest.arch
     wanted = [n.lower() for n in names]
     copies: dict[str, list[_Copy]] = {n: [] for n in wanted}
     places: list[str] = []
@@ -107,28 +110,25 @@ def search(
     # 1. What is installed.
     drivers = _drivers_dir(systemroot)
     places.append(files.windows_path(drivers))
-    real_drivers = files.resolve(g, drivers)
-    present = {n.lower(): n for n in files.list_dir(g, drivers)}
+    real_drivers = guest.resolve(drivers)
+    present = {n.lower(): n for n in guest.list_dir(drivers)}
     for n in wanted:
         if n in present and real_drivers:
             path = posixpath.join(real_drivers, present[n])
-            if g.is_file(path):
-                local = files.download(g, path, stage / "installed" / n)
+            if guest.is_file(path):
+                local = guest.download(path, stage / "installed" / n)
                 add(_Copy(n, files.windows_path(path), local, rank, existing=True))
     rank += 1
 
     # 2. Driver Cache cabinets, newest first, opened only when drvindex says they help.
     sub = "amd64" if arch == "x64" else "i386"
     cache = posixpath.join(systemroot, "Driver Cache", sub)
-    real_cache = files.resolve(g, cache)
-    in_cache = files.list_dir(g, cache)
+    real_cache = guest.resolve(cache)
+    in_cache = guest.list_dir(cache)
     index: dict[str, list[str]] = {}
-    inf = files.resolve(g, posixpath.join(systemroot, "inf", "drvindex.inf"))
-    if inf is not None and g.is_file(inf):
-        try:
-            index = cabs.parse_drvindex(inf_mod.decode(g.read_file(inf)))
-        except RuntimeError:
-            index = {}
+    text = guest.read_all(posixpath.join(systemroot, "inf", "drvindex.inf"))
+    if text is not None:
+        index = cabs.parse_drvindex(inf_mod.decode(text))
     for cab_name in _cabinet_order(in_cache, index):
         assert real_cache is not None
         listed = index.get(cab_name.lower())
@@ -136,7 +136,7 @@ def search(
             continue
         guest_cab = posixpath.join(real_cache, cab_name)
         places.append(files.windows_path(guest_cab))
-        local_cab = files.download(g, guest_cab, workdir / "cabs" / cab_name)
+        local_cab = guest.download(guest_cab, workdir / "cabs" / cab_name)
         try:
             entries = cabs.list_cabinet(local_cab)
             members = {e.name.lower(): e.name for e in entries}
@@ -172,16 +172,16 @@ def search(
     loose.append(posixpath.join(systemroot, "system32", "dllcache"))
     for folder in loose:
         places.append(files.windows_path(folder))
-        real = files.resolve(g, folder)
+        real = guest.resolve(folder)
         if real is None:
             rank += 1
             continue
-        here = {n.lower(): n for n in files.list_dir(g, folder)}
+        here = {n.lower(): n for n in guest.list_dir(folder)}
         for n in wanted:
             if n in here:
                 path = posixpath.join(real, here[n])
-                if g.is_file(path):
-                    local = files.download(g, path, stage / f"loose-{rank}" / n)
+                if guest.is_file(path):
+                    local = guest.download(path, stage / f"loose-{rank}" / n)
                     add(_Copy(n, files.windows_path(path), local, rank))
         rank += 1
 
@@ -231,16 +231,20 @@ def choose(copies: list[_Copy], arch: str | None) -> tuple[_Copy | None, list[Ca
     return best, verdicts
 
 
-def plan_ide_drivers(
-    plan: Plan, g: Any, systemroot: str, arch: str | None, names: Sequence[str],
-    workdir: Path, *, required: bool, extra_files: Iterable[Path] = (),
-) -> list[str]:
-    """Plan the newest copy of each file into ``System32\\drivers``; return the missing ones.
+def plan_ide_drivers(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Plan the newest copy of each IDE driver file into ``System32\\drivers`` (NT 5.x).
 
-    ``required``: the guest will boot on the emulated IDE controller, so a missing file is
-    an error (exit 4) naming the places searched; otherwise it is a warning.
+    When the guest boots on the emulated IDE controller a missing file is an error
+    (exit 4) naming the places searched; otherwise (IDE is only the fallback) a warning.
     """
-    found = search(g, systemroot, arch, names, workdir, extra_files, strict=required)
+    if not insp.is_nt5:
+        return
+    ctx = plan.context
+    assert ctx is not None
+    required = plan.device("disk bus") == "ide"
+    names = DRIVER_FILES
+    systemroot, arch = guest.system_root or "/WINDOWS", guest.arch
+    found = search(guest, names, ctx.workdir, ctx.options.driver_files, strict=required)
     drivers = _drivers_dir(systemroot)
     missing: list[str] = []
     rejected: list[str] = []
@@ -281,4 +285,3 @@ def plan_ide_drivers(
                 "supply the file with --driver-file PATH"
             )
         plan.warnings.append(msg + ": booting on IDE would fail (STOP 0x7B)")
-    return missing

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..guest.registry import REG_DWORD, Hive
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import Plan
 
 STEP = "disable-vendor-services"
@@ -71,23 +74,43 @@ def vendor_services(system: Hive, cs: str) -> list[VendorService]:
     return found
 
 
-def plan_vendor_services(plan: Plan, system: Hive, control_sets: list[str],
-                         disable: bool) -> list[VendorService]:
+def plan_vendor_services(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Hardware vendors' agents: listed (a warning), or set to Start=4 with
+    ``--disable-vendor-services``.  Recorded in ``plan.network["vendor_services"]``."""
+    assert plan.context is not None
+    disable = plan.context.options.disable_vendor_services
+    system, control_sets = guest.system, guest.control_sets
     found = vendor_services(system, control_sets[0]) if control_sets else []
+    if plan.network is not None:
+        plan.network["vendor_services"] = [dataclasses.asdict(v) for v in found]
     if not found:
-        return found
+        return
     if not disable:
         plan.warnings.append(
             "vendor services that need the physical hardware: "
             + ", ".join(f"{v.name} ({v.what})" for v in found)
             + "; they will log errors on KVM (--disable-vendor-services sets them to Start=4)"
         )
-        return found
+        return
     for cs in control_sets:
         for v in vendor_services(system, cs):
             plan.set_value(STEP, "SYSTEM", cs, f"Services\\{v.name}", "Start", REG_DWORD, 4,
                            f"{v.what}: its hardware is gone (--disable-vendor-services)")
-    return found
+
+
+def plan_oem(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """An OEM-licensed installation: its activation is tied to the physical BIOS; warn
+    unless the machine's SMBIOS strings are passed on (``--smbios``)."""
+    assert plan.context is not None
+    oem = oem_activation(guest.software)
+    if plan.network is not None:
+        plan.network["oem_product_id"] = oem
+    if oem and plan.context.options.smbios is None:
+        plan.warnings.append(
+            f"OEM-licensed installation (product ID {oem}): activation is tied to the "
+            "physical machine's BIOS; pass its SMBIOS strings with --smbios FILE "
+            "(dmidecode -t 0,1 output) or be ready to reactivate"
+        )
 
 
 def oem_activation(software: Hive | None) -> str | None:

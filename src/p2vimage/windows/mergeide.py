@@ -17,6 +17,8 @@ values are written only when they differ, so a second run changes nothing.
 from __future__ import annotations
 
 from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ
+from ..guest.view import GuestView
+from ..inspection import Inspection
 from ..plan import Plan
 from . import classes
 
@@ -92,9 +94,13 @@ STEP_CDDB = "mergeide-cddb"
 STEP_SERVICES = "mergeide-services"
 
 
-def plan_mergeide(plan: Plan, control_sets: list[str]) -> None:
-    """Plan the KB314082 keys into every given control set (the values are absolute)."""
-    for cs in control_sets:
+def plan_mergeide(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Plan the KB314082 keys into every bootable control set of an NT 5.x guest (the
+    values are absolute).  Always on NT 5.x: IDE is the fallback even when the guest
+    boots on virtio."""
+    if not insp.is_nt5:
+        return
+    for cs in guest.control_sets:
         for key, service, class_guid in CDDB_ENTRIES:
             path = f"Control\\CriticalDeviceDatabase\\{key}"
             why = "KB314082: emulated IDE controller/channel/disk is boot-critical"

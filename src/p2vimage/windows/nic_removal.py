@@ -23,9 +23,14 @@ re-applying them to the new adapter.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
 from ..guest.registry import REG_DWORD, Hive
+from ..guest.view import GuestView
+from ..inspection import Inspection
+from ..options import parse_mac
 from ..plan import Plan
 from . import classes
 from .nics import Nic, physical_nics
@@ -92,8 +97,44 @@ def footprint(system: Hive, cs: str, nic: Nic) -> tuple[list[str], list[str]]:
     return present, [k for k in required if k not in present]
 
 
-def plan_drop_nics(plan: Plan, system: Hive, software: Hive | None,
-                   control_sets: list[str]) -> Dropped:
+def plan_network(plan: Plan, insp: Inspection, guest: GuestView) -> None:
+    """Drop the physical NICs (unless ``--keep-nics``) and settle the new NIC's MAC
+    (``--mac``, or ``--keep-mac``: the physical NIC's recorded address)."""
+    ctx = plan.context
+    assert ctx is not None
+    opts = ctx.options
+    if opts.keep_nics:
+        cs = guest.control_sets
+        nics = physical_nics(guest.system, cs[0]) if cs else []
+        plan.network = {"dropped": False, "nics": [dataclasses.asdict(n) for n in nics],
+                        "disabled_services": []}
+    else:
+        dropped = drop_nics(plan, guest)
+        nics = dropped.nics
+        plan.network = {"dropped": True, "nics": [dataclasses.asdict(n) for n in nics],
+                        "disabled_services": dropped.disabled_services}
+        for d in dropped.dangling:
+            plan.warnings.append(f"network: expected key missing (dangling reference): {d}")
+    mac = None
+    if opts.mac:
+        mac = parse_mac(opts.mac)
+        plan.choose("mac", mac, "requested with --mac")
+    elif opts.keep_mac:
+        recorded = [n for n in nics if n.mac]
+        if not recorded:
+            raise UsageError(
+                "--keep-mac: the registry records no MAC address for the physical NIC(s) "
+                f"({', '.join(n.description or n.guid for n in nics) or 'none found'}); "
+                "give it with --mac"
+            )
+        mac = recorded[0].mac
+        plan.choose("mac", mac, f"--keep-mac: {recorded[0].description}'s NetworkAddress")
+    plan.network["mac"] = mac
+
+
+def drop_nics(plan: Plan, guest: GuestView) -> Dropped:
+    """Plan the deletion of every physical NIC's keys in the view's control sets."""
+    system, software, control_sets = guest.system, guest.software, guest.control_sets
     out = Dropped()
     why = "stale physical adapter: a hidden ghost device that keeps its name and address"
     guids: set[str] = set()

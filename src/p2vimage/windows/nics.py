@@ -133,3 +133,19 @@ def physical_nics(hive: Hive, control_set: str) -> list[Nic]:
             )
         nics.append(nic)
     return nics
+
+
+def kept_connection_names(system, cs: str, dropped: list) -> list[str]:
+    """Connection names of the adapters that stay (software ones): never the new NIC."""
+    gone = {n.guid.upper() for n in dropped}
+    net = system.node(f"{cs}\\Control\\Network\\{classes.NET}")
+    names = []
+    if net is None:
+        return names
+    for guid, node in system.iter_children(net):
+        if guid.upper() in gone:
+            continue
+        name = system.get_str(system.node("Connection", node), "Name")
+        if name and not any(c in name for c in '"%\r\n^&|<>!'):
+            names.append(name)
+    return names
