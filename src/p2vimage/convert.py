@@ -28,6 +28,8 @@ from typing import Any
 from . import interrupt, libvirt_xml
 from .api import inspect_job
 from .errors import BadInputError, ConversionError, UsageError
+from .formats import inf as inf_mod
+from .formats.pe import PEError, read_pe
 from .guest import files
 from .guest.appliance import Job
 from .guest.disks import device_name, disk_index
@@ -52,8 +54,6 @@ from .windows import (
     mergeide,
     nic_removal,
 )
-from .windows import inf as inf_mod
-from .windows.pe import PEError, read_pe
 
 BUSES = ("auto", "virtio-blk", "virtio-scsi", "ide", "sata")
 NICS = ("auto", "virtio", "e1000", "rtl8139")

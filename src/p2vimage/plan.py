@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .guest.registry import TYPE_NAMES
+from .formats.regf import TYPE_NAMES
 
 
 @dataclass

@@ -28,7 +28,7 @@ from p2vimage.clonezilla import metadata, partclone, streams
 from p2vimage.clonezilla.restore import _restore_ntfsclone
 from p2vimage.clonezilla.restore import restore as restore_clonezilla
 from p2vimage.errors import CorruptImageError, P2VError
-from p2vimage.sources import ntfsclone
+from p2vimage.formats import ntfsclone
 from tests.conftest import REALDATA
 from tests.fuzz.harness import INTERESTING, fix_u32, mutate, mutated_text, target
 
@@ -224,18 +224,22 @@ def ntfsclone_images(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return data, draw(st.lists(st.integers(0, 1 << 20), max_size=3))
 
 
-@target("ntfsclone", "sources/ntfsclone.py: read_header, iter_runs (as restore writes them)",
+@target("ntfsclone", "formats/ntfsclone.py: read_header, iter_runs (as restore writes them)",
         ntfsclone_images, (P2VError,))
 def run_ntfsclone(example: tuple[bytes, list[int]]) -> None:
     data, cuts = example
     reader = streams.PieceReader(iter(_pieces(data, cuts)), threaded=False)
-    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+    try:
+        size = ntfsclone.read_header(reader).device_size  # type: ignore[arg-type]
+    except ntfsclone.NtfsCloneError:
+        size = -1  # the restore must refuse the same header, as a P2VError
     reader = streams.PieceReader(iter(_pieces(data, cuts)), threaded=False)
 
     def write_at(off: int, chunk: memoryview) -> None:
-        assert off >= 0 and off + len(chunk) <= hdr.device_size
+        assert off >= 0 and off + len(chunk) <= size
 
-    _restore_ntfsclone(reader, write_at, hdr.device_size, lambda _n: None)
+    _restore_ntfsclone(reader, write_at, max(size, 0), lambda _n: None)
+    assert size >= 0, "a header read_header refuses was restored"
 
 
 # --- compressed streams ------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_domain_vcpu_count_int_refuses(tmp_path: Path, count: str) -> None:
 def test_inf_decoration_with_a_5000_digit_version() -> None:
     """hypothesis (inf-grammar): ``%M%=Models,NTx86.<5000 digits>`` broke int() in
     parse_decoration, although inf.parse promises never to raise on junk."""
-    from p2vimage.windows import inf
+    from p2vimage.formats import inf
 
     text = ("[Version]\r\nClass=viostor\r\n\r\n[Manufacturer]\r\n%M%=Models,NTx86." + "9" * 5000
             + "\r\n[Models]\r\nviostor=inst,PCI\\VEN_1AF4&DEV_1001\r\n")
@@ -197,7 +197,7 @@ def test_inf_decoration_with_a_5000_digit_version() -> None:
 )
 def test_ntfs_volume_record_too_short(record: bytes) -> None:
     """``struct.error`` from ``volume_flags``; the check's caller catches only NtfsError."""
-    from p2vimage.windows import ntfs_volume
+    from p2vimage.formats import ntfs_volume
 
     with pytest.raises(ntfs_volume.NtfsError):
         ntfs_volume.volume_flags(record)

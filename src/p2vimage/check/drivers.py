@@ -8,9 +8,9 @@ decorated models, the way setupapi reads them.
 
 from __future__ import annotations
 
+from ..formats import inf as inf_mod
 from ..guest.files import windows_path
 from ..virtio.stage import DEVICEPATH_ENTRY, STAGE_DIR
-from ..windows import inf as inf_mod
 from ..windows import nics as nics_mod
 from . import devices, storage
 from .guest import GuestView

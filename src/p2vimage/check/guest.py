@@ -12,10 +12,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..formats import pe
 from ..formats.partition_table import DiskLayout
 from ..guest import files
 from ..guest.registry import Hive
-from ..windows import pe
 from ..windows.emulated_storage import image_file
 
 MACHINES = {"x86": 0x14C, "x64": 0x8664, "arm64": 0xAA64}

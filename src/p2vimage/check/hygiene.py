@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..formats import ntfs_volume
+from ..formats.hibernation import is_hibernated
 from ..formats.partition_table import PartitionSpan
-from ..windows import ntfs_volume
-from ..windows.hibernation import is_hibernated
 from .guest import GuestView
 from .report import ERROR, WARNING, CheckResult
 

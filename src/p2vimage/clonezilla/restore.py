@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import interrupt
 from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
-from ..sources import ntfsclone
+from ..formats import ntfsclone
 from ..targets import blockdev, space
 from ..targets.atomic import AtomicOutputs
 from ..targets.disk import create_qcow2, output_paths
@@ -214,17 +214,20 @@ def _restore_ntfsclone(reader: streams.PieceReader,
     ntfsclone's last record is the cluster holding the backup boot sector at the
     volume's end, so a stream ending earlier lost its tail.
     """
-    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
-    if hdr.device_size > limit:
-        raise _too_big(hdr.device_size, limit)
-    written = end = 0
-    for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
-        data = data[: max(0, hdr.device_size - off)]
-        if data:
-            write_at(off, memoryview(data))
-            written += len(data)
-            end = off + len(data)
-            progress(len(data))
+    try:
+        hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+        if hdr.device_size > limit:
+            raise _too_big(hdr.device_size, limit)
+        written = end = 0
+        for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
+            data = data[: max(0, hdr.device_size - off)]
+            if data:
+                write_at(off, memoryview(data))
+                written += len(data)
+                end = off + len(data)
+                progress(len(data))
+    except ntfsclone.NtfsCloneError as exc:
+        raise CorruptImageError(str(exc)) from exc
     if end != hdr.device_size:
         raise CorruptImageError(f"the ntfsclone image is truncated (data ends at byte {end} "
                                 f"of the {hdr.device_size}-byte volume)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..formats.partition_table import DiskLayout
-from ..windows.pe import PEError, read_machine
+from ..formats.pe import PEError, read_machine
 from . import files
 from .registry import Hive
 

@@ -33,7 +33,8 @@ import struct
 import uuid
 from pathlib import Path
 
-from ..guest.registry import REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ, Hive
+from ..formats.regf import REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ
+from ..guest.registry import Hive
 from ..plan import FileWrite, Plan
 from .media import VirtioMedia
 from .select import Package

@@ -24,7 +24,8 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, Hive
+from ..formats.regf import REG_DWORD, REG_EXPAND_SZ
+from ..guest.registry import Hive
 from ..plan import FileWrite, Plan
 from ..windows import classes
 from . import driver_database

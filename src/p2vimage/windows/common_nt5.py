@@ -7,7 +7,8 @@ Each function adds planned changes for every control set Windows may boot
 
 from __future__ import annotations
 
-from ..guest.registry import REG_DWORD, Hive
+from ..formats.regf import REG_DWORD
+from ..guest.registry import Hive
 from ..plan import Plan
 
 

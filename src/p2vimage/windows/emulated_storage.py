@@ -19,7 +19,8 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..guest.registry import REG_DWORD, REG_SZ, Hive
+from ..formats.regf import REG_DWORD, REG_SZ
+from ..guest.registry import Hive
 from ..plan import Plan
 from .mergeide import HDC_CLASS
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..guest.registry import REG_DWORD, Hive
+from ..formats.regf import REG_DWORD
+from ..guest.registry import Hive
 from ..plan import Plan
 
 STEP = "disable-vendor-services"

@@ -16,7 +16,7 @@ values are written only when they differ, so a second run changes nothing.
 
 from __future__ import annotations
 
-from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ
+from ..formats.regf import REG_DWORD, REG_EXPAND_SZ, REG_SZ
 from ..plan import Plan
 from . import classes
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..guest.registry import REG_DWORD, Hive
+from ..formats.regf import REG_DWORD
+from ..guest.registry import Hive
 from ..plan import Plan
 from . import classes
 from .nics import Nic, physical_nics
