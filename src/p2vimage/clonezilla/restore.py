@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import interrupt
+from ..blockio import blockdev
+from ..blockio.blockdev import create_qcow2
+from ..blockio.nbd import NbdExport
 from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
 from ..formats import ntfsclone
-from ..targets import blockdev, space
+from ..targets import space
 from ..targets.atomic import AtomicOutputs
-from ..targets.disk import create_qcow2, output_paths
-from ..targets.nbd import NbdExport
+from ..targets.disk import output_paths
 from . import metadata, partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import UnsupportedFormatError, UsageError
-from .image import SourceImage, open_source
+from .image import SourceImage, allocated_bound, open_source
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,6 @@ class SourceSet:
 
     def data_bounds(self) -> list[int]:
         """Per source disk: an upper bound of the guest data a thin copy of it writes."""
-        from ..targets.space import allocated_bound
-
         dirs = self.directory_bounds()
         return [dirs[i] if i in dirs else allocated_bound(s.path, s.format)
                 for i, s in enumerate(self.sources)]
