@@ -26,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from . import interrupt, libvirt_xml
-from .api import inspect_job
 from .errors import BadInputError, ConversionError, UsageError
 from .formats import inf as inf_mod
 from .formats.pe import PEError, read_pe
 from .guest import files
 from .guest.appliance import Job
 from .guest.disks import device_name, disk_index
-from .inspection import Inspection
+from .inspection import Inspection, inspect_job
 from .plan import BootSectorEdit, FileWrite, Plan
 from .progress import ProgressCallback
 from .sources.image import SourceImage
@@ -361,7 +360,7 @@ def _plan_network(plan: Plan, job: Job, insp: Inspection, system, bootable: list
                   opts: ConvertOptions) -> None:
     """Drop the physical NICs (unless --keep-nics) and settle the new NIC's MAC."""
     if opts.keep_nics:
-        from .windows.nics import physical_nics
+        from .inspection.nics import physical_nics
 
         nics = physical_nics(system, bootable[0]) if bootable else []
         plan.network = {"dropped": False, "nics": [dataclasses.asdict(n) for n in nics],
@@ -486,7 +485,7 @@ def _plan_firstboot(plan: Plan, job: Job, insp: Inspection, system, bootable: li
 
 def _kept_connection_names(system, cs: str, dropped: list) -> list[str]:
     """Connection names of the adapters that stay (software ones): never the new NIC."""
-    from .windows import classes
+    from .inspection import classes
 
     gone = {n.guid.upper() for n in dropped}
     net = system.node(f"{cs}\\Control\\Network\\{classes.NET}")

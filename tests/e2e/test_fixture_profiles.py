@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from fixtures import profiles, winspec
-from p2vimage.api import inspect_job
 from p2vimage.formats import cabinet
 from p2vimage.formats.pe import read_pe
 from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import ControlSets
+from p2vimage.inspection import inspect_job
 from p2vimage.sources.image import open_source
 from p2vimage.windows import cabs
 from tests.unit.test_real_hives import EXPECTED as DUMP

@@ -136,7 +136,7 @@ _VERSIONS = ((5, 0), (5, 1), (5, 2), (6, 0), (6, 1), (6, 3), (10, 0))
 _DEVICES = ("PCI\\VEN_1AF4&DEV_1001", "PCI\\VEN_1AF4&DEV_1000", "PCI\\VEN_1AF4")
 
 
-@target("inf", "windows/inf.py: decode, parse and every query (models, services, AddReg)",
+@target("inf", "formats/inf.py: decode, parse and every query (models, services, AddReg)",
         lambda: seeded_or_random(inf_seeds(), b"[Version]\r\n", max_ops=8), (), weight=1.5)
 def run_inf(data: bytes) -> None:
     text = inf.decode(data)
@@ -202,7 +202,7 @@ def inf_texts(draw: st.DrawFn) -> bytes:
     return text.encode(enc, "replace")
 
 
-@target("inf-grammar", "windows/inf.py: INFs generated from its grammar, odd values everywhere",
+@target("inf-grammar", "formats/inf.py: INFs generated from its grammar, odd values everywhere",
         inf_texts, (), weight=1.0)
 def run_inf_grammar(data: bytes) -> None:
     run_inf(data)
@@ -245,7 +245,7 @@ def pe_seeds() -> tuple[bytes, ...]:
     return tuple(made + real)
 
 
-@target("pe", "windows/pe.py: read_pe, read_machine",
+@target("pe", "formats/pe.py: read_pe, read_machine",
         lambda: seeded_or_random(pe_seeds(), b"MZ"), (pe.PEError,), weight=1.5)
 def run_pe(data: bytes) -> None:
     try:
@@ -284,7 +284,7 @@ def ntfs_seeds() -> tuple[bytes, ...]:
     return tuple(out)
 
 
-@target("ntfs", "windows/ntfs_volume.py parse_boot, volume_flags; geometry.read_ntfs_geometry",
+@target("ntfs", "formats/ntfs_volume.py parse_boot, volume_flags; geometry.read_ntfs_geometry",
         lambda: mutated(ntfs_seeds(), 6), (ntfs_volume.NtfsError,), weight=1.0)
 def run_ntfs(data: bytes) -> None:
     boot_sector, record = data[:512], data[512:]

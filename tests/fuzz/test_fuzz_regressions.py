@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import metadata, partclone, streams
-from p2vimage.clonezilla.restore import restore as restore_clonezilla
 from p2vimage.errors import BadInputError, ConversionError, CorruptImageError, UsageError
+from p2vimage.restore import restore_clonezilla
+from p2vimage.sources.clonezilla import metadata, partclone, streams
 from p2vimage.windows.leftovers import read_smbios
 from tests.fuzz.harness import guard
 
@@ -153,7 +153,7 @@ def test_software_version_with_a_digit_int_refuses(tmp_path: Path, build: str) -
     """hypothesis (check-hives): CurrentBuildNumber "²" passed str.isdigit() and broke int();
     5000 digits did too.  Such a build number is now simply unknown."""
     from p2vimage.guest.registry import Hive
-    from p2vimage.windows.version import read_software_version
+    from p2vimage.inspection.version import read_software_version
 
     path = _software_hive(tmp_path, {"CurrentBuildNumber": build,
                                      "CurrentVersion": "9" * 5000 + ".2"})

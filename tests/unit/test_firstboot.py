@@ -15,8 +15,8 @@ import pytest
 
 from p2vimage.errors import UsageError
 from p2vimage.formats import inf
+from p2vimage.inspection.nics import Nic
 from p2vimage.windows import firstboot
-from p2vimage.windows.nics import Nic
 
 WINE = shutil.which("wine64") or "/usr/lib/wine/wine64"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from p2vimage.guest.registry import Hive, read_control_sets
+from p2vimage.inspection.nics import physical_nics
 from p2vimage.plan import Plan
 from p2vimage.windows import nic_removal
-from p2vimage.windows.nics import physical_nics
 
 HIVES = [
     "dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM",

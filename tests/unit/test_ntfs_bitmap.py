@@ -1,4 +1,4 @@
-"""windows/ntfs_bitmap.py on real NTFS volumes (mkntfs, ntfs-3g's ntfscp), on the host.
+"""formats/ntfs_bitmap.py on real NTFS volumes (mkntfs, ntfs-3g's ntfscp), on the host.
 
 The oracle is ntfsclone: its ``--save-image`` stream holds exactly the clusters it
 finds in use (it walks the MFT and checks the bitmap), read back with our own

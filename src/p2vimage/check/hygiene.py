@@ -1,7 +1,7 @@
 """Volume state that makes an image unsafe to change or to boot: hibernation, a dirty
 NTFS, BitLocker, dynamic (LDM) disks, a full system volume.
 
-Hibernation is read from ``hiberfil.sys``'s header (see ``windows/hibernation.py``).
+Hibernation is read from ``hiberfil.sys``'s header (see ``formats/hibernation.py``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from ..sources.image import SourceImage
 from . import files, windows_root
 from .disks import DiskInfo, disk_index, disk_of, read_disk
 from .registry import Hive
-from .windows_root import WindowsRoot
+from .windows_root import WindowsRoot, product_name
 
 log = logging.getLogger("p2vimage")
 
@@ -394,10 +394,7 @@ class Job:
             finally:
                 self.g.umount_all()
                 files.forget(self.g)
-            from ..windows.version import read_software_version
-
-            return read_software_version(Hive(local, name=w.software_hive)).product_name \
-                or "Windows"
+            return product_name(Hive(local, name=w.software_hive)) or "Windows"
         except (RuntimeError, CorruptHiveError):
             return "Windows"
         finally:

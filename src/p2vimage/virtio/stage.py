@@ -26,8 +26,8 @@ from pathlib import Path
 
 from ..formats.regf import REG_DWORD, REG_EXPAND_SZ
 from ..guest.registry import Hive
+from ..inspection import classes
 from ..plan import FileWrite, Plan
-from ..windows import classes
 from . import driver_database
 from .media import VirtioMedia
 from .select import DRIVERS, Package, Selection

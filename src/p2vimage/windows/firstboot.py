@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from .nics import Nic
+from ..inspection.nics import Nic
 
 SCRIPTS_CSE = "{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}"
 SCRIPT_NAME = "p2vimage-firstboot.cmd"

@@ -17,8 +17,8 @@ values are written only when they differ, so a second run changes nothing.
 from __future__ import annotations
 
 from ..formats.regf import REG_DWORD, REG_EXPAND_SZ, REG_SZ
+from ..inspection import classes
 from ..plan import Plan
-from . import classes
 
 #: Hard disk controllers (``Control\Class``), and disk drives for ``gendisk``.
 HDC_CLASS = classes.HDC

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 from ..formats.regf import REG_DWORD
 from ..guest.registry import Hive
+from ..inspection import classes
+from ..inspection.nics import Nic, physical_nics
 from ..plan import Plan
-from . import classes
-from .nics import Nic, physical_nics
 
 STEP = "drop-physical-nics"
 STEP_DRIVER = "disable-nic-driver"

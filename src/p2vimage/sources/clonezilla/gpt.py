@@ -29,8 +29,8 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
-from ..blockio import blockdev
-from ..errors import BadInputError
+from ...blockio import blockdev
+from ...errors import BadInputError
 from .metadata import DiskImage
 
 ENTRY_SIZE = 128
