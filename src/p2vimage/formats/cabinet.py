@@ -48,12 +48,10 @@ _MAX_STRING = 256  # libmspack reads at most 256 bytes for a name, NUL included
 _METHOD_NAMES = {COMP_NONE: "none", COMP_MSZIP: "MSZIP", COMP_QUANTUM: "Quantum", COMP_LZX: "LZX"}
 
 
-class CabinetFormatError(ValueError):
-    """A cabinet's header tables cannot be read (damaged, truncated, not a cabinet).
-
-    The message is one line naming the cabinet and the reason.  Callers that report it to
-    a user turn it into :class:`p2vimage.windows.cabs.CabinetError` (exit code 3).
-    """
+class CabinetMessage:
+    """Mixin of the cabinet exceptions: ``cabinet`` and ``reason`` attributes and a one-line
+    message naming both (it ends up in the log of a conversion the user has to act on:
+    "driver.cab is damaged").  Shared with :class:`p2vimage.windows.cabs.CabinetError`."""
 
     def __init__(self, cabinet: str | os.PathLike[str], reason: str = "") -> None:
         self.cabinet = os.fspath(cabinet)
@@ -62,6 +60,14 @@ class CabinetFormatError(ValueError):
 
     def __reduce__(self):  # keep pickling (multiprocessing) working with two arguments
         return (type(self), (self.cabinet, self.reason))
+
+
+class CabinetFormatError(CabinetMessage, ValueError):
+    """A cabinet's header tables cannot be read (damaged, truncated, not a cabinet).
+
+    Callers that report it to a user turn it into
+    :class:`p2vimage.windows.cabs.CabinetError` (exit code 3).
+    """
 
 
 @dataclass(frozen=True)

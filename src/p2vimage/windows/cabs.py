@@ -60,7 +60,7 @@ from pathlib import Path
 from ..deps import require_program
 from ..errors import CorruptImageError
 from ..formats import inf
-from ..formats.cabinet import CabinetFormatError, CabInfo, one_line, read_cabinet
+from ..formats.cabinet import CabinetFormatError, CabinetMessage, CabInfo, read_cabinet
 
 __all__ = [
     "CABEXTRACT_TIMEOUT",
@@ -77,20 +77,12 @@ __all__ = [
 CABEXTRACT_TIMEOUT = 300
 
 
-class CabinetError(CorruptImageError):
+class CabinetError(CabinetMessage, CorruptImageError):
     """A cabinet cannot be read or a file cannot be taken out of it (exit code 3).
 
     The message is one line naming the cabinet and the reason, because it ends up in the
     log of a conversion that the user has to act on ("driver.cab is damaged").
     """
-
-    def __init__(self, cabinet: str | os.PathLike[str], reason: str = "") -> None:
-        self.cabinet = os.fspath(cabinet)
-        self.reason = reason
-        super().__init__(one_line(f"cabinet {self.cabinet}: {reason}"))
-
-    def __reduce__(self):  # keep pickling (multiprocessing) working with two arguments
-        return (type(self), (self.cabinet, self.reason))
 
 
 def _read_cabinet(path: str | os.PathLike[str]) -> CabInfo:
