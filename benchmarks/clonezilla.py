@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fixtures import clonezilla as cz  # noqa: E402
-from p2vimage.clonezilla import metadata, streams  # noqa: E402
+from p2vimage.sources.clonezilla import metadata, streams  # noqa: E402
 
 MiB = 1 << 20
 SECTOR = 512
@@ -127,7 +127,7 @@ def save_dir(disk: Path, work: Path, comp: str) -> Path:
 
 def save_xxh128_dir(disk: Path, work: Path, zst_dir: Path) -> Path:
     """The zstd directory again, its partition images rewritten as XXH128 (bpc 2560)."""
-    from p2vimage.clonezilla import partclone
+    from p2vimage.sources.clonezilla import partclone
     from tests import partclone_writer as w
 
     key = hashlib.sha256(f"{disk.name}xxh128".encode()).hexdigest()[:8]
@@ -198,7 +198,7 @@ def best(fn, runs: int) -> tuple[float, int]:
 
 
 def used_bytes(d: Path) -> int:
-    from p2vimage.clonezilla import partclone
+    from p2vimage.sources.clonezilla import partclone
 
     total = 0
     img = metadata.load(d)
@@ -240,7 +240,7 @@ def decompress_tool(d: Path, comp: str) -> tuple[float, int]:
 def decompress_python(d: Path) -> tuple[float, int]:
     """In-process decompression alone, in a child process (its own wall time and RSS)."""
     code = (
-        "import sys; from p2vimage.clonezilla import metadata, streams\n"
+        "import sys; from p2vimage.sources.clonezilla import metadata, streams\n"
         "img = metadata.load(sys.argv[1])\n"
         "for i in img.images.values():\n"
         "    for _ in streams.iter_decompressed(streams.ChunkReader(list(i.files)),"

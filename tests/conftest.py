@@ -149,7 +149,7 @@ def demo_job(images: dict[str, Path]) -> Iterator[object]:
 def _no_stray_nbd_server() -> Iterator[None]:
     """No test leaves a qemu-nbd behind: neither one of this process's children (an
     in-process job) nor an orphan (a CLI job that ended without stopping its server)."""
-    from p2vimage.targets.nbd import server_processes
+    from p2vimage.blockio.nbd import server_processes
 
     yield
     mine = {os.getpid(), 1}

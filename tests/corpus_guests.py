@@ -168,11 +168,12 @@ def _break(g, dev: str, variant: str, tmp: Path) -> None:
     else:
         cab = files.resolve(g, f"{sr}/Driver Cache/i386/driver.cab")
         if variant == "cab-traversal":
+            from p2vimage.formats.cabinet import list_cabinet
             from p2vimage.windows import cabs
 
             local = tmp / "driver.cab"
             g.download(cab, str(local))
-            members = {e.name: b"" for e in cabs.list_cabinet(local)}
+            members = {e.name: b"" for e in list_cabinet(local)}
             out = cabs.extract(local, list(members), tmp / "x")
             local.write_bytes(cab_traversal({n: Path(p).read_bytes() for n, p in out.items()}))
             g.upload(str(local), cab)

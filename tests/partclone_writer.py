@@ -9,7 +9,7 @@ its 0002 none/CRC32 output is byte-identical to partclone.ntfs's image and
 restores with partclone.restore to the same bytes; its 0001 output restores with
 partclone.restore too (0.3.23 still reads 0001 and verifies its CRCs).
 
-It deliberately shares no code with :mod:`p2vimage.clonezilla.partclone`
+It deliberately shares no code with :mod:`p2vimage.sources.clonezilla.partclone`
 (the CRC and xxhash calls are written out here again), so a
 misreading of the format in the reader is not mirrored by the writer.
 """

@@ -251,10 +251,9 @@ def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
 
 
 def cmd_restore_clonezilla(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
-    from .clonezilla import restore
-
-    result = restore(args.directory, args.output, format=args.format, disk=args.disk,
-                     overwrite=args.overwrite, progress=not args.json)
+    result = api.restore_clonezilla(args.directory, args.output, format=args.format,
+                                    disk=args.disk, overwrite=args.overwrite,
+                                    progress=not args.json)
     return EXIT_OK, result.to_dict(), result.summary_lines()
 
 

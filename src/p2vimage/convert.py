@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from . import interrupt, libvirt_xml
-from .api import inspect_job
 from .apply import apply
 from .domain import build_domain
 from .errors import UsageError
 from .guest.appliance import Job
 from .guest.disks import device_name, disk_index
-from .inspection import Inspection
+from .inspection import Inspection, inspect_job
 from .options import ConvertOptions, make_options, parse_size
 from .plan import PlanContext
 from .planner import make_plan

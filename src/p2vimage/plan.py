@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .guest.registry import TYPE_NAMES
+from .formats.regf import TYPE_NAMES
 from .options import ConvertOptions
 
 if TYPE_CHECKING:  # annotations only: the plan is data, below the steps that fill it

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from . import libvirt_xml
 from .errors import BadInputError, UsageError
+from .formats.pe import PEError, read_pe
 from .options import ConvertOptions
 from .sources.image import SourceImage
 from .sources.prepare import SourceSet
 from .targets import space
 from .targets.disk import output_paths
 from .windows import firstboot, leftovers, mergeide
-from .windows.pe import PEError, read_pe
 
 
 def validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:

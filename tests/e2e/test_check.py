@@ -21,13 +21,14 @@ from lxml import etree
 import p2vimage
 from fixtures import pe as fixture_pe
 from fixtures import virtio_iso
-from p2vimage.api import inspect_job
 from p2vimage.check import check_job, domain
+from p2vimage.formats import ntfs_volume
+from p2vimage.formats.regf import REG_DWORD, REG_SZ
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
-from p2vimage.guest.registry import REG_DWORD, REG_SZ, Hive
+from p2vimage.guest.registry import Hive
+from p2vimage.inspection import inspect_job
 from p2vimage.sources.image import open_source
-from p2vimage.windows import ntfs_volume
 from tests.conftest import run_cli, sha256
 
 # One conversion and three appliances: run by CI with the other slow cases (make test-slow).

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fixtures import clonezilla as cz
-from p2vimage.clonezilla import partclone, streams
+from p2vimage.sources.clonezilla import partclone, streams
 from tests.conftest import P2VIMAGE, run_cli
 
 SECTOR = 512

@@ -23,10 +23,10 @@ import p2vimage
 from fixtures import profiles
 from fixtures.images import DEMO
 from p2vimage.check import check_job, domain
+from p2vimage.formats.pe import read_pe, version_str
 from p2vimage.guest.appliance import Job
 from p2vimage.sources.image import open_source
 from p2vimage.windows.geometry import seabios_heads
-from p2vimage.windows.pe import read_pe, version_str
 from tests.conftest import P2VIMAGE, origin_bytes, private_tmpdir, run_cli, sha256
 
 SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk

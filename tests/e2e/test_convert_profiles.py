@@ -18,17 +18,19 @@ from lxml import etree
 
 import p2vimage
 from fixtures import profiles, virtio_iso
-from p2vimage.api import inspect_job
 from p2vimage.check import check_job, domain
+from p2vimage.formats import inf
+from p2vimage.formats.pe import read_pe, version_str
+from p2vimage.formats.regf import REG_DWORD, REG_EXPAND_SZ, REG_SZ
 from p2vimage.guest import files
 from p2vimage.guest.appliance import Job
-from p2vimage.guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ, ControlSets
+from p2vimage.guest.registry import ControlSets
+from p2vimage.inspection import inspect_job
+from p2vimage.inspection.nics import physical_nics
 from p2vimage.sources.image import open_source
 from p2vimage.virtio.media import open_media
-from p2vimage.windows import firstboot, inf, mergeide
+from p2vimage.windows import firstboot, mergeide
 from p2vimage.windows.geometry import seabios_heads
-from p2vimage.windows.nics import physical_nics
-from p2vimage.windows.pe import read_pe, version_str
 from tests.conftest import origin_bytes, sha256
 
 # Five conversions and a read-back appliance: CI runs these with the other slow cases.

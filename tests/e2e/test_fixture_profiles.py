@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from fixtures import profiles, winspec
-from p2vimage.api import inspect_job
+from p2vimage.formats import cabinet
+from p2vimage.formats.pe import read_pe
 from p2vimage.guest.appliance import Job
 from p2vimage.guest.registry import ControlSets
+from p2vimage.inspection import inspect_job
 from p2vimage.sources.image import open_source
 from p2vimage.windows import cabs
-from p2vimage.windows.pe import read_pe
 from tests.unit.test_real_hives import EXPECTED as DUMP
 from tests.unit.test_real_hives import PHYSICAL_PREFIXES
 
@@ -200,7 +201,7 @@ def test_cabinets_pass_cabextract_and_hold_the_drivers(job, tmp_path: Path, name
         path = got[cab.name]
         r = subprocess.run(["cabextract", "-t", str(path)], capture_output=True, text=True)
         assert r.returncode == 0 and "All done, no errors" in r.stdout, r.stdout + r.stderr
-        kinds = {f.compression for f in cabs.folders(path)}
+        kinds = {f.compression for f in cabinet.folders(path)}
         assert kinds == {3 if cab.compression == "lzx" else 1}
         files = cabs.extract(path, [d.name for d in cab.drivers], tmp_path / cab.name)
         for d in cab.drivers:

@@ -30,12 +30,12 @@ import pytest
 import p2vimage
 from fixtures.images import DEMO
 from p2vimage import interrupt
+from p2vimage.blockio.nbd import server_processes
 from p2vimage.errors import BadInputError, ConversionError, Interrupted
-from p2vimage.sources import ntfsclone
+from p2vimage.formats import ntfsclone
+from p2vimage.formats.ntfs_volume import parse_boot, volume_flags
 from p2vimage.targets import hostcopy
 from p2vimage.targets.extents import CopyPlan
-from p2vimage.targets.nbd import server_processes
-from p2vimage.windows.ntfs_volume import parse_boot, volume_flags
 from tests.conftest import private_tmpdir
 
 MiB = 1 << 20

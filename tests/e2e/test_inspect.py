@@ -14,7 +14,7 @@ import pytest
 import p2vimage
 from fixtures import profiles
 from fixtures.images import DEMO
-from p2vimage.api import inspect_job
+from p2vimage.inspection import inspect_job
 from tests.conftest import P2VIMAGE, run_cli, sha256
 
 PROFILE = profiles.DEMO_2003

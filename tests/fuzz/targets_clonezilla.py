@@ -24,11 +24,11 @@ import lz4.frame
 import xxhash
 from hypothesis import strategies as st
 
-from p2vimage.clonezilla import metadata, partclone, streams
-from p2vimage.clonezilla.restore import _restore_ntfsclone
-from p2vimage.clonezilla.restore import restore as restore_clonezilla
 from p2vimage.errors import CorruptImageError, P2VError
-from p2vimage.sources import ntfsclone
+from p2vimage.formats import ntfsclone
+from p2vimage.restore import restore_clonezilla
+from p2vimage.sources.clonezilla import metadata, partclone, streams
+from p2vimage.sources.clonezilla.restore import _restore_ntfsclone
 from tests.conftest import REALDATA
 from tests.fuzz.harness import INTERESTING, fix_u32, mutate, mutated_text, target
 
@@ -180,7 +180,7 @@ def partclone_images(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return data, cuts
 
 
-@target("partclone", "clonezilla/partclone.py: read_header, read_bitmap, restore",
+@target("partclone", "sources/clonezilla/partclone.py: read_header, read_bitmap, restore",
         partclone_images, (P2VError,), weight=2.0)
 def run_partclone(example: tuple[bytes, list[int]]) -> None:
     data, cuts = example
@@ -224,18 +224,22 @@ def ntfsclone_images(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return data, draw(st.lists(st.integers(0, 1 << 20), max_size=3))
 
 
-@target("ntfsclone", "sources/ntfsclone.py: read_header, iter_runs (as restore writes them)",
+@target("ntfsclone", "formats/ntfsclone.py: read_header, iter_runs (as restore writes them)",
         ntfsclone_images, (P2VError,))
 def run_ntfsclone(example: tuple[bytes, list[int]]) -> None:
     data, cuts = example
     reader = streams.PieceReader(iter(_pieces(data, cuts)), threaded=False)
-    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+    try:
+        size = ntfsclone.read_header(reader).device_size  # type: ignore[arg-type]
+    except ntfsclone.NtfsCloneError:
+        size = -1  # the restore must refuse the same header, as a P2VError
     reader = streams.PieceReader(iter(_pieces(data, cuts)), threaded=False)
 
     def write_at(off: int, chunk: memoryview) -> None:
-        assert off >= 0 and off + len(chunk) <= hdr.device_size
+        assert off >= 0 and off + len(chunk) <= size
 
-    _restore_ntfsclone(reader, write_at, hdr.device_size, lambda _n: None)
+    _restore_ntfsclone(reader, write_at, max(size, 0), lambda _n: None)
+    assert size >= 0, "a header read_header refuses was restored"
 
 
 # --- compressed streams ------------------------------------------------------------------------
@@ -313,7 +317,7 @@ def _run_stream(ex: dict) -> None:
             raise raised
 
 
-@target("streams", "clonezilla/streams.py: iter_decompressed (in-process codecs)",
+@target("streams", "sources/clonezilla/streams.py: iter_decompressed (in-process codecs)",
         lambda: compressed_streams(tuple(_COMPRESS) + ("uncomp",)), (P2VError,), weight=1.5)
 def run_streams(ex: dict) -> None:
     if ex["comp"] == "uncomp":  # no end marker: only the bytes can be checked
@@ -321,7 +325,7 @@ def run_streams(ex: dict) -> None:
     _run_stream(ex)
 
 
-@target("streams-tools", "clonezilla/streams.py: iter_decompressed (lzop, lzip pipes)",
+@target("streams-tools", "sources/clonezilla/streams.py: iter_decompressed (lzop, lzip pipes)",
         lambda: compressed_streams(("lzo", "lzip")), (P2VError,), weight=0.4)
 def run_stream_tools(ex: dict) -> None:
     _run_stream(ex)
@@ -344,7 +348,7 @@ def _parted_seeds() -> list[str]:
     return [_as_sda(p.read_text()) for p in sorted(_SAMPLES.glob("*.parted-unit-B.txt"))]
 
 
-@target("sfdisk-dump", "clonezilla/metadata.py: parse_sfdisk, sfdisk_label",
+@target("sfdisk-dump", "sources/clonezilla/metadata.py: parse_sfdisk, sfdisk_label",
         lambda: mutated_text(_sfdisk_seeds()), (P2VError,))
 def run_sfdisk(text: str) -> None:
     label, size = metadata.sfdisk_label(text)
@@ -392,7 +396,8 @@ def clonezilla_dirs(draw: st.DrawFn) -> dict[str, bytes]:
     return files
 
 
-@target("clonezilla-dir", "clonezilla/metadata.py load + table.py + restore.py on a directory",
+@target("clonezilla-dir",
+        "sources/clonezilla/metadata.py load + table.py + restore.py on a directory (restore.py)",
         clonezilla_dirs, (P2VError,), weight=0.6)
 def run_clonezilla_dir(files: dict[str, bytes]) -> None:
     with tempfile.TemporaryDirectory(prefix="p2v-fuzz-") as tmp:

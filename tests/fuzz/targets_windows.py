@@ -26,11 +26,12 @@ from fixtures.regf import minimal_hive_bytes
 from p2vimage import libvirt_xml
 from p2vimage.check.domain import read_domain
 from p2vimage.errors import BadInputError, P2VError, UsageError
+from p2vimage.formats import cabinet, inf, ntfs_volume, pe, regf
 from p2vimage.guest import registry
 from p2vimage.sources import image
 from p2vimage.virtio import media as vmedia
 from p2vimage.virtio.select import classify
-from p2vimage.windows import cabs, inf, ntfs_volume, pe
+from p2vimage.windows import cabs
 from p2vimage.windows.firstboot import parse_ip_option
 from p2vimage.windows.geometry import read_ntfs_geometry
 from p2vimage.windows.leftovers import read_smbios
@@ -55,17 +56,17 @@ def cab_seeds() -> tuple[bytes, ...]:
     return tuple(real + made)
 
 
-@target("cab-header", "windows/cabs.py: read_cabinet_bytes, read_cabinet (CFHEADER/FOLDER/FILE)",
-        lambda: seeded_or_random(cab_seeds(), b"MSCF"), (cabs.CabinetError,), weight=2.0)
+@target("cab-header", "formats/cabinet.py: read_cabinet_bytes, read_cabinet (CFHEADER/FOLDER/FILE)",
+        lambda: seeded_or_random(cab_seeds(), b"MSCF"), (cabinet.CabinetFormatError,), weight=2.0)
 def run_cab_header(data: bytes) -> None:
-    info = cabs.read_cabinet_bytes(data)
+    info = cabinet.read_cabinet_bytes(data)
     assert len(info.entries) == len(info.output_names) > 0
     for rel in info.output_names:  # cabextract's output names never start at the root
         assert not rel.startswith((b"/", b"\\")), rel
     with tempfile.NamedTemporaryFile(prefix="p2v-fuzz-", suffix=".cab") as f:
         f.write(data)
         f.flush()
-        assert cabs.read_cabinet(f.name) == cabs.CabInfo(**{**info.__dict__, "path": f.name})
+        assert cabinet.read_cabinet(f.name) == cabinet.CabInfo(**{**info.__dict__, "path": f.name})
 
 
 _HOSTILE_NAMES = ("..\\x", "../x", "C:\\x", "/x", "\\x", "a\\..\\..\\x", "x\0y", "*", "a/./b",
@@ -76,8 +77,8 @@ _HOSTILE_NAMES = ("..\\x", "../x", "C:\\x", "/x", "\\x", "a\\..\\..\\x", "x\0y",
 def cab_extract_cases(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     data = draw(mutated(cab_seeds(), 4))
     try:
-        names = [e.name for e in cabs.read_cabinet_bytes(data).entries]
-    except cabs.CabinetError:
+        names = [e.name for e in cabinet.read_cabinet_bytes(data).entries]
+    except cabinet.CabinetFormatError:
         names = []
     pick = st.sampled_from(names) if names else st.sampled_from(_HOSTILE_NAMES)
     wanted = draw(st.lists(pick | st.sampled_from(_HOSTILE_NAMES), min_size=1, max_size=3))
@@ -135,7 +136,7 @@ _VERSIONS = ((5, 0), (5, 1), (5, 2), (6, 0), (6, 1), (6, 3), (10, 0))
 _DEVICES = ("PCI\\VEN_1AF4&DEV_1001", "PCI\\VEN_1AF4&DEV_1000", "PCI\\VEN_1AF4")
 
 
-@target("inf", "windows/inf.py: decode, parse and every query (models, services, AddReg)",
+@target("inf", "formats/inf.py: decode, parse and every query (models, services, AddReg)",
         lambda: seeded_or_random(inf_seeds(), b"[Version]\r\n", max_ops=8), (), weight=1.5)
 def run_inf(data: bytes) -> None:
     text = inf.decode(data)
@@ -201,7 +202,7 @@ def inf_texts(draw: st.DrawFn) -> bytes:
     return text.encode(enc, "replace")
 
 
-@target("inf-grammar", "windows/inf.py: INFs generated from its grammar, odd values everywhere",
+@target("inf-grammar", "formats/inf.py: INFs generated from its grammar, odd values everywhere",
         inf_texts, (), weight=1.0)
 def run_inf_grammar(data: bytes) -> None:
     run_inf(data)
@@ -244,7 +245,7 @@ def pe_seeds() -> tuple[bytes, ...]:
     return tuple(made + real)
 
 
-@target("pe", "windows/pe.py: read_pe, read_machine",
+@target("pe", "formats/pe.py: read_pe, read_machine",
         lambda: seeded_or_random(pe_seeds(), b"MZ"), (pe.PEError,), weight=1.5)
 def run_pe(data: bytes) -> None:
     try:
@@ -283,7 +284,7 @@ def ntfs_seeds() -> tuple[bytes, ...]:
     return tuple(out)
 
 
-@target("ntfs", "windows/ntfs_volume.py parse_boot, volume_flags; geometry.read_ntfs_geometry",
+@target("ntfs", "formats/ntfs_volume.py parse_boot, volume_flags; geometry.read_ntfs_geometry",
         lambda: mutated(ntfs_seeds(), 6), (ntfs_volume.NtfsError,), weight=1.0)
 def run_ntfs(data: bytes) -> None:
     boot_sector, record = data[:512], data[512:]
@@ -301,19 +302,19 @@ def run_ntfs(data: bytes) -> None:
 _TYPES = (0, 1, 2, 3, 4, 5, 6, 7, 11, 8, 0xFFFFFFFF)
 
 
-@target("registry-values", "guest/registry.py: decode_value (REG_SZ/MULTI_SZ/DWORD/QWORD...)",
+@target("registry-values", "formats/regf.py: decode_value (REG_SZ/MULTI_SZ/DWORD/QWORD...)",
         lambda: st.tuples(st.sampled_from(_TYPES), st.binary(max_size=64) | st.text().map(
-            lambda t: registry.encode_multi_sz(t.split("\0")))), (), weight=0.5)
+            lambda t: regf.encode_multi_sz(t.split("\0")))), (), weight=0.5)
 def run_registry_values(case: tuple[int, bytes]) -> None:
     vtype, data = case
-    value = registry.decode_value(vtype, data)
+    value = regf.decode_value(vtype, data)
     assert isinstance(value, (str, list, int, bytes))
-    if vtype in (registry.REG_SZ, registry.REG_EXPAND_SZ):
+    if vtype in (regf.REG_SZ, regf.REG_EXPAND_SZ):
         assert "\0" not in value
-        assert registry.decode_value(vtype, registry.encode_sz(value)) == value
-    if vtype == registry.REG_MULTI_SZ:
+        assert regf.decode_value(vtype, regf.encode_sz(value)) == value
+    if vtype == regf.REG_MULTI_SZ:
         items = [s for s in value if s]
-        assert registry.decode_value(vtype, registry.encode_multi_sz(items)) == items
+        assert regf.decode_value(vtype, regf.encode_multi_sz(items)) == items
 
 
 @functools.cache
@@ -334,8 +335,8 @@ def hive_seeds() -> tuple[bytes, ...]:
         svc = h.node_add_child(h.node_add_child(cs, "Services"), "atapi")
         h.node_set_values(svc, [
             {"key": "Start", "t": 4, "value": (0).to_bytes(4, "little")},
-            {"key": "ImagePath", "t": 2, "value": registry.encode_sz("System32\\drivers\\x")},
-            {"key": "DependOnGroup", "t": 7, "value": registry.encode_multi_sz(["a", "b"])},
+            {"key": "ImagePath", "t": 2, "value": regf.encode_sz("System32\\drivers\\x")},
+            {"key": "DependOnGroup", "t": 7, "value": regf.encode_multi_sz(["a", "b"])},
             {"key": "Blob", "t": 3, "value": bytes(range(40))},
         ])
         h.node_add_child(root, "ControlSet002")

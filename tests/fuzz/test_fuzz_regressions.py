@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import metadata, partclone, streams
-from p2vimage.clonezilla.restore import restore as restore_clonezilla
 from p2vimage.errors import BadInputError, ConversionError, CorruptImageError, UsageError
+from p2vimage.restore import restore_clonezilla
+from p2vimage.sources.clonezilla import metadata, partclone, streams
 from p2vimage.windows.leftovers import read_smbios
 from tests.fuzz.harness import guard
 
@@ -153,7 +153,7 @@ def test_software_version_with_a_digit_int_refuses(tmp_path: Path, build: str) -
     """hypothesis (check-hives): CurrentBuildNumber "²" passed str.isdigit() and broke int();
     5000 digits did too.  Such a build number is now simply unknown."""
     from p2vimage.guest.registry import Hive
-    from p2vimage.windows.version import read_software_version
+    from p2vimage.inspection.version import read_software_version
 
     path = _software_hive(tmp_path, {"CurrentBuildNumber": build,
                                      "CurrentVersion": "9" * 5000 + ".2"})
@@ -175,7 +175,7 @@ def test_domain_vcpu_count_int_refuses(tmp_path: Path, count: str) -> None:
 def test_inf_decoration_with_a_5000_digit_version() -> None:
     """hypothesis (inf-grammar): ``%M%=Models,NTx86.<5000 digits>`` broke int() in
     parse_decoration, although inf.parse promises never to raise on junk."""
-    from p2vimage.windows import inf
+    from p2vimage.formats import inf
 
     text = ("[Version]\r\nClass=viostor\r\n\r\n[Manufacturer]\r\n%M%=Models,NTx86." + "9" * 5000
             + "\r\n[Models]\r\nviostor=inst,PCI\\VEN_1AF4&DEV_1001\r\n")
@@ -197,7 +197,7 @@ def test_inf_decoration_with_a_5000_digit_version() -> None:
 )
 def test_ntfs_volume_record_too_short(record: bytes) -> None:
     """``struct.error`` from ``volume_flags``; the check's caller catches only NtfsError."""
-    from p2vimage.windows import ntfs_volume
+    from p2vimage.formats import ntfs_volume
 
     with pytest.raises(ntfs_volume.NtfsError):
         ntfs_volume.volume_flags(record)

@@ -23,21 +23,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2vimage.errors import EXIT_BAD_INPUT, CorruptImageError
-from p2vimage.windows import cabs
-from p2vimage.windows.cabs import (
+from p2vimage.formats.cabinet import (
     COMP_LZX,
     COMP_MSZIP,
     CabEntry,
+    CabinetFormatError,
+    folders,
+    list_cabinet,
+    read_cabinet,
+    read_cabinet_bytes,
+)
+from p2vimage.windows import cabs
+from p2vimage.windows.cabs import (
     CabinetError,
     cabextract_version,
     cabinets_for,
     extract,
-    folders,
     is_safe_member_name,
-    list_cabinet,
     parse_drvindex,
-    read_cabinet,
-    read_cabinet_bytes,
 )
 from tests.conftest import REALDATA
 
@@ -127,12 +130,13 @@ def _make_cab(members: list[tuple[bytes, bytes]], attr: int = 0x20) -> bytes:
 
 @pytest.mark.parametrize("rel", ALL_CABS)
 def test_listing_matches_cabextract(rel: str) -> None:
-    """Names and sizes equal `cabextract -l` wherever it succeeds; junk is a CabinetError."""
+    """Names and sizes equal `cabextract -l` wherever it succeeds; junk is a
+    CabinetFormatError."""
     path = CAB_ROOT / rel
     rc, rows = _cabextract_list(path)
     try:
         info = read_cabinet(path)
-    except CabinetError as exc:
+    except CabinetFormatError as exc:
         assert str(path) in str(exc) and "\n" not in str(exc)
         # only libmspack's scan for embedded cabinets finds something we refuse
         assert rc != 0 or not rows or rel in EMBEDDED, rel
@@ -255,7 +259,7 @@ def test_corrupt_cabinets_raise_and_leave_nothing(rel: str, tmp_path: Path) -> N
     path = CAB_ROOT / rel
     try:
         names = [e.name for e in list_cabinet(path)]
-    except CabinetError:
+    except CabinetFormatError:
         names = [f["name"] for f in MANIFEST[rel]["header"].get("files", [])] or ["x"]
         names = [n for n in names if is_safe_member_name(n)] or ["x"]
     dest = tmp_path / "dest"
@@ -472,16 +476,21 @@ def test_windows_case_rules(tmp_path: Path) -> None:
 
 
 def test_missing_and_odd_files(tmp_path: Path) -> None:
-    with pytest.raises(CabinetError, match="cannot open"):
+    with pytest.raises(CabinetFormatError, match="cannot open"):
         list_cabinet(tmp_path / "nope.cab")
-    with pytest.raises(CabinetError, match="not a regular file"):
+    with pytest.raises(CabinetFormatError, match="not a regular file"):
         list_cabinet(tmp_path)
     (tmp_path / "empty.cab").write_bytes(b"")
-    with pytest.raises(CabinetError, match="empty"):
+    with pytest.raises(CabinetFormatError, match="empty"):
         list_cabinet(tmp_path / "empty.cab")
     os.mkfifo(tmp_path / "fifo.cab")
-    with pytest.raises(CabinetError, match="not a regular file"):
+    with pytest.raises(CabinetFormatError, match="not a regular file"):
         list_cabinet(tmp_path / "fifo.cab")
+    # extract() reports the same as a CabinetError (exit code 3), naming the cabinet
+    with pytest.raises(CabinetError, match="cannot open") as caught:
+        extract(tmp_path / "nope.cab", ["x"], tmp_path / "dest")
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+    assert caught.value.cabinet == str(tmp_path / "nope.cab")
 
 
 _SEEDS = [
@@ -510,7 +519,7 @@ def test_header_parser_fuzz(seed: int, cut: int, flips) -> None:
             data[pos] = value
     try:
         info = read_cabinet_bytes(bytes(data))
-    except CabinetError as exc:
+    except CabinetFormatError as exc:
         assert "\n" not in str(exc)
         return
     assert len(info.entries) == len(info.output_names) > 0
@@ -522,7 +531,7 @@ def test_header_parser_fuzz(seed: int, cut: int, flips) -> None:
 def test_header_parser_random_bytes(data: bytes) -> None:
     try:
         read_cabinet_bytes(b"MSCF" + data)
-    except CabinetError:
+    except CabinetFormatError:
         pass
 
 
@@ -551,6 +560,8 @@ def test_error_pickles() -> None:
     import pickle
 
     err = pickle.loads(pickle.dumps(CabinetError("driver.cab", "bad\nthing")))
+    assert str(err) == "cabinet driver.cab: bad\\nthing"
+    err = pickle.loads(pickle.dumps(CabinetFormatError("driver.cab", "bad\nthing")))
     assert str(err) == "cabinet driver.cab: bad\\nthing"
 
 

@@ -13,8 +13,9 @@ from lxml import etree
 from p2vimage.check import check_hives, devices, domain
 from p2vimage.check.report import CheckReport, CheckResult
 from p2vimage.check.storage import match_cddb, match_driver_database
-from p2vimage.guest.registry import REG_DWORD, REG_SZ, Hive
-from p2vimage.windows import ntfs_volume
+from p2vimage.formats import ntfs_volume
+from p2vimage.formats.regf import REG_DWORD, REG_SZ
+from p2vimage.guest.registry import Hive
 from p2vimage.windows.mergeide import HDC_CLASS
 from tests.conftest import run_cli
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import gpt
+from p2vimage.sources.clonezilla import gpt
 from tests.conftest import run_cli
 from tests.unit.test_clonezilla_formats import _partition, save
 

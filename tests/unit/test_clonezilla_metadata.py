@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import metadata, table
 from p2vimage.errors import BadInputError, UnsupportedFormatError, UsageError
+from p2vimage.sources.clonezilla import metadata, table
 from tests.conftest import REALDATA
 
 SAMPLES = REALDATA / "clonezilla" / "rescuezilla-test-samples"

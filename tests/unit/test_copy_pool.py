@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from p2vimage.blockio.nbd import libnbd
 from p2vimage.targets import hostcopy
-from p2vimage.targets.nbd import libnbd
 
 
 def test_request_pools_are_reused_only_at_their_own_sizes(monkeypatch) -> None:

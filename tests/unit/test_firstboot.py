@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from p2vimage.errors import UsageError
-from p2vimage.windows import firstboot, inf
-from p2vimage.windows.nics import Nic
+from p2vimage.formats import inf
+from p2vimage.inspection.nics import Nic
+from p2vimage.windows import firstboot
 
 WINE = shutil.which("wine64") or "/usr/lib/wine/wine64"
 

@@ -16,7 +16,8 @@ import pytest
 
 from fixtures.pe import build_pe
 from p2vimage.apply import apply_registry
-from p2vimage.guest.registry import REG_DWORD, REG_SZ, Hive, read_control_sets
+from p2vimage.formats.regf import REG_DWORD, REG_SZ
+from p2vimage.guest.registry import Hive, read_control_sets
 from p2vimage.plan import Plan
 from p2vimage.windows import emulated_storage, ide_drivers, mergeide
 from tests import steps

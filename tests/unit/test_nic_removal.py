@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from p2vimage.guest.registry import Hive, read_control_sets
+from p2vimage.inspection.nics import physical_nics
 from p2vimage.plan import Plan
 from p2vimage.windows import nic_removal
-from p2vimage.windows.nics import physical_nics
 from tests import steps
 
 HIVES = [
@@ -102,7 +102,7 @@ def test_dangling_references_are_reported(real_hives, tmp_path) -> None:
 def test_malformed_ip_lists_are_captured_safely(real_hives, tmp_path) -> None:
     """A REG_MULTI_SZ of odd length, a REG_SZ where a list belongs, junk bytes: the
     capture does not fail and keeps what can be read; the adapter is still dropped."""
-    from p2vimage.guest.registry import REG_MULTI_SZ, REG_SZ
+    from p2vimage.formats.regf import REG_MULTI_SZ, REG_SZ
 
     path = tmp_path / "SYSTEM"
     shutil.copyfile(real_hives["dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"], path)

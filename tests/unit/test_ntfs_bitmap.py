@@ -1,4 +1,4 @@
-"""windows/ntfs_bitmap.py on real NTFS volumes (mkntfs, ntfs-3g's ntfscp), on the host.
+"""formats/ntfs_bitmap.py on real NTFS volumes (mkntfs, ntfs-3g's ntfscp), on the host.
 
 The oracle is ntfsclone: its ``--save-image`` stream holds exactly the clusters it
 finds in use (it walks the MFT and checks the bitmap), read back with our own
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.sources import ntfsclone
-from p2vimage.windows import ntfs_bitmap
-from p2vimage.windows.ntfs_volume import NtfsError, parse_boot
+from p2vimage.formats import ntfs_bitmap, ntfsclone
+from p2vimage.formats.ntfs_volume import NtfsError, parse_boot
 
 MiB = 1 << 20
 
@@ -139,7 +138,7 @@ def _copy(vol: Path, tmp_path: Path) -> Path:
 
 
 def _dirty(data: bytearray) -> None:
-    from p2vimage.windows.ntfs_volume import volume_flags
+    from p2vimage.formats.ntfs_volume import volume_flags
 
     flags, at = volume_flags(bytes(data))
     struct.pack_into("<H", data, at, flags | 1)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import partclone, streams
 from p2vimage.errors import CorruptImageError, UnsupportedFormatError
+from p2vimage.sources.clonezilla import partclone, streams
 
 VOL_SIZE = 24 << 20
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from p2vimage.clonezilla import partclone
 from p2vimage.errors import CorruptImageError, UnsupportedFormatError
+from p2vimage.sources.clonezilla import partclone
 from tests import partclone_writer as w
 from tests.unit.test_partclone import VOL_SIZE, _image, _ours, _reference, volume  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""Tests for p2vimage.windows.pe (the reader) and fixtures.pe (the test-side builder)."""
+"""Tests for p2vimage.formats.pe (the reader) and fixtures.pe (the test-side builder)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2vimage.windows.pe import (
+from p2vimage.formats.pe import (
     MACHINE_AMD64,
     MACHINE_ARM64,
     MACHINE_I386,

@@ -1,10 +1,10 @@
-"""Version, edition and names read from the hives (``windows/version.py``)."""
+"""Version, edition and names read from the hives (``inspection/version.py``)."""
 
 from __future__ import annotations
 
 from fixtures.hivebuild import build_hive, sz
 from p2vimage.guest.registry import Hive
-from p2vimage.windows.version import read_hostname
+from p2vimage.inspection.version import read_hostname
 
 
 def test_hostname_falls_back_to_tcpip(tmp_path) -> None:

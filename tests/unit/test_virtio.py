@@ -16,11 +16,11 @@ import pytest
 
 from fixtures import virtio_iso
 from p2vimage.errors import BadInputError
+from p2vimage.formats import inf
 from p2vimage.guest.registry import Hive
 from p2vimage.plan import Plan
 from p2vimage.virtio import driver_database, select
 from p2vimage.virtio.media import MediaError, open_media
-from p2vimage.windows import inf
 from tests import steps
 from tests.conftest import REALDATA
 

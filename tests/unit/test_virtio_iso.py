@@ -33,7 +33,7 @@ from fixtures.virtio_iso import (
     iso9660_path,
     parse_driver_ver,
 )
-from p2vimage.windows.pe import read_pe
+from p2vimage.formats.pe import read_pe
 from tests.conftest import REALDATA
 
 VIRTIO = REALDATA / "virtio-win"

@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 from .. import choices
-from ..api import inspect_job
 from ..errors import BadInputError, CouldNotCheckError, Interrupted, P2VError, UsageError
 from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
-from ..inspection import Inspection
+from ..inspection import Inspection, inspect_job
 from ..sources.image import open_source
 from . import devices, domain, drivers, hygiene, storage, system
 from .guest import CheckView

@@ -8,10 +8,10 @@ decorated models, the way setupapi reads them.
 
 from __future__ import annotations
 
+from ..formats import inf as inf_mod
 from ..guest.files import windows_path
+from ..inspection import nics as nics_mod
 from ..virtio.stage import DEVICEPATH_ENTRY, STAGE_DIR
-from ..windows import inf as inf_mod
-from ..windows import nics as nics_mod
 from . import devices, storage
 from .guest import CheckView
 from .report import WARNING, CheckResult

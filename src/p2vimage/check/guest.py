@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..formats import pe
 from ..guest.view import GuestView
-from ..windows import pe
 from ..windows.emulated_storage import image_file
 
 MACHINES = {"x86": 0x14C, "x64": 0x8664, "arm64": 0xAA64}

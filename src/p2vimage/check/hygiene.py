@@ -1,16 +1,16 @@
 """Volume state that makes an image unsafe to change or to boot: hibernation, a dirty
 NTFS, BitLocker, dynamic (LDM) disks, a full system volume.
 
-Hibernation is read from ``hiberfil.sys``'s header (see ``windows/hibernation.py``).
+Hibernation is read from ``hiberfil.sys``'s header (see ``formats/hibernation.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..formats import ntfs_volume
+from ..formats.hibernation import is_hibernated
 from ..formats.partition_table import PartitionSpan
-from ..windows import ntfs_volume
-from ..windows.hibernation import is_hibernated
 from .guest import CheckView
 from .report import ERROR, WARNING, CheckResult
 

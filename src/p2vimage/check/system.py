@@ -8,8 +8,8 @@ the commonest result of hand-copied drivers and half-undone driver installs.
 from __future__ import annotations
 
 from ..guest.files import windows_path
+from ..inspection.hal import read_hal
 from ..windows import geometry
-from ..windows.hal import read_hal
 from .guest import CheckView
 from .report import ERROR, WARNING, CheckResult
 from .storage import DRIVER_TYPES

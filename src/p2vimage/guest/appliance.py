@@ -32,13 +32,14 @@ from ..errors import (
     NoOperatingSystemError,
     UsageError,
 )
+from ..formats import ntfs_volume
+from ..formats.hibernation import is_hibernated
 from ..sources.image import SourceImage
-from ..windows import hibernation, ntfs_volume
 from . import files, windows_root
 from .disks import DiskInfo, disk_index, disk_of, read_disk
 from .registry import Hive
 from .view import GuestView
-from .windows_root import WindowsRoot
+from .windows_root import WindowsRoot, product_name
 
 log = logging.getLogger("p2vimage")
 
@@ -155,6 +156,17 @@ def _launch_error_text(g: Any, exc: Exception) -> str:
         return captured[0]
     text = str(exc).strip()
     return text.splitlines()[0] if text else repr(exc)
+
+
+def guest_is_hibernated(g: Any, root: str = "/") -> bool:
+    """Whether the volume mounted at ``root`` in appliance ``g`` holds a hibernation image."""
+    try:
+        path = g.case_sensitive_path(root.rstrip("/") + "/hiberfil.sys")
+        if not g.is_file(path):
+            return False
+        return is_hibernated(g.pread(path, 4, 0))
+    except RuntimeError:
+        return False
 
 
 def _close_quietly(g: Any) -> None:
@@ -383,10 +395,7 @@ class Job:
             finally:
                 self.g.umount_all()
                 files.forget(self.g)
-            from ..windows.version import read_software_version
-
-            return read_software_version(Hive(local, name=w.software_hive)).product_name \
-                or "Windows"
+            return product_name(Hive(local, name=w.software_hive)) or "Windows"
         except (RuntimeError, CorruptHiveError):
             return "Windows"
         finally:
@@ -567,7 +576,7 @@ class Job:
             raise CorruptImageError(f"cannot mount {root}: {msg}") from exc
         # ntfs-3g quietly falls back to a read-only mount on a hibernated volume; a
         # conversion would then fail on its first write with an obscure message.
-        if self.writable and hibernation.guest_is_hibernated(self.g, "/"):
+        if self.writable and guest_is_hibernated(self.g, "/"):
             raise CorruptImageError(
                 f"{root}: Windows is hibernated (hiberfil.sys header 'hibr'); "
                 "boot the source machine and shut it down fully (powercfg /h off), then "

@@ -89,7 +89,7 @@ def read_disk(path: Path, fmt: str, index: int, workdir: Path) -> DiskInfo:
             return _layout(device, size, read)
         finally:
             os.close(fd)
-    from ..targets.nbd import NbdExport, libnbd
+    from ..blockio.nbd import NbdExport, libnbd
 
     nbd = libnbd()
     with NbdExport(path, fmt, workdir, label=f"the partition table of {device}") as h:

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..formats.partition_table import DiskLayout
-from ..windows.pe import PEError, read_machine
+from ..formats.pe import PEError, read_machine
 from . import files
 from .registry import Hive
 
 # System root folder names inspect_os accepts, lower case.
 SYSTEM_ROOTS = ("windows", "winnt", "win32", "win", "reactos")
 _MACHINES = {0x14C: "x86", 0x8664: "x64", 0x200: "ia64", 0xAA64: "arm64"}
+# The SOFTWARE key with the product name and version (read in full by the inspection).
+CURRENT_VERSION = r"Microsoft\Windows NT\CurrentVersion"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ def probe_mounted(g: Any, device: str) -> WindowsRoot | None:
             software = None
         return WindowsRoot(device, sr, system, software)
     return None
+
+
+def product_name(software: Hive) -> str | None:
+    """``ProductName`` from a SOFTWARE hive, to tell candidate roots apart in messages."""
+    return software.get_str(software.node(CURRENT_VERSION), "ProductName")
 
 
 def arch_of_cmd(g: Any, system_root: str) -> str | None:

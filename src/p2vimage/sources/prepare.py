@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import UnsupportedFormatError, UsageError
-from .image import SourceImage, open_source
+from .image import SourceImage, allocated_bound, open_source
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class SourceSet:
     """The sources of one conversion: placeholders first, restored disks after :meth:`restore`."""
 
     def __init__(self, args: list[str | os.PathLike[str]], source_format: str | None) -> None:
-        from ..clonezilla import metadata
+        from .clonezilla import metadata
 
         self._disks: dict[int, metadata.DiskImage] = {}
         self.sources: list[SourceImage] = []
@@ -90,7 +90,7 @@ class SourceSet:
     def directory_bounds(self) -> dict[int, int]:
         """Per Clonezilla disk (by source index): bytes its temporary raw allocates at most,
         from the partition images' headers (nothing is decompressed beyond them)."""
-        from ..clonezilla.restore import raw_bound
+        from .clonezilla.restore import raw_bound
 
         if self._bounds is None:
             self._bounds = {i: raw_bound(img) for i, img in self._disks.items()}
@@ -98,15 +98,13 @@ class SourceSet:
 
     def data_bounds(self) -> list[int]:
         """Per source disk: an upper bound of the guest data a thin copy of it writes."""
-        from ..targets.space import allocated_bound
-
         dirs = self.directory_bounds()
         return [dirs[i] if i in dirs else allocated_bound(s.path, s.format)
                 for i, s in enumerate(self.sources)]
 
     def restore(self, scratch_parent: Path) -> list[SourceImage]:
         """Rebuild every Clonezilla disk into a temporary sparse raw; return the final sources."""
-        from ..clonezilla.restore import restore_raw
+        from .clonezilla.restore import restore_raw
 
         if not self._disks:
             return self.sources
@@ -125,7 +123,7 @@ class SourceSet:
         """Rebuild every Clonezilla disk straight into its output file (``outputs[i]`` for
         source ``i``, a claimed ``.partial``), in ``fmt``.  The job then edits these
         files in place: no temporary raw, no second copy.  Returns the indexes restored."""
-        from ..clonezilla.restore import restore_disk
+        from .clonezilla.restore import restore_disk
 
         for i, img in self._disks.items():
             log.info("restoring %s (%s) into %s", img.directory, img.disk, outputs[i])

@@ -1,6 +1,6 @@
-"""Output disk files shared by ``convert`` and ``restore-clonezilla``: their names, and the
-raw→qcow2 step (``qemu-img convert`` skips holes and zero clusters, so a sparse raw
-becomes a thin qcow2)."""
+"""Output disk files shared by ``convert`` and ``restore-clonezilla``: their names and
+order, and growing one to ``--size``.  (A new qcow2 to write into:
+:func:`p2vimage.blockio.blockdev.create_qcow2`.)"""
 
 from __future__ import annotations
 
@@ -23,17 +23,6 @@ def system_first(count: int, system: int) -> list[int]:
     """The order of the output disks: the system disk (an index of the sources) first,
     the others after it in their own order.  Output ``k`` is source ``order[k]``."""
     return [system] + [i for i in range(count) if i != system]
-
-
-def create_qcow2(path: Path, size: int) -> None:
-    """A new, empty qcow2 of ``size`` bytes at ``path`` (a claimed ``.partial``: qemu-img
-    opens it in place, so the locked inode is the one written)."""
-    qemu_img = deps.require_program("qemu-img")
-    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), str(size)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        msg = (proc.stderr.strip().splitlines() or ["qemu-img create failed"])[-1]
-        raise ConversionError(f"creating {path}: {msg}")
 
 
 _RENAME_EXCHANGE = 2

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..formats import ntfs_bitmap
 from ..formats.partition_table import DiskLayout
-from ..windows import ntfs_bitmap
 
 log = logging.getLogger("p2vimage")
 

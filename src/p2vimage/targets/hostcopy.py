@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import deps, interrupt
+from ..blockio import blockdev
+from ..blockio.blockdev import create_qcow2
+from ..blockio.nbd import NbdExport, libnbd
 from ..errors import ConversionError
 from ..formats.partition_table import DiskLayout, PartitionTableError, read_layout
 from ..progress import Meter, ProgressCallback
-from . import blockdev
-from .disk import create_qcow2
 from .extents import CopyPlan, Ranges, intersect, plan_disk, subtract, total, union
-from .nbd import NbdExport, libnbd
 
 log = logging.getLogger("p2vimage")
 

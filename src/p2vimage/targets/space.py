@@ -11,25 +11,23 @@ leaves root's reserve alone).  Too little on any filesystem is
 bytes needed and the bytes available, before the appliance starts and before
 a byte is written.
 
-The figures are *bounds*, not guesses: what the source holds allocated (from
-``qemu-img measure``, which reads the allocation map, so holes and
-unallocated qcow2 clusters cost nothing and compressed clusters count at their
-full size), plus fixed allowances for what a conversion adds (hives, drivers,
-metadata).  The thin copy usually writes less — only the clusters NTFS uses —
-so the check can only err on the safe side.  Something else filling the disk
-meanwhile is still caught where it happens (``ENOSPC`` → exit 4, nothing left).
+The figures are *bounds*, not guesses: what the source holds allocated
+(:func:`p2vimage.sources.image.allocated_bound`, from ``qemu-img measure``, which
+reads the allocation map, so holes and unallocated qcow2 clusters cost nothing and
+compressed clusters count at their full size), plus fixed allowances for what a
+conversion adds (hives, drivers, metadata).  The thin copy usually writes less —
+only the clusters NTFS uses — so the check can only err on the safe side.
+Something else filling the disk meanwhile is still caught where it happens
+(``ENOSPC`` → exit 4, nothing left).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import deps
 from ..errors import InsufficientSpaceError
 
 MiB = 1 << 20
@@ -105,28 +103,6 @@ def check(needs: Iterable[Need]) -> dict[str, dict[str, int]]:
                 filesystem=mp, needed=needed, available=available,
             )
     return result
-
-
-def allocated_bound(path: Path, fmt: str) -> int:
-    """Bytes of guest data the image holds allocated: an upper bound of any thin copy.
-
-    ``qemu-img measure -O qcow2`` walks the allocation map (SEEK_DATA/SEEK_HOLE on
-    raw, the L2 tables on qcow2), so it costs milliseconds whatever the size; its
-    ``required`` includes qcow2 metadata for the output, which we keep as margin.
-    """
-    qemu_img = deps.require_program("qemu-img")
-    proc = subprocess.run(
-        [qemu_img, "measure", "--output=json", "-f", fmt, "-O", "qcow2", str(path)],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode == 0:
-        try:
-            return int(json.loads(proc.stdout)["required"])
-        except (ValueError, KeyError):
-            pass
-    # A format qemu-img cannot measure: the whole virtual size is the safe bound.
-    st = os.stat(path)
-    return max(st.st_size, st.st_blocks * 512)
 
 
 def qcow2_overhead(virtual_size: int) -> int:

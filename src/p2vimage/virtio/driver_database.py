@@ -32,7 +32,8 @@ import re
 import struct
 import uuid
 
-from ..guest.registry import REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ, Hive
+from ..formats.regf import REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_SZ
+from ..guest.registry import Hive
 from ..guest.view import GuestView
 from ..plan import FileWrite, Plan
 from .select import Package

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..formats import inf as inf_mod
+from ..formats.pe import PEError, read_pe, version_str
 from ..inspection import Inspection
-from ..windows import inf as inf_mod
-from ..windows.pe import PEError, read_pe, version_str
 from .media import VirtioMedia
 
 #: Driver key -> (INF stem, legacy/transitional PCI ID, modern PCI ID).

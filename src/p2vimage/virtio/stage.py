@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..choices import BOOT_DRIVER
-from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, Hive
+from ..formats.regf import REG_DWORD, REG_EXPAND_SZ
+from ..guest.registry import Hive
 from ..guest.view import GuestView
-from ..inspection import Inspection
+from ..inspection import Inspection, classes
 from ..plan import FileWrite, Plan
-from ..windows import classes
 from . import driver_database
 from .media import VirtioMedia
 from .select import DRIVERS, Package, choose

@@ -7,7 +7,7 @@ Each function adds planned changes for every control set Windows may boot
 
 from __future__ import annotations
 
-from ..guest.registry import REG_DWORD
+from ..formats.regf import REG_DWORD
 from ..guest.view import GuestView
 from ..inspection import Inspection
 from ..plan import Plan

@@ -19,7 +19,7 @@ import posixpath
 from dataclasses import dataclass
 
 from ..errors import ConversionError
-from ..guest.registry import REG_DWORD, REG_SZ
+from ..formats.regf import REG_DWORD, REG_SZ
 from ..guest.view import GuestView
 from ..inspection import Inspection
 from ..plan import Plan

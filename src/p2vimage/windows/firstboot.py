@@ -34,11 +34,11 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
+from ..formats import inf as inf_mod
 from ..guest.view import GuestView
 from ..inspection import Inspection
+from ..inspection.nics import Nic, kept_connection_names
 from ..plan import FileWrite, Plan
-from . import inf as inf_mod
-from .nics import Nic, kept_connection_names
 
 SCRIPTS_CSE = "{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}"
 SCRIPT_NAME = "p2vimage-firstboot.cmd"

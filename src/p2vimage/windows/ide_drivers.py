@@ -31,14 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInputError, ConversionError
+from ..formats import inf as inf_mod
+from ..formats.cabinet import CabinetFormatError, list_cabinet
+from ..formats.pe import PEError, PEInfo, read_pe, version_str
 from ..guest import files
 from ..guest.view import GuestView
 from ..inspection import Inspection
 from ..plan import Candidate, FileWrite, Plan
 from . import cabs
-from . import inf as inf_mod
 from .mergeide import DRIVER_FILES
-from .pe import PEError, PEInfo, read_pe, version_str
 
 STEP = "ide-drivers"
 
@@ -138,7 +139,7 @@ def search(
         places.append(files.windows_path(guest_cab))
         local_cab = guest.download(guest_cab, workdir / "cabs" / cab_name)
         try:
-            entries = cabs.list_cabinet(local_cab)
+            entries = list_cabinet(local_cab)
             members = {e.name.lower(): e.name for e in entries}
             unsafe = [e.name for e in entries if not cabs.is_safe_member_name(e.name)]
             if unsafe:  # never extracted; said, so a "not found" below can be explained
@@ -146,7 +147,7 @@ def search(
                                f"e.g. {unsafe[0]!r})")
             here = [n for n in wanted if n in members]
             out = cabs.extract(local_cab, here, stage / f"cab-{rank}") if here else {}
-        except cabs.CabinetError as exc:
+        except (CabinetFormatError, cabs.CabinetError) as exc:
             # A damaged cabinet that should hold a file for the boot path stops the job
             # (exit 3); when IDE is only the fallback, or drvindex does not even list the
             # cabinet, it is reported and the other copies are used.

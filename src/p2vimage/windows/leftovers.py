@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..guest.registry import REG_DWORD, Hive
+from ..formats.regf import REG_DWORD
+from ..guest.registry import Hive
 from ..guest.view import GuestView
 from ..inspection import Inspection
 from ..plan import Plan

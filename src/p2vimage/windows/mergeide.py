@@ -16,11 +16,10 @@ values are written only when they differ, so a second run changes nothing.
 
 from __future__ import annotations
 
-from ..guest.registry import REG_DWORD, REG_EXPAND_SZ, REG_SZ
+from ..formats.regf import REG_DWORD, REG_EXPAND_SZ, REG_SZ
 from ..guest.view import GuestView
-from ..inspection import Inspection
+from ..inspection import Inspection, classes
 from ..plan import Plan
-from . import classes
 
 #: Hard disk controllers (``Control\Class``), and disk drives for ``gendisk``.
 HDC_CLASS = classes.HDC

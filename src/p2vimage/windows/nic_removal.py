@@ -27,13 +27,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
-from ..guest.registry import REG_DWORD, Hive
+from ..formats.regf import REG_DWORD
+from ..guest.registry import Hive
 from ..guest.view import GuestView
-from ..inspection import Inspection
+from ..inspection import Inspection, classes
+from ..inspection.nics import Nic, physical_nics
 from ..options import parse_mac
 from ..plan import Plan
-from . import classes
-from .nics import Nic, physical_nics
 
 STEP = "drop-physical-nics"
 STEP_DRIVER = "disable-nic-driver"

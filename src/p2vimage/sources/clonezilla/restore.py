@@ -10,9 +10,11 @@ image: only used blocks are written, so free space stays a hole.  partclone
 does not store the NTFS backup boot sector (the partition's last sector);
 it is recreated from the first, so ``ntfsfix`` and Windows' chkdsk are happy.
 
-A qcow2 is made afterwards by ``qemu-img convert`` from a sparse raw in a
-temporary directory beside the output (holes stay unallocated).  The output
-appears atomically; temporaries are removed on every path.
+A raw disk is a sparse file written with ``pwrite``; a qcow2 disk is written in
+one pass through a writable NBD export of it (:func:`restore_disk`), no temporary
+raw.  Claiming the outputs, checking the space and naming the disks is the
+command's (:mod:`p2vimage.restore`); ``convert`` restores through
+:mod:`p2vimage.sources.prepare`.
 """
 
 from __future__ import annotations
@@ -22,23 +24,19 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .. import interrupt
-from ..errors import BadInputError, ConversionError, CorruptImageError, P2VError, UsageError
-from ..sources import ntfsclone
-from ..targets import blockdev, space
-from ..targets.atomic import AtomicOutputs
-from ..targets.disk import create_qcow2, output_paths
-from ..targets.nbd import NbdExport
-from . import metadata, partclone, streams, table
+from ... import interrupt
+from ...blockio import blockdev
+from ...blockio.blockdev import create_qcow2
+from ...blockio.nbd import NbdExport
+from ...errors import BadInputError, ConversionError, CorruptImageError, P2VError
+from ...formats import ntfsclone
+from . import partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("raw", "qcow2")
 
 
 class Progress:
@@ -79,38 +77,6 @@ class PartitionResult:
     checksum: str
     seconds: float
     backup_boot_sector: bool = False
-
-
-@dataclass
-class RestoreResult:
-    source: str
-    disk: str
-    output: str
-    format: str
-    size: int
-    partitions: list[PartitionResult]
-    bytes_written: int
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    other_disks: list[RestoreResult] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary_lines(self) -> list[str]:
-        lines = [f"Restored {self.source} ({self.disk}, {self.size / (1 << 30):.2f} GiB) "
-                 f"to {self.output} ({self.format})"]
-        for p in self.partitions:
-            rate = p.used_bytes / max(p.seconds, 1e-6) / (1 << 20)
-            lines.append(
-                f"  {p.name}: {p.fs}, {p.used_bytes / (1 << 20):,.1f} MiB used, "
-                f"{p.compression} in {p.chunks} file(s), checksum {p.checksum}, "
-                f"{p.seconds:.1f}s ({rate:,.0f} MiB/s)"
-            )
-        lines += [f"Warning: {w}" for w in self.warnings]
-        for other in self.other_disks:
-            lines += other.summary_lines()
-        return lines
 
 
 # --- partitions ------------------------------------------------------------------------
@@ -214,17 +180,20 @@ def _restore_ntfsclone(reader: streams.PieceReader,
     ntfsclone's last record is the cluster holding the backup boot sector at the
     volume's end, so a stream ending earlier lost its tail.
     """
-    hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
-    if hdr.device_size > limit:
-        raise _too_big(hdr.device_size, limit)
-    written = end = 0
-    for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
-        data = data[: max(0, hdr.device_size - off)]
-        if data:
-            write_at(off, memoryview(data))
-            written += len(data)
-            end = off + len(data)
-            progress(len(data))
+    try:
+        hdr = ntfsclone.read_header(reader)  # type: ignore[arg-type]
+        if hdr.device_size > limit:
+            raise _too_big(hdr.device_size, limit)
+        written = end = 0
+        for off, data in ntfsclone.iter_runs(reader, hdr):  # type: ignore[arg-type]
+            data = data[: max(0, hdr.device_size - off)]
+            if data:
+                write_at(off, memoryview(data))
+                written += len(data)
+                end = off + len(data)
+                progress(len(data))
+    except ntfsclone.NtfsCloneError as exc:
+        raise CorruptImageError(str(exc)) from exc
     if end != hdr.device_size:
         raise CorruptImageError(f"the ntfsclone image is truncated (data ends at byte {end} "
                                 f"of the {hdr.device_size}-byte volume)")
@@ -350,68 +319,3 @@ def restore_disk(img: DiskImage, dest: Path, format: str, *, show_progress: bool
         results = restore_into(img, out, show_progress=show_progress, on_progress=on_progress)
         out.flush()
     return results
-
-
-def _restore_one(img: DiskImage, partial: Path, format: str, out: Path,
-                 progress: bool) -> list[PartitionResult]:
-    try:
-        return restore_disk(img, partial, format, show_progress=progress)
-    except ConversionError as exc:
-        raise type(exc)(str(exc).replace(str(partial), str(out))) from None
-
-
-def restore_needs(imgs: list[DiskImage], outs: list[Path], format: str) -> list[space.Need]:
-    """Space on the output's filesystem: every disk (a qcow2 is written directly)."""
-    bounds = [raw_bound(img) for img in imgs]
-    needs = []
-    for img, o, b in zip(imgs, outs, bounds, strict=True):
-        size = b if format == "raw" else b + space.qcow2_overhead(img.size)
-        needs.append(space.Need(o.parent, size, f"the restored disk {o.name}"))
-    return needs
-
-
-def restore(
-    source: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    format: str = "raw",
-    disk: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> RestoreResult:
-    """Restore a Clonezilla image directory to ``output`` (raw or qcow2).
-
-    With ``disk`` only that disk; otherwise every disk of the image, the first to
-    ``output`` and the others to ``OUT-2``, ``OUT-3`` … (in the ``disk`` file's order),
-    all appearing together or not at all; the others are in ``other_disks``.
-    """
-    t0 = time.monotonic()
-    if format not in FORMATS:
-        raise UsageError(f"--format {format}: use raw or qcow2")
-    out = Path(output)
-    src = Path(source)
-    names = [disk] if disk is not None or not metadata.looks_like_clonezilla(src) else \
-        metadata.list_disks(src) or [None]
-    imgs = [metadata.load(source, name) for name in names]
-    outs = output_paths(out, len(imgs))
-    for o in outs:
-        if o.resolve().is_relative_to(imgs[0].directory.resolve()):
-            raise UsageError(f"{o}: never write into the image directory")
-    results: list[RestoreResult] = []
-    with interrupt.handling_signals(), AtomicOutputs(outs, overwrite=overwrite) as atomic:
-        space.check(restore_needs(imgs, outs, format))
-        for img, o in zip(imgs, outs, strict=True):
-            t1 = time.monotonic()
-            partial = atomic.partial(o)
-            parts = _restore_one(img, partial, format, o, progress)
-            results.append(RestoreResult(
-                source=str(img.directory), disk=img.disk, output=str(o), format=format,
-                size=img.size, partitions=parts, bytes_written=partial.stat().st_blocks * 512,
-                seconds=round(time.monotonic() - t1, 3), warnings=img.warnings,
-            ))
-            interrupt.check()
-        atomic.commit()
-    first = results[0]
-    first.other_disks = results[1:]
-    first.seconds = round(time.monotonic() - t0, 3)
-    return first

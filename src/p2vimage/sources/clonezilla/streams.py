@@ -44,8 +44,8 @@ from typing import Any
 
 import lz4.frame
 
-from .. import deps
-from ..errors import CorruptImageError, SourceUnreadableError, UnsupportedFormatError
+from ... import deps
+from ...errors import CorruptImageError, SourceUnreadableError, UnsupportedFormatError
 
 try:  # ISA-L's inflate: twice zlib's speed, same API (python-isal); zlib if absent
     from isal import isal_zlib as gzip_lib

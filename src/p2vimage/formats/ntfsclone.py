@@ -1,8 +1,9 @@
 """Reader for ntfsclone "special image" streams (``ntfsclone --save-image``).
 
-Clonezilla's ``*.ntfs-img`` partitions are in this format (``clonezilla/restore.py``
-writes them); the tests also use it as an independent list of an NTFS volume's used
-clusters.
+Clonezilla's ``*.ntfs-img`` partitions are in this format
+(``sources/clonezilla/restore.py`` writes them); the tests also use it as an
+independent list of an NTFS volume's used clusters.  Damaged input raises
+:class:`NtfsCloneError`; errors of the underlying stream pass through as they are.
 
 Format (version 10.x, little-endian): a header
 ``"\\0ntfsclone-image"``, major, minor, cluster size (u32), device size (s64),
@@ -19,12 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import CorruptImageError
-
 MAGIC = b"\0ntfsclone-image"
 _HDR = struct.Struct("<16sBBIqqqI")
 CMD_GAP = 0
 CMD_NEXT = 1
+
+
+class NtfsCloneError(ValueError):
+    """The stream is not a well-formed ntfsclone image (its restore reports this as a
+    :class:`~p2vimage.errors.CorruptImageError`, exit code 3)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class NtfsCloneHeader:
 def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     data = f.read(n)
     if len(data) != n:
-        raise CorruptImageError(f"ntfsclone image truncated while reading {what}")
+        raise NtfsCloneError(f"ntfsclone image truncated while reading {what}")
     return data
 
 
@@ -49,15 +53,15 @@ def read_header(f: BinaryIO) -> NtfsCloneHeader:
     raw = _read_exact(f, _HDR.size, "the header")
     magic, major, minor, cs, dev, nr, inuse, off = _HDR.unpack(raw)
     if magic != MAGIC:
-        raise CorruptImageError("not an ntfsclone image (bad magic)")
+        raise NtfsCloneError("not an ntfsclone image (bad magic)")
     if major != 10:
-        raise CorruptImageError(f"ntfsclone image version {major}.{minor} is not supported")
+        raise NtfsCloneError(f"ntfsclone image version {major}.{minor} is not supported")
     if cs < 512 or cs > (1 << 21) or cs & (cs - 1):
-        raise CorruptImageError(f"ntfsclone image: bad cluster size {cs}")
+        raise NtfsCloneError(f"ntfsclone image: bad cluster size {cs}")
     if dev <= 0 or nr <= 0 or nr * cs > dev + cs or not 0 <= inuse <= nr + 1:
-        raise CorruptImageError("ntfsclone image: inconsistent sizes in the header")
+        raise NtfsCloneError("ntfsclone image: inconsistent sizes in the header")
     if off < _HDR.size or off > 4096:
-        raise CorruptImageError(f"ntfsclone image: bad data offset {off}")
+        raise NtfsCloneError(f"ntfsclone image: bad data offset {off}")
     _read_exact(f, off - _HDR.size, "the header padding")
     return NtfsCloneHeader(major, minor, cs, dev, nr, inuse, off)
 
@@ -76,14 +80,14 @@ def iter_runs(f: BinaryIO, hdr: NtfsCloneHeader, max_run: int = 256) -> Iterator
         if cmd[0] == CMD_GAP:
             count = struct.unpack("<q", _read_exact(f, 8, "a gap record"))[0]
             if count < 0 or cluster + count > limit_clusters:
-                raise CorruptImageError(f"ntfsclone image: bad gap of {count} clusters")
+                raise NtfsCloneError(f"ntfsclone image: bad gap of {count} clusters")
             if run:
                 yield run_start * cs, b"".join(run)
                 run = []
             cluster += count
         elif cmd[0] == CMD_NEXT:
             if cluster >= limit_clusters:
-                raise CorruptImageError("ntfsclone image: data past the end of the volume")
+                raise NtfsCloneError("ntfsclone image: data past the end of the volume")
             # The volume's tail (holding the backup boot sector) may be a partial cluster:
             # ntfsclone then stores only the bytes up to the device size.
             length = min(cs, hdr.device_size - cluster * cs)
@@ -96,6 +100,6 @@ def iter_runs(f: BinaryIO, hdr: NtfsCloneHeader, max_run: int = 256) -> Iterator
                 yield run_start * cs, b"".join(run)
                 run = []
         else:
-            raise CorruptImageError(f"ntfsclone image: unknown record type {cmd[0]:#x}")
+            raise NtfsCloneError(f"ntfsclone image: unknown record type {cmd[0]:#x}")
     if run:
         yield run_start * cs, b"".join(run)

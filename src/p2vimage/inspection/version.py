@@ -6,8 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..guest.registry import Hive
-
-CURRENT_VERSION = r"Microsoft\Windows NT\CurrentVersion"
+from ..guest.windows_root import CURRENT_VERSION
 
 
 @dataclass

@@ -29,8 +29,8 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
-from ..errors import BadInputError
-from ..targets import blockdev
+from ...blockio import blockdev
+from ...errors import BadInputError
 from .metadata import DiskImage
 
 ENTRY_SIZE = 128

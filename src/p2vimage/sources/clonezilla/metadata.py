@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadInputError, SourceNotFoundError, UnsupportedFormatError, UsageError
+from ...errors import BadInputError, SourceNotFoundError, UnsupportedFormatError, UsageError
 from .streams import SUPPORTED, sniff_compression
 
 EXTENDED_TYPES = (0x05, 0x0F, 0x85)

@@ -1,22 +1,33 @@
-"""What a Windows guest is, as typed, JSON-serialisable data.
+"""What a Windows guest is, as typed, JSON-serialisable data, and how it is read.
+
+The facts come from the hives, one module per topic: :mod:`.version` (product,
+version, edition, architecture, host name), :mod:`.hal`, :mod:`.storage` (the
+controllers the machine booted from), :mod:`.nics` (physical adapters and their
+TCP/IP settings), over the device walk and class GUIDs of :mod:`.classes`.  The
+conversion steps (``windows/``, ``virtio/``) and ``check`` build on them.
 
 ``inspect_hives`` works on bare hive files (no disk around them: the real
-hives in the test data, or hives a caller extracted itself); the image-level
-``inspect`` in :mod:`p2vimage.api` adds what only the disk knows (partitions,
-firmware, system root, Driver Cache cabinets) around the same hive readers.
+hives in the test data, or hives a caller extracted itself); :func:`inspect_job`
+adds what only the disk knows (partitions, firmware, system root, Driver Cache
+cabinets) around the same hive readers, for a job's Windows root (the public
+``p2vimage.inspect`` opens a read-only job for it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from .guest.registry import ControlSets, Hive, read_control_sets
-from .windows import hal as hal_mod
-from .windows import nics as nics_mod
-from .windows import storage, version
+from ..formats.partition_table import ESP_TYPE
+from ..guest import windows_root
+from ..guest.appliance import Job
+from ..guest.registry import ControlSets, Hive, read_control_sets
+from . import hal as hal_mod
+from . import nics as nics_mod
+from . import storage, version
 
 # Services the virtio-win drivers install (names as virtio-win INFs write them).
 VIRTIO_SERVICES = (
@@ -229,3 +240,69 @@ def inspect_hives(
     sys_hive = Hive(system, name="SYSTEM")
     soft_hive = Hive(software, name="SOFTWARE") if software is not None else None
     return fill_from_hives(Inspection(), sys_hive, soft_hive)
+
+
+def inspect_job(job: Job) -> Inspection:
+    """Inspect the Windows root of an already created job (launches it if needed).
+
+    The disk facts (partition table, firmware, drive letters) come from the partition
+    tables the job read on the host; version, product and the rest from the hives.
+    """
+    root = job.find_root()
+    job.mount_root()
+    g = job.g
+    assert job.windows is not None
+    insp = Inspection()
+    insp.system_root = job.windows.system_root
+    insp.windows_partition = root
+    insp.arch = windows_root.arch_of_cmd(g, insp.system_root)
+    disk = job.root_disk()
+    info = job.disk_info(disk)
+    if info is not None and info.layout is not None:
+        insp.partition_table = info.layout.kind
+        insp.firmware = "uefi" if info.layout.kind == "gpt" and any(
+            p.type_guid == ESP_TYPE for p in info.layout.partitions) else "bios"
+    else:  # the host could not read the table: ask the appliance
+        try:
+            table = g.part_get_parttype(disk)
+            insp.partition_table = "mbr" if table == "msdos" else table
+        except RuntimeError:
+            insp.partition_table = None
+        insp.firmware = _firmware(g, disk, insp.partition_table)
+    system = job.hive("SYSTEM")
+    fill_from_hives(insp, system, job.hive("SOFTWARE"))  # arch from the hive if cmd.exe
+    insp.driver_cabinets = _driver_cabinets(g, insp.system_root, insp.arch)  # had none
+    insp.drive_letters = windows_root.drive_letters(system, [d.layout for d in job.disks])
+    return insp
+
+
+def _firmware(g, disk: str, table: str | None) -> str:
+    """UEFI when the boot disk is GPT with an EFI System Partition, else BIOS (asked of
+    the appliance: the fallback when the host could not read the table)."""
+    if table != "gpt":
+        return "bios"
+    for part in g.list_partitions():
+        if g.part_to_dev(part) != disk:
+            continue
+        try:
+            if g.part_get_gpt_type(disk, g.part_to_partnum(part)).upper() == ESP_TYPE:
+                return "uefi"
+        except RuntimeError:
+            continue
+    return "bios"
+
+
+def _driver_cabinets(g, systemroot: str, arch: str | None) -> list[Cabinet]:
+    found: list[Cabinet] = []
+    sub = "amd64" if arch == "x64" else "i386"
+    try:
+        folder = g.case_sensitive_path(posixpath.join(systemroot, "Driver Cache", sub))
+        if not g.is_dir(folder):
+            return found
+        for name in sorted(g.ls(folder)):
+            if name.lower().endswith(".cab"):
+                path = posixpath.join(folder, name)
+                found.append(Cabinet(path=path, size=g.filesize(path)))
+    except RuntimeError:
+        pass
+    return found

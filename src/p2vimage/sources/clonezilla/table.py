@@ -22,8 +22,8 @@ import re
 import struct
 from pathlib import Path
 
-from ..errors import BadInputError
-from ..targets import blockdev
+from ...blockio import blockdev
+from ...errors import BadInputError
 from . import gpt
 from .metadata import SECTOR, DiskImage, Partition
 

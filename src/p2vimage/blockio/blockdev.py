@@ -3,14 +3,18 @@
 Restoring a Clonezilla image writes tables, partition data and a backup boot sector
 at given offsets.  ``pwrite``/``pread`` below take either a plain file descriptor (a
 raw output) or an :class:`NbdDisk` (a qcow2 output opened through a writable
-``qemu-nbd``), so one restore writes straight into either kind of output.
+``qemu-nbd``), so one restore writes straight into either kind of output.  A qcow2
+output starts as an empty file made by :func:`create_qcow2`.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
+from .. import deps
 from ..errors import ConversionError
 
 
@@ -53,6 +57,17 @@ class NbdDisk:
 
 
 Disk = int | NbdDisk
+
+
+def create_qcow2(path: Path, size: int) -> None:
+    """A new, empty qcow2 of ``size`` bytes at ``path`` (a claimed ``.partial``: qemu-img
+    opens it in place, so the locked inode is the one written)."""
+    qemu_img = deps.require_program("qemu-img")
+    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), str(size)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or ["qemu-img create failed"])[-1]
+        raise ConversionError(f"creating {path}: {msg}")
 
 
 def pwrite(disk: Disk, data: bytes | memoryview, offset: int) -> None:

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 import xxhash
 
-from ..errors import CorruptImageError, UnsupportedFormatError
+from ...errors import CorruptImageError, UnsupportedFormatError
 
 try:  # ISA-L's CRC32 is several times faster than zlib's, same function
     from isal.isal_zlib import crc32 as _crc32
