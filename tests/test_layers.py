@@ -21,9 +21,10 @@ its modules raise their own exceptions and callers translate), and only top-leve
 modules import the public facade and front ends (``api``, ``cli``, ``convert``).
 
 Every ``import`` and ``from ... import`` counts, also inside functions; only imports
-under ``if TYPE_CHECKING:`` are left out: they never run, and they let the plan
-(base) name the types of the virtio media its context carries without importing them.  A new package under ``src/p2vimage`` must be given a
-layer here (a new top-level *module* is top by default).
+under ``if TYPE_CHECKING:`` are left out: they never run, and they let the plan (base)
+name the types of the virtio media its context carries without importing them.  A new
+package under ``src/p2vimage`` must be given a layer here (a new top-level *module* is
+top by default).
 """
 
 from __future__ import annotations

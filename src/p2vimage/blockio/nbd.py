@@ -63,7 +63,8 @@ class NbdExport:
         errlog = self.sockdir / "qemu-nbd.log"
         with open(errlog, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_die_with_parent(os.getpid()))
         try:
             self._wait_for_socket(errlog)
             h = self._connect(nbd, errlog)
@@ -151,6 +152,31 @@ def _socket_dir(workdir: Path | None) -> Path:
         return d
     d.rmdir()
     return Path(tempfile.mkdtemp(prefix="p2vimage-nbd-", dir="/tmp"))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Any:
+    """A ``preexec_fn`` that has the kernel send the server SIGTERM when the thread that
+    started it dies, so a job killed with SIGKILL (nothing of ours runs) leaves no
+    server behind: qemu-nbd exits by itself when its client disconnects, but not when
+    the client died before connecting.  Each export is started and stopped by the same
+    thread (a ``with`` block), so the thread's end is the export's end anyway."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def server_processes(parents: set[int] | None = None) -> list[int]:
