@@ -8,32 +8,15 @@ Public API::
     report = p2vimage.check("out.qcow2", bus="virtio-blk")   # -> CheckReport (.ready)
     p2vimage.restore_clonezilla("2012-04-19-img", "disk.raw")  # Clonezilla directory
 
-Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``.
+Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``;
+:class:`TemporaryError` (exit 5) is the family a caller may retry.
 """
 
+from . import errors as _errors
 from .api import inspect, restore_clonezilla
 from .check import CheckReport, check
 from .convert import ConversionReport, ConvertOptions, convert
-from .errors import (
-    ApplianceError,
-    BadInputError,
-    ConversionError,
-    CorruptHiveError,
-    CorruptImageError,
-    CouldNotCheckError,
-    InsufficientSpaceError,
-    Interrupted,
-    MissingDependencyError,
-    MultipleRootsError,
-    NoOperatingSystemError,
-    NotReadyError,
-    OutputBusyError,
-    P2VError,
-    SourceNotFoundError,
-    SourceUnreadableError,
-    UnsupportedFormatError,
-    UsageError,
-)
+from .errors import *  # noqa: F403 - every exception class and exit code, listed once there
 from .inspection import Inspection, inspect_hives
 from .progress import Progress
 
@@ -50,22 +33,5 @@ __all__ = [
     "inspect_hives",
     "Inspection",
     "Progress",
-    "P2VError",
-    "UsageError",
-    "OutputBusyError",
-    "BadInputError",
-    "SourceNotFoundError",
-    "SourceUnreadableError",
-    "UnsupportedFormatError",
-    "NoOperatingSystemError",
-    "MultipleRootsError",
-    "CorruptHiveError",
-    "CorruptImageError",
-    "CouldNotCheckError",
-    "ConversionError",
-    "ApplianceError",
-    "InsufficientSpaceError",
-    "MissingDependencyError",
-    "NotReadyError",
-    "Interrupted",
+    *_errors.__all__,
 ]

@@ -2,7 +2,8 @@
 
 Conventions for every command (the README has the table):
   0 success / ready, 1 ``check`` found the image not ready, 2 usage error,
-  3 bad input, 4 the conversion could not be done, 130 interrupted.
+  3 bad input, 4 the conversion could not be done, 5 temporary (retry may work),
+  130 interrupted.
 Errors print one line ``p2vimage: error: ...`` on stderr; ``--debug`` adds the
 traceback.  ``--json`` prints exactly one JSON document on stdout, also on
 error (``{"error": {...}}``), so pipelines never parse prose.

@@ -3,16 +3,24 @@
 Every exception carries the CLI exit code of its family, so the command line
 front end never has to guess: ``exit_code`` is the contract documented in the
 README (0 success, 1 not ready, 2 usage, 3 bad input, 4 conversion impossible,
-130 interrupted).
+5 temporary failure, 130 interrupted).
+
+Exit 5 is the one a caller may retry: the same command can succeed later without any
+change to its input or options (another job releases the output, space is made, the
+appliance launches next time).  1, 2, 3 and 4 are permanent for the given input;
+fleets and other tools decide on retries from the exit code alone.
 """
 
 from __future__ import annotations
+
+import errno as _errno
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_CONVERSION = 4
+EXIT_TEMPORARY = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -32,14 +40,6 @@ class UsageError(P2VError):
     """An option or argument that cannot be right (also raised by the library)."""
 
     exit_code = EXIT_USAGE
-
-
-class OutputBusyError(UsageError):
-    """Another conversion (thread or process) is writing the same output right now.
-
-    A usage error like "OUT already exists": the user named an output that is taken;
-    the other job is left alone and finishes intact.
-    """
 
 
 # --- exit 3: bad input ---------------------------------------------------------
@@ -93,17 +93,40 @@ class ConversionError(P2VError):
     exit_code = EXIT_CONVERSION
 
 
-class ApplianceError(ConversionError):
-    """The libguestfs appliance could not be started or failed mid-job."""
+class MissingDependencyError(P2VError):
+    """A system package this machine lacks; the message names the Debian package."""
+
+    exit_code = EXIT_CONVERSION
 
 
-class InsufficientSpaceError(ConversionError):
+# --- exit 5: temporary: the same command may succeed later ----------------------
+
+
+class TemporaryError(P2VError):
+    """A failure of the moment, not of the input: retrying the same command may work."""
+
+    exit_code = EXIT_TEMPORARY
+
+
+class OutputBusyError(TemporaryError):
+    """Another conversion (thread or process) is writing the same output right now.
+
+    The other job is left alone and finishes intact; once it has, the output exists
+    (``--overwrite`` replaces it) or is free again.
+    """
+
+
+class ApplianceError(TemporaryError):
+    """The libguestfs appliance could not be started (with KVM, nor with TCG)."""
+
+
+class InsufficientSpaceError(TemporaryError):
     """A filesystem the job writes to has less free space than the job needs.
 
-    Raised by the up-front check, before the appliance starts or a byte is written.
-    Exit 4 (conversion family), not 3: the input is fine and the same command succeeds
-    once space is made; a filesystem that fills up mid-copy is exit 4 as well, so a
-    caller sees one family for "no room" whenever it is found.
+    Raised by the up-front check, before the appliance starts or a byte is written,
+    and when a filesystem fills up mid-copy (ENOSPC, EDQUOT): one class for "no room"
+    whenever it is found.  The input is fine: the same command succeeds once space is
+    made.
     """
 
     def __init__(self, message: str, *, filesystem: str = "", needed: int = 0,
@@ -114,10 +137,13 @@ class InsufficientSpaceError(ConversionError):
         self.available = available
 
 
-class MissingDependencyError(P2VError):
-    """A system package this machine lacks; the message names the Debian package."""
-
-    exit_code = EXIT_CONVERSION
+def write_error(message: str, errnum: int | None) -> P2VError:
+    """The error for a failed write of an output: no room on its filesystem
+    (ENOSPC, EDQUOT) is :class:`InsufficientSpaceError`, anything else
+    :class:`ConversionError`."""
+    if errnum in (_errno.ENOSPC, _errno.EDQUOT):
+        return InsufficientSpaceError(message)
+    return ConversionError(message)
 
 
 # --- exit 1: check found the image not ready ------------------------------------
@@ -141,6 +167,7 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_BAD_INPUT",
     "EXIT_CONVERSION",
+    "EXIT_TEMPORARY",
     "EXIT_INTERRUPTED",
     "P2VError",
     "UsageError",
@@ -158,6 +185,7 @@ __all__ = [
     "ApplianceError",
     "InsufficientSpaceError",
     "MissingDependencyError",
+    "TemporaryError",
     "NotReadyError",
     "Interrupted",
 ]

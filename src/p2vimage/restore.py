@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import interrupt
-from .errors import ConversionError, UsageError
+from .errors import ConversionError, TemporaryError, UsageError
 from .sources.clonezilla import metadata
 from .sources.clonezilla.metadata import DiskImage
 from .sources.clonezilla.restore import PartitionResult, raw_bound, restore_disk
@@ -64,7 +64,7 @@ def _restore_one(img: DiskImage, partial: Path, format: str, out: Path,
                  progress: bool) -> list[PartitionResult]:
     try:
         return restore_disk(img, partial, format, show_progress=progress)
-    except ConversionError as exc:
+    except (ConversionError, TemporaryError) as exc:
         raise type(exc)(str(exc).replace(str(partial), str(out))) from None
 
 

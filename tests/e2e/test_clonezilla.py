@@ -486,7 +486,7 @@ def test_too_little_space_refused_before_the_restore(command: list[str], tmp_pat
         t0 = time.monotonic()
         r = run_cli(command[0], str(d), "-o", str(mnt / "disk.img"), *command[1:], "--json")
         assert time.monotonic() - t0 < 10
-        assert r.returncode == 4, r.stderr
+        assert r.returncode == 5, r.stderr
         err = json.loads(r.stdout)["error"]
         assert err["type"] == "InsufficientSpaceError", err
         assert f"mounted at {mnt} for " in err["message"]

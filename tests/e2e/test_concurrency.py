@@ -191,7 +191,7 @@ def test_four_cli_processes(images, sequential, tmp_path: Path) -> None:
             time.sleep(0.02)
         r = run_cli("convert", str(images[DEMO]), "-o", str(outputs[0]), "--overwrite",
                     env=private_tmpdir(work))
-        assert r.returncode == 2, r.stderr
+        assert r.returncode == 5, r.stderr  # OutputBusyError: temporary, retry later
         assert r.stderr.count("\n") == 1 and "being written by another conversion" in r.stderr
         assert procs[0].poll() is None and partial.exists()
         results = [p.communicate(timeout=1200) for p in procs]

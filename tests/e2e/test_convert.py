@@ -316,7 +316,7 @@ def test_full_output_filesystem_leaves_nothing(images, tmp_path: Path) -> None:
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
         _out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 4, err
+        assert proc.returncode == 5, err  # InsufficientSpaceError: temporary
         last = err.strip().splitlines()[-1]
         assert last.startswith("p2vimage: error: ") and "No space left" in last, err
         assert "Traceback" not in err
@@ -329,7 +329,7 @@ def test_full_output_filesystem_leaves_nothing(images, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["output", "tmpdir"])
 def test_too_little_space_refused_up_front(images, tmp_path: Path, where: str) -> None:
-    """Too small an output filesystem, or TMPDIR: InsufficientSpaceError (exit 4) in one
+    """Too small an output filesystem, or TMPDIR: InsufficientSpaceError (exit 5) in one
     line naming the filesystem, needed and available bytes; nothing launched or written."""
     mnt = tmp_path / "small"
     mnt.mkdir()
@@ -342,10 +342,10 @@ def test_too_little_space_refused_up_front(images, tmp_path: Path, where: str) -
         r = run_cli("convert", str(images[DEMO]), "-o", str(out), "--json",
                     env=private_tmpdir(work))
         assert time.monotonic() - t0 < 10  # refused before any appliance
-        assert r.returncode == 4, r.stderr
+        assert r.returncode == 5, r.stderr
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
         err = json.loads(r.stdout)["error"]
-        assert err["type"] == "InsufficientSpaceError" and err["exit_code"] == 4
+        assert err["type"] == "InsufficientSpaceError" and err["exit_code"] == 5
         m = re.search(r"mounted at (\S+) for (.*): (\d+) bytes .* needed, (\d+) bytes",
                       err["message"])
         assert m, err["message"]
@@ -365,7 +365,7 @@ def test_too_little_space_refused_up_front(images, tmp_path: Path, where: str) -
     try:
         with pytest.raises(p2vimage.InsufficientSpaceError) as exc:
             p2vimage.convert(images[DEMO], mnt2 / "y.qcow2")
-        assert exc.value.filesystem == str(mnt2) and exc.value.exit_code == 4
+        assert exc.value.filesystem == str(mnt2) and exc.value.exit_code == 5
         assert exc.value.needed > exc.value.available
         assert list(mnt2.iterdir()) == []
     finally:

@@ -117,7 +117,7 @@ def test_space_needs_add_up_per_filesystem(tmpfs: Path, tmp_path: Path) -> None:
                      space.Need(tmp_path, half, "elsewhere")])
     e = exc.value
     assert (e.filesystem, e.needed, e.available) == (str(tmpfs), 2 * half, avail)
-    assert e.exit_code == 4
+    assert e.exit_code == 5
     assert "disk a, disk b" in str(e) and "elsewhere" not in str(e)
     assert "\n" not in str(e)
     assert space.mount_point(tmpfs / "sub") == tmpfs

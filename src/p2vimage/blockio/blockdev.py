@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps
-from ..errors import ConversionError
+from ..errors import ConversionError, write_error
 
 
 class NbdDisk:
@@ -29,8 +29,8 @@ class NbdDisk:
         try:
             self.h.pwrite(data, offset)
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output through its NBD server: "
-                                  f"{reason(exc)}") from None
+            raise write_error(f"writing the output through its NBD server: {reason(exc)}",
+                              _errno(exc)) from None
 
     def pread(self, n: int, offset: int) -> bytes:
         nbd = _nbd()
@@ -45,15 +45,15 @@ class NbdDisk:
         try:
             self.h.zero(length, offset)
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output through its NBD server: "
-                                  f"{reason(exc)}") from None
+            raise write_error(f"writing the output through its NBD server: {reason(exc)}",
+                              _errno(exc)) from None
 
     def flush(self) -> None:
         nbd = _nbd()
         try:
             self.h.flush()
         except nbd.Error as exc:
-            raise ConversionError(f"writing the output: {reason(exc)}") from None
+            raise write_error(f"writing the output: {reason(exc)}", _errno(exc)) from None
 
 
 Disk = int | NbdDisk
@@ -79,6 +79,11 @@ def pwrite(disk: Disk, data: bytes | memoryview, offset: int) -> None:
 
 def pread(disk: Disk, n: int, offset: int) -> bytes:
     return os.pread(disk, n, offset) if isinstance(disk, int) else disk.pread(n, offset)
+
+
+def _errno(exc: Exception) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[1] if len(args) > 1 and isinstance(args[1], int) else None
 
 
 def reason(exc: Exception) -> str:

@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 
 from .. import choices
-from ..errors import BadInputError, CouldNotCheckError, Interrupted, P2VError, UsageError
+from ..errors import (
+    BadInputError,
+    CouldNotCheckError,
+    Interrupted,
+    P2VError,
+    TemporaryError,
+    UsageError,
+)
 from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
 from ..inspection import Inspection, inspect_job
@@ -46,7 +53,7 @@ def check(
         with Job([src], writable=False, root=root) as job:
             return check_job(job, image=str(image), bus=bus, nic=nic, vcpus=vcpus,
                              facts=facts, xml=str(xml) if xml is not None else None)
-    except (BadInputError, UsageError, Interrupted, KeyboardInterrupt):
+    except (BadInputError, UsageError, TemporaryError, Interrupted, KeyboardInterrupt):
         raise
     except P2VError as exc:  # appliance failure, missing package: the check could not run
         raise CouldNotCheckError(f"could not check {image}: {exc}") from exc

@@ -29,7 +29,7 @@ from .. import deps, interrupt
 from ..blockio import blockdev
 from ..blockio.blockdev import create_qcow2
 from ..blockio.nbd import NbdExport, libnbd
-from ..errors import ConversionError
+from ..errors import ConversionError, write_error
 from ..formats.partition_table import DiskLayout, PartitionTableError, read_layout
 from ..progress import Meter, ProgressCallback
 from .extents import CopyPlan, Ranges, intersect, plan_disk, subtract, total, union
@@ -65,14 +65,15 @@ class RawOutput:
                 os.ftruncate(self.fd, size)
         except OSError as exc:
             os.close(self.fd)
-            raise ConversionError(f"cannot make a {size}-byte disk {path}: "
-                                  f"{exc.strerror}") from None
+            raise write_error(f"cannot make a {size}-byte disk {path}: {exc.strerror}",
+                              exc.errno) from None
 
     def write(self, offset: int, data: memoryview) -> None:
         try:
             os.pwrite(self.fd, data, offset)
         except OSError as exc:
-            raise ConversionError(f"writing the output disk: {exc.strerror}") from None
+            raise write_error(f"writing the output disk: {exc.strerror}",
+                              exc.errno) from None
 
     def zero(self, offset: int, length: int) -> None:
         """Make the range read as zeros again: a hole (written zeros if the filesystem
@@ -91,7 +92,8 @@ class RawOutput:
         try:
             os.fsync(self.fd)
         except OSError as exc:
-            raise ConversionError(f"writing the output disk: {exc.strerror}") from None
+            raise write_error(f"writing the output disk: {exc.strerror}",
+                              exc.errno) from None
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -31,7 +31,7 @@ from ... import interrupt
 from ...blockio import blockdev
 from ...blockio.blockdev import create_qcow2
 from ...blockio.nbd import NbdExport
-from ...errors import BadInputError, ConversionError, CorruptImageError, P2VError
+from ...errors import BadInputError, CorruptImageError, P2VError, write_error
 from ...formats import ntfsclone
 from . import partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
@@ -101,7 +101,7 @@ def _restore_partition(fd: blockdev.Disk, part: Partition, image: PartitionImage
         try:
             blockdev.pwrite(fd, data, base + off)
         except OSError as exc:
-            raise ConversionError(f"writing the output: {exc.strerror}") from None
+            raise write_error(f"writing the output: {exc.strerror}", exc.errno) from None
 
     reader, raw = streams.open_stream(list(image.files), image.compression)
     try:
@@ -268,8 +268,8 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
         try:
             os.ftruncate(fd, img.size)
         except OSError as exc:  # EFBIG: a 20 TiB disk on ext4 (16 TiB files at most)
-            raise ConversionError(f"cannot make a {img.size}-byte disk for {img.disk} here: "
-                                  f"{exc.strerror}") from None
+            raise write_error(f"cannot make a {img.size}-byte disk for {img.disk} here: "
+                              f"{exc.strerror}", exc.errno) from None
         results = restore_into(img, fd, show_progress=show_progress, on_progress=on_progress)
         os.fsync(fd)
     finally:
