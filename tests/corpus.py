@@ -355,7 +355,7 @@ def plain(name: str, *extra: str) -> Callable[[Corpus, Path, str], Inputs]:
 
 # --- the cases -------------------------------------------------------------------------
 
-BAD, NOT_READY, OK, USAGE, CONV, INTR = 3, 1, 0, 2, 4, 130
+BAD, NOT_READY, OK, USAGE, CONV, TEMP, INTR = 3, 1, 0, 2, 4, 5, 130
 TRUNC = r"whole number of 512-byte sectors"
 SPACE = r"not enough free space on the filesystem mounted at .*: \d+ bytes .* needed"
 PAST = r"past the end of the image .* the capture is truncated"
@@ -394,8 +394,8 @@ CASES: list[Case] = [
            r"sda2: .*corrupt gzip data") for cmd in
       ("restore-clonezilla", "convert")],
     Case("output filesystem too small (restore)", "restore-clonezilla",
-         cz_small_output_fs, CONV, SPACE),
-    Case("output filesystem too small (convert)", "convert", small_output_fs, CONV, SPACE),
+         cz_small_output_fs, TEMP, SPACE),
+    Case("output filesystem too small (convert)", "convert", small_output_fs, TEMP, SPACE),
     *[Case(f"{sig.name} mid-restore", "restore-clonezilla",
            cz_slow_chunk, INTR,
            rf"interrupted by {sig.name}", signal=(sig, r"corpus: half of the last sda1"))

@@ -95,16 +95,10 @@ class Cabinet:
 
 
 @dataclass
-class Inspection:
-    """Everything the conversion steps need to know about the guest."""
+class Inspection(version.WindowsVersion):
+    """Everything the conversion steps need to know about the guest: its version (the
+    fields of :class:`~p2vimage.inspection.version.WindowsVersion`) and the rest."""
 
-    product_name: str | None = None
-    major: int | None = None
-    minor: int | None = None
-    build: int | None = None
-    service_pack: str | None = None
-    edition: str | None = None
-    product_type: str | None = None
     arch: str | None = None
     hostname: str | None = None
     system_root: str | None = None
@@ -209,7 +203,8 @@ def fill_from_hives(insp: Inspection, system: Hive, software: Hive | None) -> In
     ccs = ControlSets.name(cs.current)
     if software is not None:
         ver = version.read_software_version(software)
-        for f in ("product_name", "major", "minor", "build", "service_pack", "edition"):
+        for f in ("product_name", "major", "minor", "build", "service_pack", "edition",
+                  "installation_type"):
             if getattr(insp, f) is None:
                 setattr(insp, f, getattr(ver, f))
     insp.product_type = version.read_product_type(system, ccs)
