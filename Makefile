@@ -15,7 +15,7 @@ demo: setup
 	@$(PY) -m fixtures win2003-x86 >/dev/null
 	@$(PY) scripts/demo.py
 
-# Fixture images are built first (all in one appliance launch), then the suite runs on
+# Fixture images are built first (two appliances at once on two CPUs), then the suite runs on
 # two workers, a test file per worker at a time (module fixtures are not duplicated).
 # `make test` leaves out the cases marked slow (every fixture profile converted and read
 # back, the near-miss check images, ...); `make test-slow` runs exactly those; CI runs both.

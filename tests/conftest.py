@@ -94,7 +94,7 @@ def origin_bytes(g, origin: str, name: str, tmp: Path) -> bytes:
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, Path]:
-    """Every fixture image (built once, in one appliance launch, then cached)."""
+    """Every fixture image (built once, by up to two appliances at once, then cached)."""
     from fixtures.images import ensure
 
     return ensure(log=lambda m: print(m, file=sys.stderr))
