@@ -52,6 +52,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from . import choices
 from .deps import require_program
 from .errors import ConversionError, UsageError
 from .options import parse_mac
@@ -73,7 +74,6 @@ __all__ = [
 DISK_BUSES = ("virtio", "ide", "sata", "scsi")
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vpc", "vhdx")
 ARCHES = {"x86": "i686", "x64": "x86_64"}
-MACHINES = ("pc", "q35")
 FIRMWARES = ("bios", "uefi")
 NIC_MODELS = ("virtio", "e1000", "rtl8139")
 CPU_MODES = ("host-passthrough", "host-model")
@@ -372,7 +372,7 @@ def build_domain(spec: DomainSpec) -> tuple[etree._Element, list[str]]:
 
     # -- validate -------------------------------------------------------------------
     _check_choice("architecture", spec.arch, tuple(ARCHES))
-    _check_choice("machine type", spec.machine, MACHINES)
+    _check_choice("machine type", spec.machine, choices.MACHINES)
     _check_choice("firmware", spec.firmware, FIRMWARES)
     if spec.nic_model is not None:
         _check_choice("NIC model", spec.nic_model, NIC_MODELS)

@@ -581,6 +581,10 @@ def test_firstboot_files_on_output(results, name: str) -> None:
     assert f"static {first['ip_addresses'][0]} {first['subnet_masks'][0]}{gw}" in script
     assert "\r\n" in script
     assert report.plan["network"]["firstboot"]["connection"] == first["connection_name"]
+    # The report names the log the script actually writes.
+    log = report.plan["network"]["firstboot"]["log"]
+    assert log == "%SystemRoot%\\p2vimage-firstboot.log"
+    assert f'set "LOG={log}"' in script
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -24,13 +24,16 @@ class NbdDisk:
     def __init__(self, handle: Any) -> None:
         self.h = handle
 
-    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+    def _write(self, what: str, call: Any, *args: Any) -> None:
+        """``call(*args)`` on the handle; a failure names ``what`` (no room: exit 5)."""
         nbd = _nbd()
         try:
-            self.h.pwrite(data, offset)
+            call(*args)
         except nbd.Error as exc:
-            raise write_error(f"writing the output through its NBD server: {reason(exc)}",
-                              _errno(exc)) from None
+            raise write_error(f"{what}: {reason(exc)}", _errno(exc)) from None
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        self._write("writing the output through its NBD server", self.h.pwrite, data, offset)
 
     def pread(self, n: int, offset: int) -> bytes:
         nbd = _nbd()
@@ -41,20 +44,10 @@ class NbdDisk:
 
     def zero(self, length: int, offset: int) -> None:
         """Make the range read as zeros (the server may free it: the output stays thin)."""
-        nbd = _nbd()
-        try:
-            self.h.zero(length, offset)
-        except nbd.Error as exc:
-            raise write_error(f"writing the output through its NBD server: {reason(exc)}",
-                              _errno(exc)) from None
+        self._write("writing the output through its NBD server", self.h.zero, length, offset)
 
     def flush(self) -> None:
-        nbd = _nbd()
-        try:
-            self.h.flush()
-        except nbd.Error as exc:
-            raise write_error(f"writing the output: {reason(exc)}", _errno(exc)) from None
-
+        self._write("writing the output", self.h.flush)
 
 Disk = int | NbdDisk
 
@@ -88,9 +81,9 @@ def _errno(exc: Exception) -> int | None:
 
 def reason(exc: Exception) -> str:
     """A libnbd error in a user's words: the server's errno when there is one."""
-    args = getattr(exc, "args", ())
-    if len(args) > 1 and isinstance(args[1], int) and args[1]:
-        return os.strerror(args[1])
+    err = _errno(exc)
+    if err:
+        return os.strerror(err)
     return str(getattr(exc, "string", exc)).strip().splitlines()[0]
 
 

@@ -35,7 +35,7 @@ def _infs(view: CheckView, folder: str, needle: str | None = None) -> list[tuple
             path = f"{folder}/{name}"
             if name.lower().endswith(".inf"):
                 candidates = [path]
-            elif view.g is not None and view.g.is_dir(view.resolve(path) or path):
+            elif view.is_dir(path):
                 candidates = [f"{path}/{n}" for n in view.list_dir(path)
                               if n.lower().endswith(".inf")]
             else:

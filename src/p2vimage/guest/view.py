@@ -42,8 +42,7 @@ class GuestView:
         if control_sets is None:
             from .registry import read_control_sets
 
-            cs = read_control_sets(system)
-            control_sets = cs.bootable if cs else []
+            control_sets = read_control_sets(system).bootable()
         return cls(system, software, control_sets, system_root)
 
     @property
@@ -112,8 +111,21 @@ class GuestView:
             return None
 
     def list_dir(self, path: str) -> list[str]:
-        """Names in a guest folder (empty when it does not exist or there is no disk)."""
-        return files.list_dir(self.g, path) if self.g is not None else []
+        """Names in a guest folder (empty when it does not exist or there is no disk).
+
+        The listing gives the children's real names, so they are remembered: resolving
+        ``folder/name`` afterwards costs no appliance round trip (the steps list a
+        folder, then look at the files they found in it)."""
+        if self.g is None:
+            return []
+        names = files.list_dir(self.g, path)
+        real = self.resolve(path)
+        if real is not None:
+            for name in names:
+                child = posixpath.join(real, name)
+                self._resolved.setdefault(child, child)
+                self._resolved.setdefault(posixpath.join(path, name), child)
+        return names
 
     def download(self, path: str, local: Path) -> Path:
         """Copy a guest file (its real path, from :meth:`resolve`) to ``local`` on the host."""

@@ -42,6 +42,7 @@ from ..plan import FileWrite, Plan
 
 SCRIPTS_CSE = "{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}"
 SCRIPT_NAME = "p2vimage-firstboot.cmd"
+LOG = "%SystemRoot%\\p2vimage-firstboot.log"  # what the script logs to (in the report too)
 GPO_DIR = "System32/GroupPolicy"  # under the system root
 MAX_BOOTS = 5
 WAIT_ROUNDS = 60  # x 5 s: 5 minutes per boot, inside the 600 s script limit
@@ -131,7 +132,7 @@ def script(settings: IpSettings, *, keep_names: list[str], owns_scripts_ini: boo
         "rem p2vimage first-boot network settings (written offline by p2vimage convert).",
         "rem Runs as a local Group Policy computer startup script; see docs/network.md.",
         "setlocal EnableExtensions",
-        'set "LOG=%SystemRoot%\\p2vimage-firstboot.log"',
+        f'set "LOG={LOG}"',
         'set "COUNTER=%~dp0p2vimage-firstboot.count"',
         'set "NETSH=netsh"',
         'if defined P2V_NETSH set "NETSH=%P2V_NETSH%"',
@@ -365,5 +366,5 @@ def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
         "connection": settings.connection, "addresses": settings.addresses,
         "gateways": settings.gateways, "dns": settings.dns, "wins": settings.wins,
         "source": settings.source, "keep_names": kept,
-        "log": "%SystemRoot%\\p2vimage-log",
+        "log": LOG,
     }
