@@ -4,10 +4,11 @@ Debian's partclone 0.3.23 writes only format 0002 with no checksum or CRC32,
 but real Clonezilla directories also hold format 0001 (partclone <= 0.2.89,
 before ~2017) and XXH64/XXH128 images (partclone 0.3.31+/0.3.46+, Clonezilla
 since 2026-04).  This writer emits all of them from a volume and a used-block
-bitmap.  It is proved against the real tool (tests/unit/test_partclone_formats.py):
-its 0002 none/CRC32 output is byte-identical to partclone.ntfs's image and
-restores with partclone.restore to the same bytes; its 0001 output restores with
-partclone.restore too (0.3.23 still reads 0001 and verifies its CRCs).
+bitmap.  It is proved against the real tool
+(tests/sources/clonezilla/test_partclone_formats.py): its 0002 none/CRC32 output
+is byte-identical to partclone.ntfs's image and restores with partclone.restore to
+the same bytes; its 0001 output restores with partclone.restore too (0.3.23 still
+reads 0001 and verifies its CRCs).
 
 It deliberately shares no code with :mod:`p2vimage.sources.clonezilla.partclone`
 (the CRC and xxhash calls are written out here again), so a

@@ -22,8 +22,8 @@ from p2vimage.guest.registry import ControlSets
 from p2vimage.inspection import inspect_job
 from p2vimage.sources.image import open_source
 from p2vimage.windows import cabs
-from tests.unit.test_real_hives import EXPECTED as DUMP
-from tests.unit.test_real_hives import PHYSICAL_PREFIXES
+from tests.inspection.test_real_hives import EXPECTED as DUMP
+from tests.inspection.test_real_hives import PHYSICAL_PREFIXES
 
 MAIN = [
     "win2000-x86",

@@ -23,7 +23,7 @@ from p2vimage.formats.pe import (
 )
 
 _ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # plain `pytest` puts only tests/unit on sys.path
+if str(_ROOT) not in sys.path:  # pytest run from elsewhere than the project root
     sys.path.insert(0, str(_ROOT))
 
 from fixtures.pe import _vs_node, _vs_string, build_pe  # noqa: E402

@@ -25,7 +25,7 @@ import pytest
 
 from p2vimage.sources.clonezilla import gpt
 from tests.conftest import run_cli
-from tests.unit.test_clonezilla_formats import _partition, save
+from tests.sources.clonezilla.test_restore import _partition, save
 
 K = 4096
 # (number, start, size in 4096-byte sectors, sgdisk type code, name)

@@ -24,7 +24,7 @@ import pytest
 from p2vimage.errors import CorruptImageError, UnsupportedFormatError
 from p2vimage.sources.clonezilla import partclone
 from tests import partclone_writer as w
-from tests.unit.test_partclone import VOL_SIZE, _image, _ours, _reference, volume  # noqa: F401
+from tests.sources.clonezilla.test_partclone import VOL_SIZE, _image, _ours, _reference, volume  # noqa: F401
 
 
 @pytest.fixture(scope="module")
