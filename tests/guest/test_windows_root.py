@@ -1,5 +1,5 @@
 """Drive letters from ``MountedDevices`` matched to host-read partition tables (what
-``inspect_os`` did in the appliance), and the appliance's disk naming."""
+``inspect_os`` did in the appliance)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 
 from fixtures.hivebuild import binary, build_hive, sz
 from p2vimage.formats.partition_table import DiskLayout, PartitionSpan
-from p2vimage.guest.disks import device_name, disk_index, disk_of
 from p2vimage.guest.registry import Hive
 from p2vimage.guest.windows_root import drive_letters
 
@@ -52,11 +51,3 @@ def test_no_mounted_devices_key(tmp_path: Path) -> None:
     assert drive_letters(Hive(hive, name="SYSTEM"), _layouts()) == {}
 
 
-def test_disk_names_follow_linux() -> None:
-    assert [device_name(i) for i in (0, 1, 25, 26, 27, 701, 702)] == [
-        "/dev/sda", "/dev/sdb", "/dev/sdz", "/dev/sdaa", "/dev/sdab", "/dev/sdzz", "/dev/sdaaa"]
-    for i in range(800):
-        assert disk_index(device_name(i)) == i
-    assert disk_of("/dev/sdab12") == "/dev/sdab"
-    assert disk_of("/dev/sda") is None and disk_of("/dev/mapper/ldm_vol_x") is None
-    assert disk_index("/dev/vda") is None

@@ -1,5 +1,4 @@
-"""Claimed outputs (one job per .partial) and the up-front space check, on real files and a
-real tmpfs; no appliance."""
+"""targets/atomic.py: claimed outputs (one job per .partial), on real files; no appliance."""
 
 from __future__ import annotations
 
@@ -7,14 +6,11 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from p2vimage.errors import InsufficientSpaceError, OutputBusyError, UsageError
-from p2vimage.sources.image import allocated_bound
-from p2vimage.targets import space
+from p2vimage.errors import OutputBusyError, UsageError
 from p2vimage.targets.atomic import AtomicOutputs, partial_path
 
 
@@ -94,44 +90,3 @@ def test_stale_partial_taken_over_and_symlink_refused(tmp_path: Path) -> None:
     assert victim.read_bytes() == b"keep"
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "fs"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
-
-
-def test_space_needs_add_up_per_filesystem(tmpfs: Path, tmp_path: Path) -> None:
-    (tmpfs / "sub").mkdir()
-    avail = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
-    half = avail // 2 + 4096
-    # Each need alone fits; together on one filesystem they do not.
-    space.check([space.Need(tmpfs, half, "a")])
-    with pytest.raises(InsufficientSpaceError) as exc:
-        space.check([space.Need(tmpfs, half, "disk a"),
-                     space.Need(tmpfs / "sub" / "not-yet", half, "disk b"),
-                     space.Need(tmp_path, half, "elsewhere")])
-    e = exc.value
-    assert (e.filesystem, e.needed, e.available) == (str(tmpfs), 2 * half, avail)
-    assert e.exit_code == 5
-    assert "disk a, disk b" in str(e) and "elsewhere" not in str(e)
-    assert "\n" not in str(e)
-    assert space.mount_point(tmpfs / "sub") == tmpfs
-
-
-def test_allocated_bound_follows_allocation_not_size(tmp_path: Path) -> None:
-    sparse = tmp_path / "sparse.raw"
-    with open(sparse, "wb") as f:
-        f.truncate(1 << 30)
-        f.seek(512 << 20)
-        f.write(os.urandom(3 << 20))
-    bound = allocated_bound(sparse, "raw")
-    assert 3 << 20 <= bound < 8 << 20  # 3 MiB of data in a 1 GiB file
-    q = tmp_path / "c.qcow2"
-    subprocess.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", str(sparse), str(q)],
-                   check=True)
-    assert allocated_bound(q, "qcow2") >= 3 << 20  # compressed clusters count whole
