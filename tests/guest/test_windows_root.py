@@ -1,5 +1,7 @@
-"""Drive letters from ``MountedDevices`` matched to host-read partition tables (what
-``inspect_os`` did in the appliance)."""
+"""guest/windows_root.py: drive letters from ``MountedDevices`` matched to host-read
+partition tables (what ``inspect_os`` did in the appliance), the product name, and the
+appliance probes when the appliance cannot answer (a libguestfs handle that was never
+launched: every call raises as a failing appliance call does)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,19 @@ import struct
 import uuid
 from pathlib import Path
 
+import guestfs
+
 from fixtures.hivebuild import binary, build_hive, sz
 from p2vimage.formats.partition_table import DiskLayout, PartitionSpan
 from p2vimage.guest.registry import Hive
-from p2vimage.guest.windows_root import drive_letters
+from p2vimage.guest.windows_root import (
+    CURRENT_VERSION,
+    arch_of_cmd,
+    drive_letters,
+    probe,
+    probe_mounted,
+    product_name,
+)
 
 GUID = "6A1C2E53-0F3B-4B7D-9C55-1E0F7A9B3C21"
 
@@ -51,3 +62,34 @@ def test_no_mounted_devices_key(tmp_path: Path) -> None:
     assert drive_letters(Hive(hive, name="SYSTEM"), _layouts()) == {}
 
 
+def test_only_real_volumes_of_the_right_shape_get_letters(tmp_path: Path) -> None:
+    """A letter needs a ``\\DosDevices\\X:`` name (any case) and a 12-byte MBR value naming
+    a volume or a GPT value naming a known partition: not the extended container's own
+    start, a value of another length, a name without the colon, an unknown GUID."""
+    hive = build_hive(tmp_path / "SYSTEM", {
+        "MountedDevices": {
+            "\\DosDevices\\c:": binary(struct.pack("<IQ", 0x4CBC4CBC, 63 * 512)),
+            "\\DosDevices\\X:": binary(struct.pack("<IQ", 0x4CBC4CBC, 1 << 29)),  # container
+            "\\DosDevices\\Y:": binary(struct.pack("<IQ", 0x4CBC4CBC, 63 * 512) + b"\0"),
+            "\\DosDevices\\Z": binary(struct.pack("<IQ", 0x4CBC4CBC, 63 * 512)),
+            "\\DosDevices\\W:": binary(b"DMIO:ID:" + bytes(16)),  # no such GPT partition
+        },
+    })
+    assert drive_letters(Hive(hive), _layouts()) == {"C": "/dev/sda1"}
+    assert drive_letters(Hive(hive), [None]) == {}
+
+
+def test_product_name(tmp_path: Path) -> None:
+    soft = build_hive(tmp_path / "SOFTWARE", {
+        CURRENT_VERSION: {"ProductName": sz("Microsoft Windows XP"), "CurrentVersion": sz("5.1")},
+    }, hive_name="SOFTWARE")
+    assert product_name(Hive(soft)) == "Microsoft Windows XP"
+    empty = build_hive(tmp_path / "EMPTY", {"Microsoft": {}}, hive_name="SOFTWARE")
+    assert product_name(Hive(empty)) is None
+
+
+def test_probes_say_none_when_the_appliance_cannot_answer() -> None:
+    g = guestfs.GuestFS(python_return_dict=True)
+    assert probe(g, "/dev/sda1") is None  # the mount fails: not Windows, no error
+    assert probe_mounted(g, "/dev/sda1") is None
+    assert arch_of_cmd(g, "/WINDOWS") is None
