@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.hivebuild import build_hive, dword, sz
 from p2vimage.check import check_hives, devices
 from p2vimage.check.storage import match_cddb, match_driver_database
 from p2vimage.formats.regf import REG_DWORD, REG_SZ
 from p2vimage.guest.registry import Hive
+from p2vimage.guest.windows_root import CURRENT_VERSION
 from p2vimage.windows.mergeide import HDC_CLASS
+from tests.check.test_storage import _spec
 from tests.conftest import run_cli
 
 XP = "dfwinreg-winxp-sp3-IECOMPATVHD-SYSTEM"
@@ -121,3 +124,116 @@ def test_cli_could_not_check(tmp_path) -> None:
     xml.write_text("<notadomain/>")
     r = run_cli("check", str(junk), "--xml", str(xml))
     assert r.returncode == 3 and "not <domain>" in r.stderr
+
+
+def _hives(tmp_path: Path, *, software: bool = True, **services: dict) -> tuple[Path, Path]:
+    """An XP hive ready for IDE (tests/check/test_storage.py's), plus services, and an XP
+    SOFTWARE hive."""
+    spec = _spec()
+    for name, values in services.items():
+        spec[f"ControlSet001\\Services\\{name}"] = values
+    system = build_hive(tmp_path / "SYSTEM", spec)
+    soft = build_hive(tmp_path / "SOFTWARE", {CURRENT_VERSION: {
+        "ProductName": sz("Microsoft Windows XP"), "CurrentVersion": sz("5.1"),
+        "CurrentBuildNumber": sz("2600")}}, hive_name="SOFTWARE")
+    return system, soft if software else None
+
+
+def test_every_check_on_hives_alone(tmp_path: Path) -> None:
+    """Without a disk, the file and volume checks are skipped; what convert would choose
+    is assumed: i440fx, IDE (no virtio driver), rtl8139 (NT 5.x, no NetKVM)."""
+    system, soft = _hives(tmp_path)
+    r = check_hives(system, soft, bus=None)
+    assert (r.bus, r.nic, r.machine, r.vcpus, r.xml) == ("ide", "rtl8139", "pc", None, None)
+    assert [(c.id, c.status) for c in r.checks] == [
+        ("boot-storage", "passed"), ("boot-start-files", "skipped"),
+        ("nt5-geometry", "skipped"), ("nt5-hal", "warning"), ("virtio-staging", "skipped"),
+        ("network", "passed"), ("hygiene", "skipped")]
+    assert r.ids() == ["nt5.hal-unknown"] and r.ready
+    assert r.guest == {"product_name": "Microsoft Windows XP", "version": "5.1.2600",
+                       "arch": None, "system_root": None, "firmware": None,
+                       "control_sets": ["ControlSet001", "ControlSet002"]}
+    assert r.image == str(system)
+
+
+@pytest.mark.parametrize(("services", "bus", "nic"), [
+    ({"viostor": {"Start": dword(0)}}, "virtio-blk", "rtl8139"),
+    ({"vioscsi": {"Start": dword(0)}, "viostor": {"Start": dword(3)}}, "virtio-scsi", "rtl8139"),
+    ({"netkvm": {"Start": dword(3)}}, "ide", "virtio"),
+])
+def test_bus_and_nic_as_convert_would_pick(tmp_path: Path, services, bus, nic) -> None:
+    system, soft = _hives(tmp_path, **services)
+    r = check_hives(system, soft, bus=None)
+    assert (r.bus, r.nic) == (bus, nic)
+    # a virtio boot driver the CDDB does not route the device to: not ready
+    if bus != "ide":
+        assert r.ids("error")[0] == "storage.no-driver"
+        assert next(c for c in r.checks if c.id == "virtio-staging").skipped
+
+
+def test_default_control_set_missing(tmp_path: Path) -> None:
+    """Select\\Default names ControlSet003, which is gone: the boot loader has nothing to
+    load (Current still points at an existing set, so the rest is checked)."""
+    spec = _spec()
+    spec["Select"] = {"Current": dword(1), "Default": dword(3), "LastKnownGood": dword(2)}
+    r = check_hives(build_hive(tmp_path / "SYSTEM", spec), bus="ide")
+    assert r.ids("error") == ["registry.default-control-set-missing"]
+    assert r.findings[0].evidence == ["SYSTEM\\Select\\Default"]
+    assert r.guest["control_sets"] == ["ControlSet001", "ControlSet002"]
+
+
+def test_select_pointing_nowhere_is_bad_input(tmp_path: Path) -> None:
+    from p2vimage.errors import CorruptHiveError
+
+    spec = _spec()
+    spec["Select"] = {"Current": dword(5), "Default": dword(5)}
+    with pytest.raises(CorruptHiveError, match="ControlSet005, which does not exist") as exc:
+        check_hives(build_hive(tmp_path / "SYSTEM", spec), bus="ide")
+    assert exc.value.exit_code == 3
+
+
+def test_vcpus_within_the_machine_limit(tmp_path: Path) -> None:
+    from p2vimage.errors import UsageError
+
+    system, soft = _hives(tmp_path)
+    assert check_hives(system, soft, vcpus=255).vcpus == 255
+    # 288 is q35's limit, so the option itself is fine; i440fx takes 255 at most
+    with pytest.raises(UsageError, match="between 1 and 255 on pc"):
+        check_hives(system, soft, vcpus=288)
+    with pytest.raises(UsageError, match="--nic ne2k_pci"):
+        check_hives(system, soft, nic="ne2k_pci")
+
+
+def test_domain_xml_facts_and_conflicts(tmp_path: Path) -> None:
+    """With a domain XML (check --xml) the devices come from it, and an option that
+    contradicts it is an error of the domain check."""
+    from p2vimage.check import _run, _view
+    from p2vimage.check.domain import DomainFacts
+    from p2vimage.inspection import Inspection, fill_from_hives
+
+    system, soft = _hives(tmp_path)
+    insp = fill_from_hives(Inspection(), Hive(system), Hive(soft))
+    facts = DomainFacts("pc", "bios", "ide", None, "e1000", "e1000", 2, "localtime")
+
+    def run(bus, nic, vcpus):
+        view = _view(insp, Hive(system), Hive(soft), None)
+        return _run(view, insp, "vm.img", bus, nic, vcpus, facts, "vm.xml")
+
+    r = run(None, None, None)
+    assert (r.bus, r.nic, r.vcpus, r.xml) == ("ide", "e1000", 2, "vm.xml")
+    assert r.checks[-1].id == "domain-xml" and r.checks[-1].findings == []
+    r = run("sata", None, 4)
+    mismatch = [f.message for f in r.findings if f.id == "xml.mismatch"]
+    assert mismatch == ["--bus sata but the domain XML has ide",
+                        "--vcpus 4 but the domain XML has 2"]
+    assert r.bus == "sata" and not r.ready
+
+
+def test_system_drive_for_image_paths() -> None:
+    from p2vimage.check import _system_drive
+    from p2vimage.inspection import Inspection
+
+    insp = Inspection(windows_partition="/dev/sda2",
+                      drive_letters={"C": "/dev/sda1", "d": "/dev/sda2"})
+    assert _system_drive(insp) == "D"
+    assert _system_drive(Inspection()) == "C"
