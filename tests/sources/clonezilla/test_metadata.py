@@ -54,7 +54,7 @@ def test_real_windows_dumps() -> None:
         ("sdf1", 2048, 204800, "C12A7328"), ("sdf2", 206848, 32768, "E3C9E316"),
         ("sdf3", 239616, 103593927, "EBD0A0A2"), ("sdf4", 103833600, 1019904, "DE94BBA4")]
     assert not any(p.extended for p in parts)
-    # 4K-sector GPT (written in Python, see test_clonezilla_gpt4k.py): counts in 4096-byte sectors
+    # 4K-sector GPT (written in Python, see test_gpt.py): counts in 4096-byte sectors
     _, parts = metadata.parse_sfdisk(text.replace("sector-size: 512", "sector-size: 4096"), "sdf")
     assert (parts[2].start, parts[2].offset) == (239616, 239616 * 4096)
 
