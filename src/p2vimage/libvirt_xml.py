@@ -46,7 +46,6 @@ import subprocess
 import tempfile
 import unicodedata
 import uuid as uuidlib
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from . import choices
 from .deps import require_program
 from .errors import ConversionError, UsageError
 from .options import parse_mac
+from .targets.vmspec import DiskSpec, DomainSpec
 
 __all__ = [
     "DiskSpec",
@@ -98,60 +98,6 @@ _SMBIOS_KEYS: dict[str, tuple[str, ...]] = {
 _BIOS_DATE = re.compile(r"^(0[1-9]|1[0-2])/(0[1-9]|[12][0-9]|3[01])/(\d{2}|\d{4})$")
 _RELEASE = re.compile(r"^\d{1,3}\.\d{1,3}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-@dataclass
-class DiskSpec:
-    """One disk of the guest, in the order the guest should see them (system disk first).
-
-    ``path`` is the output image (made absolute: libvirt's schema requires an absolute
-    file name); a path under ``/dev/`` becomes a block-device disk.  ``format`` is the
-    image format of that file (the driver type must match it or QEMU reads garbage).
-    ``bus`` is the controller the guest has a boot driver for.
-    """
-
-    path: str
-    format: str = "qcow2"
-    bus: str = "virtio"
-
-
-@dataclass
-class DomainSpec:
-    """Everything :func:`build_domain` needs; the defaults come from the inspection report.
-
-    ``arch`` is the *guest's* architecture ("x86" -> i686, "x64" -> x86_64).
-    ``network`` is ``network=NAME`` or ``bridge=NAME`` (see :func:`parse_network`).
-    ``localtime`` is False only when the guest sets ``RealTimeIsUniversal``.
-    ``uniprocessor_hal``: the installed HAL drives one CPU, so extra vCPUs would idle.
-    ``virtio_transitional``: the guest's virtio drivers know only the legacy PCI IDs
-    (NT 5.x); on q35 the virtio devices then use the ``virtio-transitional`` models.
-    ``cdrom``: an ISO (typically virtio-win) to attach read-only, or None.
-    ``balloon``: a virtio balloon driver is staged, so a balloon device is useful.
-    ``smbios``: ``{"bios": {...}, "system": {...}}`` strings to copy from the physical
-    machine (OEM-installed systems, asset tags); see :func:`build_domain`.
-    ``virtio_scsi``: add a virtio-scsi controller (disks with bus "scsi" sit on it).
-    ``cpu_mode``: "host-passthrough" (default), "host-model", or None for the hypervisor's
-    default CPU model.
-    """
-
-    name: str
-    memory_mib: int
-    vcpus: int = 1
-    arch: str = "x64"
-    machine: str = "pc"
-    firmware: str = "bios"
-    disks: list[DiskSpec] = field(default_factory=list)
-    nic_model: str | None = None
-    mac: str | None = None
-    network: str = "network=default"
-    localtime: bool = True
-    uniprocessor_hal: bool = False
-    virtio_transitional: bool = False
-    cdrom: str | None = None
-    balloon: bool = False
-    smbios: dict[str, dict[str, str]] | None = None
-    virtio_scsi: bool = False
-    cpu_mode: str | None = "host-passthrough"
 
 
 # --- names and option parsing ----------------------------------------------------------

@@ -1,0 +1,32 @@
+"""docs/targets.md: its Python example runs, and what it makes is valid for the targets."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from tests.targets.k8s_schema import CDI, KUBEVIRT, OpenApi
+from tests.targets.pve_schema import PveSchema
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "targets.md"
+
+
+def test_the_documented_example_runs_and_its_output_is_valid() -> None:
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    assert len(blocks) == 1
+    namespace: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[0], str(DOC), "exec"), namespace)
+    pve, kv = namespace["pve"], namespace["kv"]
+    assert PveSchema().config_errors(pve.config_text()) == []
+    assert pve.config["ostype"] == "win10" and pve.config["bios"] == "ovmf"
+    assert "changed to 'FILESRV-01'" in pve.warnings[0]
+    assert namespace["script"].startswith("#!/bin/sh\n")
+    assert OpenApi(KUBEVIRT).errors(kv.vm, "v1.VirtualMachine") == []
+    assert OpenApi(CDI).errors(kv.data_volumes[0], "v1beta1.DataVolume") == []
+    text = out.getvalue()
+    assert "ostype: win10" in text and "kind: VirtualMachine" in text
+    assert "name: filesrv-01-disk0" in text
