@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+import threading
 
+from . import interrupt
 from .guest.appliance import Job
 from .inspection import Inspection, inspect_job
 from .restore import RestoreResult, restore_clonezilla
@@ -22,11 +24,16 @@ def inspect(
     *,
     source_format: str | None = None,
     root: str | None = None,
+    cancel: interrupt.Cancel | threading.Event | None = None,
 ) -> Inspection:
-    """Inspect a disk image read-only and describe the Windows installation on it."""
-    src = open_source(path, source_format)
-    with Job([src], writable=False, root=root) as job:
-        insp = inspect_job(job)
+    """Inspect a disk image read-only and describe the Windows installation on it.
+
+    ``cancel`` stops this call only (:class:`~p2vimage.errors.Interrupted`)."""
+    with interrupt.job(cancel):
+        src = open_source(path, source_format)
+        with Job([src], writable=False, root=root) as job:
+            insp = inspect_job(job)
+            interrupt.check()
     insp.appliance_launches = job.stats.appliance_launches
     insp.launch_attempts = job.stats.launch_attempts
     return insp

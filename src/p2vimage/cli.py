@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report", metavar="OUT.json", help="report path (default: OUT.json)")
     c.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    c.add_argument("--force", action="store_true",
+                   help="write the outputs even when the check of the converted guest finds "
+                   "it not ready (the findings go in the report)")
     c.add_argument("--root", metavar="DEV")
     _common(c)
     c.set_defaults(func=cmd_convert)
@@ -176,11 +179,10 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):
             raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
-    bar = TerminalProgress() if not args.json and sys.stderr.isatty() else None
     report = convert(
         args.sources,
         args.output,
-        progress=bar,
+        progress=_bar(args),
         format=args.format,
         size=parse_size(args.size) if args.size else None,
         source_format=args.source_format,
@@ -204,16 +206,25 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         no_firstboot=args.no_firstboot,
         smbios=Path(args.smbios) if args.smbios else None,
         disable_vendor_services=args.disable_vendor_services,
+        force=args.force,
     )
-    plan = getattr(report, "_plan", None)
-    doc = report.to_dict()
-    return EXIT_OK, doc, report.summary_lines(plan)
+    return EXIT_OK, report.to_dict(), report.summary_lines()
+
+
+def _bar(args: argparse.Namespace) -> TerminalProgress | None:
+    """The progress line, on a terminal and without --json."""
+    return TerminalProgress() if not args.json and sys.stderr.isatty() else None
 
 
 class TerminalProgress:
     """The copy's line on a terminal, drawn from the library's Progress values."""
 
     def __call__(self, p: Progress) -> None:
+        if p.unit != "bytes":
+            sys.stderr.write(f"\r{p.phase} ({p.done}/{p.total})   "
+                             + ("\n" if p.done >= p.total else ""))
+            sys.stderr.flush()
+            return
         mib = 1 << 20
         eta = f", {p.eta:,.0f} s left" if p.eta is not None and p.done < p.total else ""
         sys.stderr.write(f"\r{p.phase}: {p.done / mib:,.0f} of {p.total / mib:,.0f} MiB "
@@ -254,7 +265,7 @@ def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
 def cmd_restore_clonezilla(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     result = api.restore_clonezilla(args.directory, args.output, format=args.format,
                                     disk=args.disk, overwrite=args.overwrite,
-                                    progress=not args.json)
+                                    progress=_bar(args))
     return EXIT_OK, result.to_dict(), result.summary_lines()
 
 

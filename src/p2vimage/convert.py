@@ -5,8 +5,12 @@ The pipeline, input, conversion and output kept apart as in virt-v2v:
   sources   -> a writable Job (an overlay over each source, or a Clonezilla disk
                restored into its output and edited in place); one appliance
   inspect   -> Inspection
-  plan      -> Plan, from the steps in :mod:`.planner` (``--dry-run`` stops here)
+  plan      -> Plan, from the steps in :mod:`.planner`, and the domain it implies
+               (``--dry-run`` stops here)
   apply     -> files, registry edits committed once, boot sectors (:mod:`.apply`)
+  check     -> ``check``'s logic on the edited guest with the domain's devices, in the
+               same appliance session: not ready is a ConversionError (``--force``
+               writes it anyway, the findings in the report)
   copy      -> the host copies into OUT.partial (+ -2, ...): the source's used data
                while the appliance works, then what the edits changed
   outputs   -> domain XML (:mod:`.domain`), report (:mod:`.report`); renamed together
@@ -21,14 +25,18 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from . import interrupt, libvirt_xml
 from .apply import apply
+from .check import CheckReport, check_job
+from .check.domain import facts_of
+from .check.report import ERROR
 from .domain import build_domain
-from .errors import UsageError
+from .errors import ConversionError, UsageError
 from .guest.appliance import Job
 from .guest.disks import device_name, disk_index
 from .inspection import Inspection, inspect_job
@@ -44,7 +52,7 @@ from .preflight import (
     validate,
 )
 from .progress import ProgressCallback
-from .report import ConversionReport, make_report
+from .report import ConversionReport, Devices
 from .sources.image import SourceImage
 from .sources.prepare import SourceSet
 from .targets import hostcopy, space
@@ -80,27 +88,39 @@ def convert(
     *,
     options: ConvertOptions | None = None,
     progress: ProgressCallback | None = None,
+    cancel: interrupt.Cancel | threading.Event | None = None,
     **kw: Any,
 ) -> ConversionReport:
     """Convert a captured physical Windows disk image (several: a multi-disk machine).
 
-    ``progress`` is called with :class:`~p2vimage.progress.Progress` values while the
-    disks are copied (bytes done and total per disk and pass): during the first pass,
-    which runs while the appliance works, from p2vimage's copy thread, so the callback
-    must be quick and thread-safe; afterwards from the calling thread.
+    ``progress`` is called with :class:`~p2vimage.progress.Progress` values while bytes
+    move (a Clonezilla restore, then each disk's copy, per pass): during the first copy
+    pass, which runs while the appliance works, from p2vimage's copy thread, so the
+    callback must be quick and thread-safe; otherwise from the calling thread.
+    ``cancel`` (a :class:`~p2vimage.interrupt.Cancel`) set from another thread stops
+    this call only: it raises :class:`~p2vimage.errors.Interrupted`, nothing written.
 
     Options come as keywords (``virtio_win="/srv/virtio-win.iso", bus="ide"``) or as a
-    :class:`ConvertOptions` (``options=``), keywords overriding it; paths may be ``str``.
+    :class:`ConvertOptions` (``options=``), keywords overriding it; paths may be ``str``;
+    a bad value is a UsageError before any work.
 
     Safe to call from several threads at once (each call has its own appliance, overlay,
-    work directory and claimed outputs); interruptible by SIGINT/SIGTERM when called from
-    the main thread, and a signal the main thread records stops every running job.
+    work directory and claimed outputs).  Installs no signal handler: the CLI does.
     """
     srcs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not srcs or not all(isinstance(s, (str, os.PathLike)) for s in srcs):
+        raise UsageError("source: a path (str or os.PathLike), or a non-empty list of them")
     opts = make_options(output, options, **kw)
+    opts.check_values()
+    with interrupt.job(cancel):
+        return _run(srcs, opts, progress)
+
+
+def _run(srcs: list[str | os.PathLike[str]], opts: ConvertOptions,
+         progress: ProgressCallback | None) -> ConversionReport:
     t0 = time.monotonic()
     phases: dict[str, float] = {}
-    with interrupt.handling_signals(), SourceSet(srcs, opts.source_format) as source_set:
+    with SourceSet(srcs, opts.source_format) as source_set:
         sources = source_set.sources
         validate(opts, sources)
         media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
@@ -116,10 +136,11 @@ def convert(
                 in_place: set[int] = set()
                 if source_set.has_directories:
                     if atomic is None:  # a dry run: temporary raws, removed at the end
-                        sources = source_set.restore(scratch_parent(opts))
+                        sources = source_set.restore(scratch_parent(opts), progress)
                     else:  # straight into the outputs, which the job then edits in place
                         in_place = source_set.restore_in_place(
-                            [atomic.partial(o) for o in targets[: len(sources)]], opts.format)
+                            [atomic.partial(o) for o in targets[: len(sources)]], opts.format,
+                            progress)
                         sources = source_set.sources
                     phases["restore"] = time.monotonic() - t0
                 return _convert(opts, sources, media, t0, phases, atomic,
@@ -151,7 +172,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
              progress: ProgressCallback | None = None, in_place: set[int] | None = None,
              restored: dict[int, int] | None = None) -> ConversionReport:
     *outs, xml_path, report_path = output_targets(opts, len(sources))
-    copy_stats: list[dict[str, Any]] = []
+    copy_stats: list[hostcopy.DiskCopy] = []
     in_place = in_place or set()
     sizes = [None if i in in_place else file_size(s.path) for i, s in enumerate(sources)]
     with Job(sources, writable=not opts.dry_run, root=opts.root,
@@ -175,16 +196,33 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         context = PlanContext(options=opts, workdir=job.scratch(), disk_size=disk_size,
                               media=media)
         plan = make_plan(insp, job.view(insp), context)
+        elem, xml_warnings = build_domain(insp, plan, opts, outs)
+        vm = Devices.of(elem)
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
+
+        def report(**kw: Any) -> ConversionReport:
+            copy_warnings = [w for c in kw.get("copy", ()) for w in c.warnings]
+            return ConversionReport(
+                sources=[s.describe(sum(t.origin == s.origin for t in sources) > 1)
+                         for s in sources],
+                inspection=insp, plan=plan, devices=vm,
+                warnings=[*plan.warnings, *order_warnings, *xml_warnings, *copy_warnings],
+                appliance_launches=job.stats.appliance_launches,
+                launch_attempts=job.stats.launch_attempts,
+                phases={k: round(v, 3) for k, v in phases.items()}, **kw)
+
         if opts.dry_run:
-            return make_report(sources, [], None, None, True, insp, plan, order_warnings, job,
-                           phases, 0, [])
+            return report(outputs=[], xml=None, report=None, dry_run=True, bytes_read=0,
+                          bytes_written=0)
         assert atomic is not None
         log.info("phase: apply")
         apply(plan, job)
-        job.shutdown_appliance()  # unmount, sync: every edit is in the overlays
         phases["apply"] = time.monotonic() - t0 - sum(phases.values())
+        log.info("phase: check the edited guest")
+        checked = _check_applied(job, insp, elem, outs[0], xml_path, opts.force, disk_size)
+        job.shutdown_appliance()  # unmount, sync: every edit is in the overlays
+        phases["check"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
         # The host copies: used NTFS clusters + everything else, straight into the outputs.
         # Source j is written to output slot j (a restored Clonezilla disk is there
@@ -196,7 +234,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             size = opts.size if i == 0 else None
             if j in in_place:
                 copy_stats.append(hostcopy.DiskCopy.restored_in_place(
-                    dev, sources[i].virtual_size, (restored or {}).get(j, 0)).to_dict())
+                    dev, sources[i].virtual_size, (restored or {}).get(j, 0)))
                 if size is not None and size != sources[i].virtual_size:
                     grow(atomic.partial(outs[j]), opts.format, size)
                 continue
@@ -211,7 +249,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                 c = hostcopy.copy_disk(
                     job.overlay(j), dev, atomic.partial(outs[j]), opts.format, size,
                     job.workdir, label=label, progress=progress)
-            copy_stats.append(c.to_dict())
+            copy_stats.append(c)
             bitmap += c.plan_seconds
             interrupt.check()
         check_unchanged(sources, sizes)
@@ -219,18 +257,38 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         phases["bitmap"] = round(bitmap, 3)
         phases["copy"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: domain XML and report")
-        elem, xml_warnings = build_domain(insp, plan, opts, outs)
         xml_partial = atomic.partial(xml_path)
         xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))
         libvirt_xml.validate_with_libvirt(xml_partial)
         written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
-        report = make_report(sources, outs, xml_path, report_path, False, insp, plan,
-                         [*order_warnings, *xml_warnings], job, phases, written, copy_stats)
-        atomic.partial(report_path).write_text(json.dumps(report.to_dict(), indent=2,
+        result = report(outputs=[str(o) for o in outs], xml=str(xml_path),
+                        report=str(report_path), dry_run=False,
+                        bytes_read=sum(c.bytes_read for c in copy_stats),
+                        bytes_written=written, check=checked, copy=copy_stats)
+        atomic.partial(report_path).write_text(json.dumps(result.to_dict(), indent=2,
                                                           default=str) + "\n")
         interrupt.check()
         atomic.commit()
-    return report  # make_report() attached the plan for the CLI's text form
+    return result
+
+
+def _check_applied(job: Job, insp: Inspection, elem: Any, out: Path, xml_path: Path,
+                   force: bool, disk_size: int) -> CheckReport:
+    """``check`` on the edited guest, with the devices of the domain about to be written:
+    convert never calls a guest ready that ``check`` would reject.  Not ready is a
+    ConversionError naming the error findings, unless ``force``."""
+    result = check_job(job, image=str(out), facts=facts_of(elem),
+                       xml=str(xml_path), inspection=insp, disk_size=disk_size)
+    errors = [f for f in result.findings if f.severity == ERROR]
+    if errors and not force:
+        raise ConversionError(
+            "the converted guest would not boot: " + "; ".join(
+                f"{f.id}: {f.message}" for f in errors)
+            + " (nothing was written; --force writes it anyway, with these findings in "
+            "the report)")
+    for f in errors:
+        log.warning("--force: written although not ready: %s: %s", f.id, f.message)
+    return result
 
 
 def _first_passes(opts: ConvertOptions, sources: list[SourceImage], in_place: set[int],

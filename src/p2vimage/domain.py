@@ -12,8 +12,15 @@ from .plan import Plan
 from .windows import leftovers
 
 
-def build_domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list[Path]) -> Any:
+def build_domain(insp: Inspection, plan: Plan, opts: ConvertOptions,
+                 disks: list[Path]) -> tuple[Any, list[str]]:
     """The domain element and libvirt_xml's warnings (validated by the caller)."""
+    return libvirt_xml.build_domain(domain_spec(insp, plan, opts, disks))
+
+
+def domain_spec(insp: Inspection, plan: Plan, opts: ConvertOptions,
+                disks: list[Path]) -> libvirt_xml.DomainSpec:
+    """The VM this conversion describes, for libvirt (and the other targets' writers)."""
     bus = choices.XML_BUS[plan.device("disk bus") or "ide"]
     mem = opts.memory_mib or choices.default_memory_mib(insp.arch, insp.is_nt5)
     spec = libvirt_xml.DomainSpec(
@@ -31,7 +38,7 @@ def build_domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list
         localtime=not insp.real_time_is_universal,
         uniprocessor_hal=bool(insp.hal and insp.hal.multiprocessor is False),
         virtio_transitional=plan.device("machine") == "q35" and (
-            insp.is_nt5 or not all((plan.virtio or {}).get("modern_ids", {}).values())
+            insp.is_nt5 or not all(plan.virtio.modern_ids.values() if plan.virtio else ())
         ),
         # The ISO rides along as a CD-ROM (guest tools, later driver updates) when it
         # served this guest; a disc with nothing for it would only confuse.
@@ -39,4 +46,4 @@ def build_domain(insp: Inspection, plan: Plan, opts: ConvertOptions, disks: list
         if opts.virtio_win is not None and opts.virtio_win.is_file() and plan.virtio else None,
         balloon=plan.device("memballoon") == "virtio",
     )
-    return libvirt_xml.build_domain(spec)
+    return spec

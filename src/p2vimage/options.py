@@ -50,6 +50,9 @@ class ConvertOptions:
     no_firstboot: bool = False
     smbios: Path | None = None
     disable_vendor_services: bool = False
+    # Write the outputs even when the in-session check finds the guest not ready (the
+    # findings are in the report); without it such a conversion is a ConversionError.
+    force: bool = False
 
     def __post_init__(self) -> None:
         for name in ("output", "xml", "report", "virtio_win", "smbios"):
@@ -65,6 +68,16 @@ class ConvertOptions:
 
     def check_values(self) -> None:
         """The choices and numbers that need no guest: a UsageError naming the option."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise UsageError(f"{f.name}: True or False, not {value!r}")
+            if f.type == "str | None" and value is not None and not isinstance(value, str):
+                raise UsageError(f"{f.name}: a string, not {type(value).__name__}")
+            if f.type == "str" and not isinstance(value, str):
+                raise UsageError(f"{f.name}: a string, not {type(value).__name__}")
+        if not all(isinstance(x, str) for x in self.ip):
+            raise UsageError("ip: strings like 'Local Area Connection=10.0.0.5/24,gw=10.0.0.1'")
         choices.check_choice("format", self.format, choices.FORMATS)
         choices.check_choice("bus", self.bus, choices.BUSES, auto=True)
         choices.check_choice("nic", self.nic, choices.NICS, auto=True)

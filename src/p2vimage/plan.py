@@ -19,8 +19,10 @@ from .formats.regf import TYPE_NAMES
 from .options import ConvertOptions
 
 if TYPE_CHECKING:  # annotations only: the plan is data, below the steps that fill it
+    from .inspection.nics import Nic
     from .virtio.media import VirtioMedia
     from .virtio.select import Selection
+    from .windows.leftovers import VendorService
 
 
 @dataclass
@@ -139,6 +141,47 @@ class PlanContext:
 
 
 @dataclass
+class VirtioSummary:
+    """What the virtio step took from the media (``report.virtio``)."""
+
+    media: str  # the ISO or directory
+    volume_id: str | None
+    names: str  # which ISO names were read: "rock-ridge" | "joliet" | "iso9660" | "dir"
+    packages: dict[str, str]  # driver (viostor, netkvm, ...) -> folder on the media
+    boot_driver: str | None  # the boot-start driver of a virtio bus, None on IDE/SATA
+    staged_files: list[str]  # file names put in Drivers\VirtIO for Plug and Play
+    modern_ids: dict[str, bool]  # driver -> its INF matches the virtio 1.0 (modern) IDs
+    rejected: list[str]  # "folder: why" for packages of the media that did not fit
+
+
+@dataclass
+class FirstbootSummary:
+    """The static address re-applied at first boot (``report.plan.network.firstboot``)."""
+
+    connection: str
+    addresses: list[tuple[str, str]]  # (address, mask)
+    gateways: list[tuple[str, int]]  # (gateway, metric)
+    dns: list[str]
+    wins: list[str]
+    source: str  # "captured" | "--ip"
+    keep_names: list[str]  # connection names of adapters kept, not renamed
+    log: str  # the script's log file in the guest
+
+
+@dataclass
+class NetworkSummary:
+    """The physical NICs and what became of them (``report.plan.network``)."""
+
+    dropped: bool  # False with --keep-nics
+    nics: list[Nic]  # as captured, from the first bootable control set
+    disabled_services: list[str] = field(default_factory=list)
+    mac: str | None = None  # the new NIC's MAC, when one is set
+    firstboot: FirstbootSummary | None = None
+    vendor_services: list[VendorService] = field(default_factory=list)
+    oem_product_id: str | None = None
+
+
+@dataclass
 class Plan:
     registry: list[RegistryEdit] = field(default_factory=list)
     deletions: list[KeyDelete] = field(default_factory=list)
@@ -146,8 +189,8 @@ class Plan:
     files: list[FileWrite] = field(default_factory=list)
     devices: list[DeviceChoice] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    virtio: dict[str, Any] | None = None  # media, chosen packages, rejections (virtio step)
-    network: dict[str, Any] | None = None  # physical NICs dropped/kept, their settings, MAC
+    virtio: VirtioSummary | None = None  # set by the virtio step when it staged packages
+    network: NetworkSummary | None = None  # set by the network step
     context: PlanContext | None = field(default=None, repr=False, compare=False)
 
     def set_value(
@@ -204,6 +247,8 @@ class Plan:
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if isinstance(value, list):
         return [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else copy.deepcopy(v)
                 for v in value]

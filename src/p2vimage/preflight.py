@@ -25,8 +25,8 @@ from .windows import firstboot, leftovers, mergeide
 
 def validate(opts: ConvertOptions, sources: list[SourceImage]) -> None:
     """Every check that needs no guest, before any work: option values, files given,
-    and outputs that would clash with each other or with a source."""
-    opts.check_values()
+    and outputs that would clash with each other or with a source (the option values
+    themselves were checked by ``convert`` before the sources were opened)."""
     libvirt_xml.parse_network(opts.network)
     for spec in opts.ip:
         firstboot.parse_ip_option(spec)

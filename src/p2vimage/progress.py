@@ -16,12 +16,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Progress:
-    """``done`` of ``total`` bytes in ``phase`` (e.g. ``"copy disk 1/2"``, ``"restore sda"``)."""
+    """``done`` of ``total`` in ``phase``: bytes (``"copy disk 1/2"``, ``"restore sda"``),
+    or with ``unit="steps"`` the phases of a job without bulk data (``check``:
+    ``"check: inspect"`` is step 1 of 3)."""
 
     phase: str
     done: int
     total: int
     seconds: float = 0.0  # since the phase started
+    unit: str = "bytes"  # "bytes" | "steps"
 
     @property
     def fraction(self) -> float:
@@ -68,3 +71,27 @@ class Meter:
         if self.callback is not None:
             self.callback(Progress(self.phase, self.done, max(self.total, self.done),
                                    time.monotonic() - self.t0))
+
+
+class Steps:
+    """Reports the phases of a job as steps: ``next()`` as each phase starts."""
+
+    def __init__(self, callback: ProgressCallback | None, job: str,
+                 phases: tuple[str, ...]) -> None:
+        self.callback, self.job, self.phases = callback, job, phases
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def _say(self, phase: str) -> None:
+        if self.callback is not None:
+            self.callback(Progress(f"{self.job}: {phase}", self.done, len(self.phases),
+                                   time.monotonic() - self.t0, unit="steps"))
+
+    def next(self) -> None:
+        """The next phase starts (``done`` counts the phases finished before it)."""
+        self._say(self.phases[min(self.done, len(self.phases) - 1)])
+        self.done += 1
+
+    def finish(self) -> None:
+        self.done = len(self.phases)
+        self._say("done")

@@ -1,73 +1,124 @@
-"""The report of a conversion: what was read, planned, changed and written."""
+"""The report of a conversion: what was read, planned, changed and written — typed.
+
+:class:`ConversionReport` is what ``p2vimage.convert`` returns: the
+:class:`~p2vimage.inspection.Inspection`, the :class:`~p2vimage.plan.Plan` with its
+changes (each marked changed or not by apply), the VM's :class:`Devices` as the
+domain XML has them, the virtio media used, the in-session readiness check, the
+warnings, and the copy's numbers.  :meth:`ConversionReport.to_dict` is the JSON
+written beside the outputs and printed by ``--json``; the CLI's text comes from
+:meth:`ConversionReport.summary_lines`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
-from .plan import Plan
+from lxml import etree
+
+from .check.domain import facts_of
+from .check.report import CheckReport
+from .inspection import Inspection
+from .plan import Plan, VirtioSummary
+from .targets.hostcopy import DiskCopy
+
+
+@dataclass(frozen=True)
+class Devices:
+    """The virtual machine as its domain XML describes it (what ``check --xml`` reads)."""
+
+    name: str
+    machine: str  # "pc" (i440fx) | "q35"
+    firmware: str  # "bios" | "uefi"
+    disk_bus: str | None  # "ide" | "sata" | "virtio-blk" | "virtio-scsi"
+    disk_model: str | None  # "virtio-transitional" on q35 for legacy-only drivers
+    nic: str | None  # "virtio" | "e1000" | "rtl8139"
+    nic_model: str | None  # the XML's <model type>
+    mac: str | None
+    memory_mib: int
+    vcpus: int | None
+    clock: str | None  # "utc" | "localtime"
+    balloon: bool
+
+    @classmethod
+    def of(cls, dom: etree._Element) -> Devices:
+        facts = facts_of(dom)
+        mac = dom.find("devices/interface/mac")
+        balloon = dom.find("devices/memballoon")
+        return cls(
+            name=dom.findtext("name") or "",
+            machine=facts.machine, firmware=facts.firmware, disk_bus=facts.bus,
+            disk_model=facts.disk_model, nic=facts.nic, nic_model=facts.nic_model,
+            mac=mac.get("address") if mac is not None else None,
+            memory_mib=int(dom.findtext("memory") or 0),  # written in MiB
+            vcpus=facts.vcpus, clock=facts.clock,
+            balloon=balloon is not None and balloon.get("model") != "none",
+        )
 
 
 @dataclass
 class ConversionReport:
     sources: list[str]
-    outputs: list[str]
+    outputs: list[str]  # empty for a dry run
     xml: str | None
     report: str | None
     dry_run: bool
-    inspection: dict[str, Any]
-    plan: dict[str, Any]
+    inspection: Inspection
+    plan: Plan
+    devices: Devices
     warnings: list[str]
     appliance_launches: int
     launch_attempts: int
     bytes_read: int
     bytes_written: int
     phases: dict[str, float] = field(default_factory=dict)
-    virtio: dict[str, Any] | None = None
+    # The check of the edited guest with these devices, run after apply in the same
+    # appliance session (None for a dry run: nothing was applied).
+    check: CheckReport | None = None
     # Per output disk: bytes read and written by the host copy, seconds, MiB/s, and the
     # NTFS volumes copied whole because their bitmap could not be trusted.
-    copy: list[dict[str, Any]] = field(default_factory=list)
+    copy: list[DiskCopy] = field(default_factory=list)
+
+    @property
+    def virtio(self) -> VirtioSummary | None:
+        """What the virtio step took from ``--virtio-win`` (None when it staged nothing)."""
+        return self.plan.virtio
+
+    @property
+    def ready(self) -> bool:
+        """The in-session check found no error (True for a dry run, which is not checked)."""
+        return self.check is None or self.check.ready
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plain.update(
+            inspection=self.inspection.to_dict(),
+            plan=self.plan.to_dict(),
+            devices=dataclasses.asdict(self.devices),
+            check=self.check.to_dict() if self.check is not None else None,
+            copy=[c.to_dict() for c in self.copy],
+            virtio=dataclasses.asdict(self.virtio) if self.virtio is not None else None,
+        )
+        return plain
 
-    def summary_lines(self, plan: Plan | None = None) -> list[str]:
-        lines = []
-        if plan is not None:
-            lines += plan.render()
+    def summary_lines(self) -> list[str]:
+        lines = self.plan.render()
+        d = self.devices
+        lines.append(f"VM:           {d.name}: {d.machine}, {d.firmware}, disk on {d.disk_bus}, "
+                     f"NIC {d.nic or 'none'}, {d.memory_mib} MiB, {d.vcpus} vCPU(s)")
         if self.dry_run:
             lines.append("Dry run: nothing was written.")
         else:
             lines += [f"Output disk:  {o}" for o in self.outputs]
             lines.append(f"Domain XML:   {self.xml}")
             lines.append(f"Report:       {self.report}")
+        if self.check is not None and not self.check.ready:
+            lines += [f"NOT READY:    {f.id}: {f.message}" for f in self.check.findings
+                      if f.severity == "error"]
         lines += [f"Warning:      {w}" for w in self.warnings]
         lines.append(
             f"Appliance launches: {self.appliance_launches}; "
             + ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items())
         )
         return lines
-
-
-def make_report(sources, outs, xml, report_path, dry, insp, plan, extra_warnings, job, phases,
-            written, copy_stats=()) -> ConversionReport:
-    r = ConversionReport(
-        sources=[s.describe(sum(t.origin == s.origin for t in sources) > 1) for s in sources],
-        outputs=[str(o) for o in outs],
-        xml=str(xml) if xml else None,
-        report=str(report_path) if report_path else None,
-        dry_run=dry,
-        inspection=insp.to_dict(),
-        plan=plan.to_dict(),
-        warnings=[*plan.warnings, *extra_warnings,
-                  *(w for c in copy_stats for w in c["warnings"])],
-        appliance_launches=job.stats.appliance_launches,
-        launch_attempts=job.stats.launch_attempts,
-        bytes_read=sum(c["bytes_read"] for c in copy_stats),
-        bytes_written=written,
-        phases={k: round(v, 3) for k, v in phases.items()},
-        copy=list(copy_stats),
-    )
-    r.virtio = plan.virtio
-    r._plan = plan  # type: ignore[attr-defined]
-    return r

@@ -11,6 +11,7 @@ the public ``p2vimage.restore_clonezilla``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from . import interrupt
 from .errors import ConversionError, TemporaryError, UsageError
+from .progress import ProgressCallback
 from .sources.clonezilla import metadata
 from .sources.clonezilla.metadata import DiskImage
 from .sources.clonezilla.restore import PartitionResult, raw_bound, restore_disk
@@ -61,9 +63,9 @@ class RestoreResult:
 
 
 def _restore_one(img: DiskImage, partial: Path, format: str, out: Path,
-                 progress: bool) -> list[PartitionResult]:
+                 progress: ProgressCallback | None) -> list[PartitionResult]:
     try:
-        return restore_disk(img, partial, format, show_progress=progress)
+        return restore_disk(img, partial, format, progress=progress)
     except (ConversionError, TemporaryError) as exc:
         raise type(exc)(str(exc).replace(str(partial), str(out))) from None
 
@@ -85,16 +87,27 @@ def restore_clonezilla(
     format: str = "raw",
     disk: str | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: interrupt.Cancel | threading.Event | None = None,
 ) -> RestoreResult:
     """Rebuild the disks of a Clonezilla image directory as raw or qcow2 files.
 
     Every disk (``output``, then ``OUT-2``, ``OUT-3`` … in the ``disk`` file's
     order), or only ``disk``.  Returns a :class:`RestoreResult` (further disks in
     ``other_disks``); the outputs appear only when every disk was restored with every
-    checksum verified, all together or not at all.  ``progress``: a terminal line on
-    stderr while the used data is written.
+    checksum verified, all together or not at all.
+
+    ``progress`` is called with :class:`~p2vimage.progress.Progress` values (phase
+    ``restore sda``: used bytes written) from the calling thread; ``cancel`` (a
+    :class:`~p2vimage.interrupt.Cancel`) stops this call only, leaving no output.
     """
+    with interrupt.job(cancel):
+        return _restore(directory, output, format, disk, overwrite, progress)
+
+
+def _restore(directory: str | os.PathLike[str], output: str | os.PathLike[str], format: str,
+             disk: str | None, overwrite: bool,
+             progress: ProgressCallback | None) -> RestoreResult:
     t0 = time.monotonic()
     if format not in FORMATS:
         raise UsageError(f"--format {format}: use raw or qcow2")
@@ -108,7 +121,7 @@ def restore_clonezilla(
         if o.resolve().is_relative_to(imgs[0].directory.resolve()):
             raise UsageError(f"{o}: never write into the image directory")
     results: list[RestoreResult] = []
-    with interrupt.handling_signals(), AtomicOutputs(outs, overwrite=overwrite) as atomic:
+    with AtomicOutputs(outs, overwrite=overwrite) as atomic:
         space.check(restore_needs(imgs, outs, format))
         for img, o in zip(imgs, outs, strict=True):
             t1 = time.monotonic()

@@ -35,6 +35,7 @@ from tests.conftest import run_cli, sha256
 pytestmark = pytest.mark.slow
 
 BASE = "win2003-x86"
+INCOMPLETE = "win7-no-gendisk"
 SCSI = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
 CDDB = "Control\\CriticalDeviceDatabase"
 MODERN = "pci#ven_1af4&dev_1042&subsys_11001af4&rev_01"
@@ -64,6 +65,14 @@ def _edit_system(g, sr: str, tmp: Path, edit) -> None:
         edit(h)
         h.commit()
     g.upload(str(local), path)
+
+
+def _no_gendisk(h: Hive) -> None:
+    for cs in h.child_names(h.root()):
+        node = h.node(f"{cs}\\{CDDB}\\GenDisk") if cs.lower().startswith("controlset") \
+            else None
+        if node is not None:
+            h.delete_key(node)
 
 
 def _cddb_current_only(h: Hive) -> None:
@@ -126,7 +135,7 @@ def variants(images, tmp_path_factory) -> dict[str, Path]:
             p2vimage.convert, str(images[BASE]), str(out / "ready.qcow2"),
             virtio_win=str(iso), xml=str(out / "ready.xml"), progress=seen.append,
         ).result()
-    chosen = {d["what"]: d["value"] for d in report.plan["devices"]}
+    chosen = {d["what"]: d["value"] for d in report.to_dict()["plan"]["devices"]}
     assert chosen["disk bus"] == "virtio-blk" and chosen["nic model"] == "virtio"
     assert report.xml == str(out / "ready.xml")
     dom = etree.parse(report.xml)
@@ -141,15 +150,24 @@ def variants(images, tmp_path_factory) -> dict[str, Path]:
         paths[v] = out / f"{v}.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                         str(paths["ready"]), str(paths[v])], check=True)
+    # A capture convert cannot mend (issue 18 item 5): Windows 7 without the disk class
+    # driver's critical-device entry, broken by the same appliance.
+    paths[INCOMPLETE] = out / f"{INCOMPLETE}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                    str(images["win7-x64"]), str(paths[INCOMPLETE])], check=True)
+    paths["iso"] = iso
     g = guestfs.GuestFS(python_return_dict=True)
     g.set_backend_settings(["force_tcg"])
-    for v in broken:
+    for v in (*broken, INCOMPLETE):
         g.add_drive_opts(str(paths[v]), format="qcow2", readonly=False)
     g.launch()
-    for v, dev in zip(broken, g.list_devices(), strict=True):
+    for v, dev in zip(broken, g.list_devices(), strict=False):
         work = out / f"work-{v}"
         work.mkdir()
         _break(g, dev, v, work)
+    g.mount(f"{g.list_devices()[-1]}2", "/")
+    _edit_system(g, "/Windows", out, _no_gendisk)
+    g.umount_all()
     g.shutdown()
     g.close()
     return paths
@@ -158,8 +176,8 @@ def variants(images, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def reports(variants) -> dict:
     """Every variant checked in one read-only appliance; hashes taken around it."""
-    before = {v: sha256(p) for v, p in variants.items()}
-    names = list(variants)
+    before = {v: sha256(variants[v]) for v in EXPECTED}
+    names = list(EXPECTED)
     xml = variants["ready"].with_suffix(".xml")
     out: dict = {}
     with Job([open_source(variants[v]) for v in names]) as job:
@@ -172,7 +190,7 @@ def reports(variants) -> dict:
         out["ready/xml"] = check_job(job, image="ready", facts=domain.read_domain(xml),
                                      xml=str(xml), inspection=insp)
         out["ready/sata"] = check_job(job, image="ready", bus="sata", inspection=insp)
-    out["hashes"] = (before, {v: sha256(p) for v, p in variants.items()})
+    out["hashes"] = (before, {v: sha256(variants[v]) for v in EXPECTED})
     return out
 
 
@@ -250,3 +268,29 @@ def test_cli_exit_codes_json_and_junit(variants, tmp_path) -> None:
     assert set(failed) == {"boot-storage"}
     assert failed["boot-storage"].get("type") == "storage.file-missing"
     assert sha256(variants["sys-missing"]) == before
+
+
+def test_convert_refuses_what_check_would_reject(variants, tmp_path) -> None:
+    """Issue 18 item 5: after apply, convert runs check on the edited guest with the
+    domain's devices; an error there is exit 4 with nothing written, and --force writes
+    the output anyway (the findings in the report), which check then rejects too."""
+    src, iso = variants[INCOMPLETE], variants["iso"]
+    before = sha256(src)
+    out = tmp_path / "w7.qcow2"
+    r = run_cli("convert", str(src), "-o", str(out), "--virtio-win", str(iso), "--json")
+    assert r.returncode == 4, r.stderr
+    err = json.loads(r.stdout)["error"]
+    assert err["type"] == "ConversionError" and "storage.no-driver" in err["message"]
+    assert "the disk (class driver)" in err["message"] and "--force" in err["message"]
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partials left
+    report = p2vimage.convert(str(src), str(out), virtio_win=str(iso), force=True)
+    assert not report.ready and report.check is not None
+    assert report.check.ids("error") == ["storage.no-driver"]
+    assert report.check.bus == report.devices.disk_bus == "virtio-blk"
+    assert json.loads(Path(report.report).read_text())["check"]["ready"] is False
+    r = run_cli("check", str(out), "--xml", report.xml, "--json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [f["id"] for c in doc["checks"] for f in c["findings"]
+            if f["severity"] == "error"] == ["storage.no-driver"]
+    assert sha256(src) == before

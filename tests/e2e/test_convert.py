@@ -32,6 +32,11 @@ from tests.conftest import P2VIMAGE, origin_bytes, private_tmpdir, run_cli, sha2
 SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk
 
 
+def plan_of(report) -> dict:
+    """The plan as the JSON report has it (what --json users read)."""
+    return report.to_dict()["plan"]
+
+
 @pytest.fixture(scope="module")
 def converted(images, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("convert")
@@ -94,7 +99,15 @@ def test_outputs_and_report(converted) -> None:
     reasons = {d["what"]: d["reason"] for d in doc["plan"]["devices"]}
     assert reasons["disk bus"].startswith("no --virtio-win given")
     assert reasons["nic model"].startswith("no --virtio-win")
-    assert list(doc["phases"]) == ["launch", "inspect", "plan", "apply", "bitmap", "copy"]
+    assert list(doc["phases"]) == ["launch", "inspect", "plan", "apply", "check", "bitmap",
+                                   "copy"]
+    # The in-session check (issue 18 item 5): the edited guest with the XML's devices.
+    assert doc["check"]["ready"] is True and doc["check"]["bus"] == "ide"
+    assert doc["devices"] == {
+        "name": "FILESRV01", "machine": "pc", "firmware": "bios", "disk_bus": "ide",
+        "disk_model": None, "nic": "rtl8139", "nic_model": "rtl8139", "mac": None,
+        "memory_mib": 1024, "vcpus": 2, "clock": "localtime",
+        "balloon": False}
     (disk,) = doc["copy"]  # the host copy of the one disk: used NTFS data + the rest
     assert disk["ntfs_bytes"] > 0 and disk["bytes_read"] == doc["bytes_read"] > 0
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
@@ -190,11 +203,12 @@ def test_second_run_changes_nothing(converted, tmp_path: Path) -> None:
     report = p2vimage.convert(converted["disk"], tmp_path / "again.qcow2",
                               size=SIZE)
     assert report.appliance_launches == 1
-    assert report.plan["registry"] and not any(e["changed"] for e in report.plan["registry"])
-    assert not any(b["changed"] for b in report.plan["boot_sectors"])
+    # (typed: the report's Plan, its changes marked by apply)
+    assert report.plan.registry and not any(e.changed for e in report.plan.registry)
+    assert not any(b.changed for b in report.plan.boot_sectors)
     # The IDE drivers written the first time are now the installed, newest copies: kept.
-    assert len(report.plan["files"]) == 4
-    assert all(f["action"] == "keep" and f["changed"] is False for f in report.plan["files"])
+    assert len(plan_of(report)["files"]) == 4
+    assert all(f["action"] == "keep" and f["changed"] is False for f in plan_of(report)["files"])
 
 
 def test_dry_run_writes_nothing(images, tmp_path: Path) -> None:

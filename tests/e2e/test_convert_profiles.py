@@ -55,6 +55,11 @@ VARIANT = {"rr+joliet": (True, True), "joliet": (True, False), "iso9660": (False
 PNP_SUFFIXES = (".inf", ".sys", ".cat", ".dll")
 
 
+def plan_of(report) -> dict:
+    """The plan as the JSON report has it (what --json users read)."""
+    return report.to_dict()["plan"]
+
+
 @pytest.fixture(scope="module")
 def isos(tmp_path_factory) -> dict[tuple[str, str], Path]:
     out = tmp_path_factory.mktemp("virtio-isos")
@@ -146,7 +151,7 @@ def results(images, isos, tmp_path_factory) -> dict:
                 ide[cs] = {"cddb": cddb, "services": services,
                            "storahci_override": system.get(so, "0")}
             drivers, origins = {}, {}
-            for f in (f for f in reports[n].plan["files"] if f["step"] == "ide-drivers"):
+            for f in (f for f in plan_of(reports[n])["files"] if f["step"] == "ide-drivers"):
                 name = f["guest_path"].rsplit("/", 1)[1]
                 drivers[name] = g.read_file(files.resolve(g, f"{sr}/system32/drivers/{name}"))
                 origins[name] = origin_bytes(g, f["origin"], name, tmp)
@@ -199,13 +204,13 @@ def _network_readback(job, p, sr: str, report, hive_copy: Path) -> dict:
         "left": {cs: physical_nics(system, cs) for cs in cs_names},
         "services": {
             cs: {svc: system.get(system.node(f"{cs}\\Services\\{svc}"), "Start")
-                 for svc in report.plan["network"]["disabled_services"]}
+                 for svc in plan_of(report)["network"]["disabled_services"]}
             for cs in cs_names
         },
         "firstboot": fb,
         "vendor": {
             cs: {v["name"]: system.get(system.node(f"{cs}\\Services\\{v['name']}"), "Start")
-                 for v in report.plan["network"]["vendor_services"]}
+                 for v in plan_of(report)["network"]["vendor_services"]}
             for cs in cs_names
         },
     }
@@ -259,7 +264,7 @@ def test_profile_conversion(results, name: str) -> None:
     assert report.appliance_launches == 1
     nt5 = p.layout == "nt5"
     # intelppm is disabled wherever the service exists (the real XP hive has none).
-    planned = {e["control_set"] for e in report.plan["registry"] if e["step"] == "intelppm"}
+    planned = {e["control_set"] for e in plan_of(report)["registry"] if e["step"] == "intelppm"}
     if nt5 and not p.real_based:
         assert bool(planned) == p.intelppm
     for cs, (autoreboot, intelppm) in back["regs"].items():
@@ -290,7 +295,7 @@ def test_profile_conversion(results, name: str) -> None:
         assert report.virtio is None and not root.findall("devices/disk[@device='cdrom']")
     elif name == "winxp-x86":  # --bus ide with the ISO: IDE boot, NetKVM for PnP
         assert (bus, nic) == ("ide", "virtio")
-        assert report.virtio["boot_driver"] is None
+        assert report.virtio.boot_driver is None
     else:
         assert (bus, nic) == ("virtio", "virtio")
     out = Path(report.outputs[0])
@@ -336,7 +341,7 @@ def test_ide_driver_files_on_output(results, name: str) -> None:
     report = results["reports"][name]
     back = results["readback"][name]
     p = profiles.PROFILES[name]
-    by_name = {f["guest_path"].rsplit("/", 1)[1]: f for f in report.plan["files"]
+    by_name = {f["guest_path"].rsplit("/", 1)[1]: f for f in plan_of(report)["files"]
                if f["step"] == "ide-drivers"}
     assert sorted(by_name) == sorted(mergeide.DRIVER_FILES)
     for fname, (where, version) in WINNERS[name].items():
@@ -364,7 +369,7 @@ def test_nt6_emulated_controller_enabled(results, name: str) -> None:
     back = results["readback"][name]
     p = profiles.PROFILES[name]
     report = results["reports"][name]
-    assert not [f for f in report.plan["files"] if f["step"] == "ide-drivers"]
+    assert not [f for f in plan_of(report)["files"] if f["step"] == "ide-drivers"]
     assert not any("left as is" in w for w in report.warnings)  # fallback controller is sound
     for cs, ide in back["ide"].items():
         svcs = ide["services"]
@@ -428,14 +433,14 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     p = profiles.PROFILES[name]
     assert report.appliance_launches == 1
     folders = virtio_iso.expected_folders(layout)[key]
-    chosen = report.virtio["packages"]
+    chosen = report.virtio.packages
     assert {k: v.lower() for k, v in chosen.items()} == {
         k: v.lower() for k, v in folders.items()}
     with open_media(isos[(layout, variant)]) as media:
         sys_rel = next(r for r in media.list() if r.lower() == f"{folders['viostor']}/viostor.sys"
                        .lower())
         # In System32\drivers only when it is the boot driver (XP here boots on IDE).
-        boot = report.virtio["boot_driver"] == "viostor"
+        boot = report.virtio.boot_driver == "viostor"
         assert back["viostor"] == (media.read(sys_rel) if boot else None)
         expected = _expected_stage(media, folders)
         inf_bytes = media.read(next(r for r in media.list()
@@ -446,7 +451,7 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     assert "%SystemRoot%\\Drivers\\VirtIO" in back["devicepath"].split(";")
     assert back["devicepath"].lower().startswith("%systemroot%\\inf")
     nt8 = p.firmware == "uefi"  # the 2019 profile: DriverDatabase
-    boots_virtio = report.virtio["boot_driver"] == "viostor"
+    boots_virtio = report.virtio.boot_driver == "viostor"
     for cs, r in back["regs"].items():
         # Found New Hardware wizard: 2003 and XP x64 in SYSTEM, XP in SOFTWARE policies.
         assert r["suppress_ui"] == (1 if p.version == "5.2" else None)
@@ -466,7 +471,7 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
         else:
             for k in ("pci#ven_1af4&dev_1001&subsys_00021af4&rev_00", "pci#ven_1af4&dev_1001"):
                 assert r["cddb"][k][0] == "viostor" and r["cddb"][k][1].upper() == SCSI
-            modern = report.virtio["modern_ids"]["viostor"]
+            modern = report.virtio.modern_ids["viostor"]
             assert ("pci#ven_1af4&dev_1042" in r["cddb"]) == modern
     assert back["suppress_hw"] == (1 if p.version == "5.1" else None)
     if nt8:
@@ -487,11 +492,11 @@ def test_virtio_staged_on_output(results, isos, name: str) -> None:
     cd = root.find("devices/disk[@device='cdrom']/source")
     assert cd is not None and Path(cd.get("file")) == isos[(layout, variant)].resolve()
     assert root.find("os/type").get("machine").startswith("q35" if nt8 else "pc")
-    devs = {d["what"]: d["value"] for d in report.plan["devices"]}
+    devs = {d["what"]: d["value"] for d in plan_of(report)["devices"]}
     assert devs["disk bus"] == ("virtio-blk" if boots_virtio else "ide")
     assert devs["nic model"] == "virtio"
     # NT 5.x keep the IDE fallback (KB314082) even on virtio.
-    assert any(e["step"] == "mergeide-cddb" for e in report.plan["registry"]) == (
+    assert any(e["step"] == "mergeide-cddb" for e in plan_of(report)["registry"]) == (
         p.layout == "nt5")
 
 
@@ -500,9 +505,9 @@ def test_second_run_with_virtio_changes_nothing(results, isos, tmp_path) -> None
     src = results["dir"] / "win2019-x64.qcow2"
     report = p2vimage.convert(src, tmp_path / "again.qcow2",
                               virtio_win=isos[("current", "rr+joliet")])
-    changed = [e for e in report.plan["registry"] if e["changed"]]
+    changed = [e for e in plan_of(report)["registry"] if e["changed"]]
     assert changed == [], changed[:3]
-    assert not any(f["changed"] for f in report.plan["files"])
+    assert not any(f["changed"] for f in plan_of(report)["files"])
 
 
 def _export(path: Path) -> dict[str, str]:
@@ -523,7 +528,7 @@ def test_physical_nics_dropped_on_output(results, name: str) -> None:
     report = results["reports"][name]
     net = results["readback"][name]["network"]
     p = profiles.PROFILES[name]
-    captured = {n["guid"].upper(): n for n in report.plan["network"]["nics"]}
+    captured = {n["guid"].upper(): n for n in plan_of(report)["network"]["nics"]}
     for fx in p.nics:  # the fixture's NICs (the real hives add their own)
         got = captured[fx.guid.upper()]
         assert got["connection_name"] == fx.connection and got["dhcp"] == fx.dhcp
@@ -540,9 +545,10 @@ def test_physical_nics_dropped_on_output(results, name: str) -> None:
     # Nothing else changed: compare the whole hive, key by key, before and after.
     before, after = _export(net["before"]), _export(net["after"])
     gone = [f"\\{d['control_set']}\\{d['key']}".lower() if d["control_set"] else
-            f"\\{d['key']}".lower() for d in report.plan["deletions"] if d["hive"] == "SYSTEM"]
+            f"\\{d['key']}".lower() for d in plan_of(report)["deletions"] if d["hive"] == "SYSTEM"]
     edited = {(f"\\{e['control_set']}\\{e['key']}" if e["control_set"] else
-               f"\\{e['key']}").lower() for e in report.plan["registry"] if e["hive"] == "SYSTEM"}
+               f"\\{e['key']}").lower() for e in plan_of(report)["registry"]
+              if e["hive"] == "SYSTEM"}
     assert gone
     for key, values in before.items():
         if any(key == g or key.startswith(g + "\\") for g in gone):
@@ -556,14 +562,14 @@ def test_physical_nics_dropped_on_output(results, name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_firstboot_files_on_output(results, name: str) -> None:
     report = results["reports"][name]
-    fb_files = {f["guest_path"].split("GroupPolicy/", 1)[1]: f for f in report.plan["files"]
+    fb_files = {f["guest_path"].split("GroupPolicy/", 1)[1]: f for f in plan_of(report)["files"]
                 if f["step"] == "firstboot"}
     got = results["readback"][name]["network"]["firstboot"]
     # Static NICs as captured (the real hives of the 7 and 2019 profiles bring their own).
-    statics = [n for n in report.plan["network"]["nics"]
+    statics = [n for n in plan_of(report)["network"]["nics"]
                if n["dhcp"] is False and n["ip_addresses"]]
     if not statics:
-        assert fb_files == {} and report.plan["network"]["firstboot"] is None
+        assert fb_files == {} and plan_of(report)["network"]["firstboot"] is None
         return
     assert sorted(fb_files) == sorted(got)
     for rel, f in fb_files.items():
@@ -580,9 +586,9 @@ def test_firstboot_files_on_output(results, name: str) -> None:
     gw = f" {first['gateways'][0]} 1" if first["gateways"] else " none"
     assert f"static {first['ip_addresses'][0]} {first['subnet_masks'][0]}{gw}" in script
     assert "\r\n" in script
-    assert report.plan["network"]["firstboot"]["connection"] == first["connection_name"]
+    assert plan_of(report)["network"]["firstboot"]["connection"] == first["connection_name"]
     # The report names the log the script actually writes.
-    log = report.plan["network"]["firstboot"]["log"]
+    log = plan_of(report)["network"]["firstboot"]["log"]
     assert log == "%SystemRoot%\\p2vimage-firstboot.log"
     assert f'set "LOG={log}"' in script
 
@@ -592,7 +598,7 @@ def test_hardware_leftovers(results, name: str) -> None:
     """The HP profile: vendor agents disabled on request, OEM licence noted, its SMBIOS
     strings in the XML; the others have none of that."""
     report = results["reports"][name]
-    net = report.plan["network"]
+    net = plan_of(report)["network"]
     root = etree.parse(report.xml).getroot()
     if name == "win2003r2-x64":
         assert sorted(v["name"] for v in net["vendor_services"]) == ["CpqTeam", "CqMgServ"]

@@ -196,7 +196,7 @@ def test_gpt_raw_equals_edited_guest(images, tmp_path, monkeypatch) -> None:
     parts = check_output(tmp_path, refs[0], out, "raw")
     assert len(parts) >= 3 and sum(p["ntfs"] for p in parts) >= 1  # ESP, MSR, Windows
     # sparse: the raw output allocates about what was written
-    assert out.stat().st_blocks * 512 <= report.copy[0]["bytes_written"] + 4 * MiB
+    assert out.stat().st_blocks * 512 <= report.copy[0].bytes_written + 4 * MiB
 
 
 def mark_dirty(image: Path, partition_start: int) -> None:
@@ -227,7 +227,7 @@ def test_two_disks_equal_edited_guest_untrusted_bitmap_copied_whole(images, tmp_
         monkeypatch, tmp_path, [images["win2003-x86-2disk"], data], out)
     assert len(refs) == 2 and len(report.copy) == 2
     check_output(tmp_path, refs[0], out, "qcow2")
-    assert report.copy[1]["whole_volumes"] == ["/dev/sdb1"]
+    assert report.copy[1].whole_volumes == ["/dev/sdb1"]
     assert any("/dev/sdb1: the NTFS allocation bitmap cannot be trusted (the volume is marked "
                "dirty" in w for w in report.warnings)
     back = tmp_path / "back2.raw"

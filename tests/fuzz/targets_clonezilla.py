@@ -408,7 +408,7 @@ def run_clonezilla_dir(files: dict[str, bytes]) -> None:
         before = {p.name: p.read_bytes() for p in d.iterdir()}
         out = Path(tmp) / "out.raw"
         try:
-            restore_clonezilla(d, out, progress=False)
+            restore_clonezilla(d, out)
         finally:
             # the image directory is a source: never written, whatever happened
             assert {p.name: p.read_bytes() for p in d.iterdir()} == before

@@ -100,7 +100,7 @@ def test_disk_file_with_a_nul_byte(tmp_path: Path) -> None:
     """hypothesis: a ``disk`` file saying ``sda\\0`` reached open() ("embedded null byte")."""
     d = _clonezilla_dir(tmp_path / "img", {"disk": b"sda\0", "sda-pt.sf": b""})
     with pytest.raises(BadInputError, match="NUL"):
-        restore_clonezilla(d, tmp_path / "out.raw", progress=False)
+        restore_clonezilla(d, tmp_path / "out.raw")
     assert not (tmp_path / "out.raw").exists()
 
 
@@ -115,7 +115,7 @@ def test_disk_size_no_file_can_have(tmp_path: Path, size: str, error: type) -> N
     })
     try:
         with pytest.raises(error):
-            restore_clonezilla(d, tmp_path / "out.raw", progress=False)
+            restore_clonezilla(d, tmp_path / "out.raw")
     except pytest.fail.Exception:
         if error is ConversionError:  # a file system that takes 20 TB files (tmpfs, xfs)
             pytest.skip("this file system allows a 20 TB file")

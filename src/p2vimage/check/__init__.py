@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
-from .. import choices
+from .. import choices, interrupt
 from ..errors import (
     BadInputError,
     CouldNotCheckError,
@@ -25,6 +26,7 @@ from ..errors import (
 from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
 from ..inspection import Inspection, inspect_job
+from ..progress import ProgressCallback, Steps
 from ..sources.image import open_source
 from . import devices, domain, drivers, hygiene, storage, system
 from .guest import CheckView
@@ -44,29 +46,53 @@ def check(
     vcpus: int | None = None,
     source_format: str | None = None,
     root: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: interrupt.Cancel | threading.Event | None = None,
 ) -> CheckReport:
-    """Check a disk image read-only; see the module docstring for what is evaluated."""
+    """Check a disk image read-only; see the module docstring for what is evaluated.
+
+    ``progress`` is called with a :class:`~p2vimage.progress.Progress` (``unit="steps"``)
+    as each phase starts (``launch``, ``inspect``, ``checks``) and once at the end;
+    ``cancel`` stops this call only (Interrupted) at the next phase.
+    """
     _validate(bus, nic, vcpus)  # before reading the XML or starting anything
     facts = domain.read_domain(Path(xml)) if xml is not None else None
-    src = open_source(image, source_format)
-    try:
-        with Job([src], writable=False, root=root) as job:
-            return check_job(job, image=str(image), bus=bus, nic=nic, vcpus=vcpus,
-                             facts=facts, xml=str(xml) if xml is not None else None)
-    except (BadInputError, UsageError, TemporaryError, Interrupted, KeyboardInterrupt):
-        raise
-    except P2VError as exc:  # appliance failure, missing package: the check could not run
-        raise CouldNotCheckError(f"could not check {image}: {exc}") from exc
+    steps = Steps(progress, "check", ("launch", "inspect", "checks"))
+    with interrupt.job(cancel):
+        src = open_source(image, source_format)
+        try:
+            with Job([src], writable=False, root=root) as job:
+                steps.next()
+                job.launch()
+                interrupt.check()
+                steps.next()
+                insp = inspect_job(job)
+                interrupt.check()
+                steps.next()
+                report = check_job(job, image=str(image), bus=bus, nic=nic, vcpus=vcpus,
+                                   facts=facts, xml=str(xml) if xml is not None else None,
+                                   inspection=insp)
+                steps.finish()
+                return report
+        except (BadInputError, UsageError, TemporaryError, Interrupted, KeyboardInterrupt):
+            raise
+        except P2VError as exc:  # appliance failure, missing package: could not check
+            raise CouldNotCheckError(f"could not check {image}: {exc}") from exc
 
 
 def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None = None,
               vcpus: int | None = None, facts: domain.DomainFacts | None = None,
-              xml: str | None = None, inspection: Inspection | None = None) -> CheckReport:
-    """Check the current root of a read-only job (tools checking many disks in one
-    appliance switch roots with ``job.use_root`` between calls).
+              xml: str | None = None, inspection: Inspection | None = None,
+              disk_size: int | None = None) -> CheckReport:
+    """Check the current root of a job (tools checking many disks in one appliance
+    switch roots with ``job.use_root`` between calls; ``convert`` checks its writable
+    job after applying the plan, so the boot sector is then read from the disk, not
+    from the layout read before the edits).
 
     ``inspection``: this root's :func:`inspect_job` result when the caller already has
     it (checking one root against several buses need not read its hives again).
+    ``disk_size``: the disk's size in the VM when it differs from the image's
+    (``convert --size``).
     """
     _validate(bus, nic, vcpus)
     if inspection is None:
@@ -83,11 +109,12 @@ def check_job(job: Job, *, image: str, bus: str | None = None, nic: str | None =
     if insp.is_nt5:
         boot_part, part_start = _boot_partition(g, disk, root, view.layout)
         part = view.layout.partition(boot_part) if view.layout is not None else None
-        boot_sector = part.boot_sector if part is not None and part.boot_sector else \
-            g.pread_device(boot_part, 512, 0)
+        boot_sector = part.boot_sector if part is not None and part.boot_sector and \
+            not job.writable else g.pread_device(boot_part, 512, 0)
     log.info("phase: checks")
     return _run(view, insp, image, bus, nic, vcpus, facts, xml,
-                disk_size=info.size if info is not None else g.blockdev_getsize64(disk),
+                disk_size=disk_size or (info.size if info is not None
+                                        else g.blockdev_getsize64(disk)),
                 boot_sector=boot_sector, part_start=part_start, system_partition=root)
 
 

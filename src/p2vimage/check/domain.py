@@ -54,6 +54,12 @@ def read_domain(path: Path) -> DomainFacts:
     dom = root.getroot()
     if dom.tag != "domain":
         raise BadInputError(f"{path}: root element is <{dom.tag}>, not <domain>")
+    return facts_of(dom)
+
+
+def facts_of(dom: etree._Element) -> DomainFacts:
+    """The facts of a ``<domain>`` element (one read from a file, or one convert is
+    about to write)."""
     otype = dom.find("os/type")
     mtype = otype.get("machine", "") if otype is not None else ""
     machine = "q35" if "q35" in mtype else "pc"

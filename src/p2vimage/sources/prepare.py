@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import UnsupportedFormatError, UsageError
+from ..progress import ProgressCallback
 from .image import SourceImage, allocated_bound, open_source
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ class SourceSet:
         return [dirs[i] if i in dirs else allocated_bound(s.path, s.format)
                 for i, s in enumerate(self.sources)]
 
-    def restore(self, scratch_parent: Path) -> list[SourceImage]:
+    def restore(self, scratch_parent: Path,
+                progress: ProgressCallback | None = None) -> list[SourceImage]:
         """Rebuild every Clonezilla disk into a temporary sparse raw; return the final sources."""
         from .clonezilla.restore import restore_raw
 
@@ -112,14 +114,15 @@ class SourceSet:
         for i, img in self._disks.items():
             raw = self._tmp / f"source-{i}-{img.disk}.raw"
             log.info("restoring %s (%s) into %s", img.directory, img.disk, raw)
-            restore_raw(img, raw)
+            restore_raw(img, raw, progress=progress)
             for w in img.warnings:
                 log.warning("%s: %s", img.directory, w)
             self.sources[i] = replace(self.sources[i], path=raw,
                                       actual_size=raw.stat().st_blocks * 512)
         return self.sources
 
-    def restore_in_place(self, outputs: list[Path], fmt: str) -> set[int]:
+    def restore_in_place(self, outputs: list[Path], fmt: str,
+                         progress: ProgressCallback | None = None) -> set[int]:
         """Rebuild every Clonezilla disk straight into its output file (``outputs[i]`` for
         source ``i``, a claimed ``.partial``), in ``fmt``.  The job then edits these
         files in place: no temporary raw, no second copy.  Returns the indexes restored."""
@@ -127,7 +130,7 @@ class SourceSet:
 
         for i, img in self._disks.items():
             log.info("restoring %s (%s) into %s", img.directory, img.disk, outputs[i])
-            parts = restore_disk(img, outputs[i], fmt)
+            parts = restore_disk(img, outputs[i], fmt, progress=progress)
             for w in img.warnings:
                 log.warning("%s: %s", img.directory, w)
             self.restored_bytes[i] = sum(p.used_bytes for p in parts)

@@ -286,8 +286,7 @@ def copy_extents(src: Any, out: Output, extents: list[tuple[int, int]], meter: M
             finally:
                 returned.put(slot)
 
-    thread = threading.Thread(target=writer, name="p2vimage copy writer", daemon=True)
-    thread.start()
+    thread = interrupt.start_thread(writer, "p2vimage copy writer")
     clean = False
     try:
         _read_all(src, nbd, slots, _pieces(extents), writes, returned, failed, stats, meter,
@@ -591,11 +590,10 @@ class BackgroundCopy:
         self.cancel = threading.Event()
         self.done: dict[int, FirstPass] = {}
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="p2vimage first copy pass",
-                                       daemon=True)
+        self.thread: threading.Thread | None = None
 
     def __enter__(self) -> BackgroundCopy:
-        self.thread.start()
+        self.thread = interrupt.start_thread(self._run, "p2vimage first copy pass")
         return self
 
     def _run(self) -> None:
@@ -611,6 +609,7 @@ class BackgroundCopy:
             self.error = exc
 
     def result(self) -> dict[int, FirstPass]:
+        assert self.thread is not None
         while self.thread.is_alive():
             self.thread.join(0.2)
             interrupt.check()
@@ -619,6 +618,6 @@ class BackgroundCopy:
         return self.done
 
     def __exit__(self, *exc: object) -> None:
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.cancel.set()
             self.thread.join()

@@ -29,7 +29,7 @@ from ..formats.regf import REG_DWORD, REG_EXPAND_SZ
 from ..guest.registry import Hive
 from ..guest.view import GuestView
 from ..inspection import Inspection, classes
-from ..plan import FileWrite, Plan
+from ..plan import FileWrite, Plan, VirtioSummary
 from . import driver_database
 from .media import VirtioMedia
 from .select import DRIVERS, Package, choose
@@ -246,12 +246,10 @@ def plan_virtio(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     if guest.software is not None:
         plan_device_path(plan, guest.software)
     plan_no_wizard(plan, guest)
-    plan.virtio = {
-        "media": str(media.path), "volume_id": media.volume_id, "names": media.names,
-        "packages": out.packages, "boot_driver": out.boot_driver,
-        "staged_files": out.stage_files, "modern_ids": out.modern,
-        "rejected": selection.rejected,
-    }
+    plan.virtio = VirtioSummary(
+        media=str(media.path), volume_id=media.volume_id, names=media.names,
+        packages=out.packages, boot_driver=out.boot_driver, staged_files=out.stage_files,
+        modern_ids=out.modern, rejected=list(selection.rejected))
     if "balloon" in selection.packages:
         plan.choose("memballoon", "virtio",
                     f"balloon staged from {selection.packages['balloon'].folder}")

@@ -93,8 +93,13 @@ def plan_nt6_storage(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     if bus == "sata" or machine == "q35":  # on q35 AHCI is also the fallback to virtio
         wanted.append(SATA)
     for ctl in wanted:
-        problems = plan_controller(plan, guest, ctl)
+        # Planned apart and kept only when complete: a fallback controller with a missing
+        # service or file is left untouched (no CDDB entry naming a service that does
+        # not exist), as the warning says.
+        trial = Plan(context=plan.context)
+        problems = plan_controller(trial, guest, ctl)
         if not problems:
+            plan.registry += trial.registry
             continue
         msg = f"{ctl.description}: " + "; ".join(problems)
         if ctl.name == bus:

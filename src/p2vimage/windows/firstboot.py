@@ -38,7 +38,7 @@ from ..formats import inf as inf_mod
 from ..guest.view import GuestView
 from ..inspection import Inspection
 from ..inspection.nics import Nic, kept_connection_names
-from ..plan import FileWrite, Plan
+from ..plan import FileWrite, FirstbootSummary, Plan
 
 SCRIPTS_CSE = "{42B5FAAE-6536-11D2-AE5A-0000F87571E3}{40B6664F-4972-11D1-A7CA-0000F87571E3}"
 SCRIPT_NAME = "p2vimage-firstboot.cmd"
@@ -290,7 +290,7 @@ def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     (after :func:`~p2vimage.windows.nic_removal.plan_network`, whose NICs it reads)."""
     assert plan.network is not None and plan.context is not None
     opts = plan.context.options
-    nics = [Nic(**n) for n in plan.network["nics"]]
+    nics = plan.network.nics
     bootable = guest.control_sets
     settings = None
     if opts.ip:
@@ -314,7 +314,7 @@ def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
                     f"({other.addresses[0][0]}); the guest gets one NIC, so it is not re-applied"
                 )
     if settings is None or opts.no_firstboot:
-        plan.network["firstboot"] = None
+        plan.network.firstboot = None
         if settings is not None:
             plan.warnings.append(
                 f"--no-firstboot: set {settings.addresses[0][0]} on the new adapter by hand"
@@ -325,7 +325,7 @@ def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
             "--keep-nics: the hidden physical adapter keeps its address, so it is not "
             "re-applied to the new one"
         )
-        plan.network["firstboot"] = None
+        plan.network.firstboot = None
         return
     if settings.dns_suffix:
         plan.warnings.append(
@@ -362,9 +362,7 @@ def plan_firstboot(plan: Plan, insp: Inspection, guest: GuestView) -> None:
             version=None, machine=None, sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), reason=why, local=str(local),
         ))
-    plan.network["firstboot"] = {
-        "connection": settings.connection, "addresses": settings.addresses,
-        "gateways": settings.gateways, "dns": settings.dns, "wins": settings.wins,
-        "source": settings.source, "keep_names": kept,
-        "log": LOG,
-    }
+    plan.network.firstboot = FirstbootSummary(
+        connection=settings.connection, addresses=settings.addresses,
+        gateways=settings.gateways, dns=settings.dns, wins=settings.wins,
+        source=settings.source, keep_names=kept, log=LOG)

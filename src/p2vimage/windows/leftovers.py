@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -77,13 +76,13 @@ def vendor_services(system: Hive, cs: str) -> list[VendorService]:
 
 def plan_vendor_services(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     """Hardware vendors' agents: listed (a warning), or set to Start=4 with
-    ``--disable-vendor-services``.  Recorded in ``plan.network["vendor_services"]``."""
+    ``--disable-vendor-services``.  Recorded in ``plan.network.vendor_services``."""
     assert plan.context is not None
     disable = plan.context.options.disable_vendor_services
     system, control_sets = guest.system, guest.control_sets
     found = vendor_services(system, control_sets[0]) if control_sets else []
     if plan.network is not None:
-        plan.network["vendor_services"] = [dataclasses.asdict(v) for v in found]
+        plan.network.vendor_services = list(found)
     if not found:
         return
     if not disable:
@@ -105,7 +104,7 @@ def plan_oem(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     assert plan.context is not None
     oem = oem_activation(guest.software)
     if plan.network is not None:
-        plan.network["oem_product_id"] = oem
+        plan.network.oem_product_id = oem
     if oem and plan.context.options.smbios is None:
         plan.warnings.append(
             f"OEM-licensed installation (product ID {oem}): activation is tied to the "

@@ -23,7 +23,6 @@ re-applying them to the new adapter.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import UsageError
@@ -33,7 +32,7 @@ from ..guest.view import GuestView
 from ..inspection import Inspection, classes
 from ..inspection.nics import Nic, physical_nics
 from ..options import parse_mac
-from ..plan import Plan
+from ..plan import NetworkSummary, Plan
 
 STEP = "drop-physical-nics"
 STEP_DRIVER = "disable-nic-driver"
@@ -106,13 +105,12 @@ def plan_network(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     if opts.keep_nics:
         cs = guest.control_sets
         nics = physical_nics(guest.system, cs[0]) if cs else []
-        plan.network = {"dropped": False, "nics": [dataclasses.asdict(n) for n in nics],
-                        "disabled_services": []}
+        plan.network = NetworkSummary(dropped=False, nics=list(nics))
     else:
         dropped = drop_nics(plan, guest)
         nics = dropped.nics
-        plan.network = {"dropped": True, "nics": [dataclasses.asdict(n) for n in nics],
-                        "disabled_services": dropped.disabled_services}
+        plan.network = NetworkSummary(dropped=True, nics=list(nics),
+                                      disabled_services=list(dropped.disabled_services))
         for d in dropped.dangling:
             plan.warnings.append(f"network: expected key missing (dangling reference): {d}")
     mac = None
@@ -129,7 +127,7 @@ def plan_network(plan: Plan, insp: Inspection, guest: GuestView) -> None:
             )
         mac = recorded[0].mac
         plan.choose("mac", mac, f"--keep-mac: {recorded[0].description}'s NetworkAddress")
-    plan.network["mac"] = mac
+    plan.network.mac = mac
 
 
 def drop_nics(plan: Plan, guest: GuestView) -> Dropped:

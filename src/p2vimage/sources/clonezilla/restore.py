@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,36 +32,11 @@ from ...blockio.blockdev import create_qcow2
 from ...blockio.nbd import NbdExport
 from ...errors import BadInputError, CorruptImageError, P2VError, write_error
 from ...formats import ntfsclone
+from ...progress import Meter, ProgressCallback
 from . import partclone, streams, table
 from .metadata import SECTOR, DiskImage, Partition, PartitionImage
 
 log = logging.getLogger(__name__)
-
-
-class Progress:
-    """One self-overwriting line on a terminal for ``restore-clonezilla``: bytes and rate.
-
-    (``convert`` reports through its ``progress=`` callback instead; the API issue moves
-    this command to the same callback.)"""
-
-    def __init__(self, label: str) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.label = label
-        self.t0 = time.monotonic()
-        self.last = 0.0
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.5:
-            return
-        self.last = now
-        rate = done / max(now - self.t0, 1e-6) / (1 << 20)
-        sys.stderr.write(f"\r{self.label}: {done / (1 << 20):,.0f} MiB ({rate:,.0f} MiB/s)  ")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 @dataclass
@@ -260,8 +234,8 @@ def raw_bound(img: DiskImage) -> int:
 # --- the whole disk --------------------------------------------------------------------
 
 
-def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
-                on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
+def restore_raw(img: DiskImage, raw: Path, *,
+                progress: ProgressCallback | None = None) -> list[PartitionResult]:
     """Write the disk ``img`` describes into the new sparse file ``raw``."""
     fd = os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -270,52 +244,45 @@ def restore_raw(img: DiskImage, raw: Path, *, show_progress: bool = True,
         except OSError as exc:  # EFBIG: a 20 TiB disk on ext4 (16 TiB files at most)
             raise write_error(f"cannot make a {img.size}-byte disk for {img.disk} here: "
                               f"{exc.strerror}", exc.errno) from None
-        results = restore_into(img, fd, show_progress=show_progress, on_progress=on_progress)
+        results = restore_into(img, fd, progress=progress)
         os.fsync(fd)
     finally:
         os.close(fd)
     return results
 
 
-def restore_into(img: DiskImage, out: blockdev.Disk, *, show_progress: bool = True,
-                 on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
+def restore_into(img: DiskImage, out: blockdev.Disk, *,
+                 progress: ProgressCallback | None = None) -> list[PartitionResult]:
     """Write the table and every partition image of ``img`` into ``out`` (a file
-    descriptor of a file already ``img.size`` long, or an NBD export that size)."""
+    descriptor of a file already ``img.size`` long, or an NBD export that size).
+
+    ``progress`` gets :class:`~p2vimage.progress.Progress` values for the phase
+    ``restore DISK``: bytes of used data written, of an upper bound of them."""
     results = []
     table.write_table(out, img)
-    bar = Progress(f"restoring {img.disk} of {img.directory.name} (used data)")
-    bar.enabled = bar.enabled and show_progress
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        bar.update(done)
-        if on_progress:
-            on_progress(done)
-
+    meter = Meter(progress, f"restore {img.disk}", raw_bound(img))
     for part in img.partitions:
         image = img.images.get(part.name)
         if image is None:
             continue
         try:
-            results.append(_restore_partition(out, part, image, progress))
+            results.append(_restore_partition(out, part, image, meter.add))
         except P2VError as exc:
             raise type(exc)(f"{part.name}: {exc}") from None
         interrupt.check()
-    bar.done()
+    meter.finish()
     return results
 
 
-def restore_disk(img: DiskImage, dest: Path, format: str, *, show_progress: bool = True,
-                 on_progress: Callable[[int], None] | None = None) -> list[PartitionResult]:
+def restore_disk(img: DiskImage, dest: Path, format: str, *,
+                 progress: ProgressCallback | None = None) -> list[PartitionResult]:
     """Restore ``img`` straight into the new output ``dest``: a sparse raw file, or a
     qcow2 written through a writable NBD export of it (one pass, no temporary raw)."""
     if format == "raw":
-        return restore_raw(img, dest, show_progress=show_progress, on_progress=on_progress)
+        return restore_raw(img, dest, progress=progress)
     create_qcow2(dest, img.size)
     with NbdExport(dest, "qcow2", None, writable=True, label=dest.name) as h:
         out = blockdev.NbdDisk(h)
-        results = restore_into(img, out, show_progress=show_progress, on_progress=on_progress)
+        results = restore_into(img, out, progress=progress)
         out.flush()
     return results
