@@ -1,24 +1,30 @@
 """p2vimage: turn a disk image of a physical Windows machine into a KVM guest, offline.
 
-Public API::
+Public API (docs/api.md has the whole of it, with examples a test runs)::
 
     import p2vimage
-    info = p2vimage.inspect("server.img")          # -> Inspection
-    info = p2vimage.inspect_hives("SYSTEM")         # bare hive files, no disk
-    report = p2vimage.check("out.qcow2", bus="virtio-blk")   # -> CheckReport (.ready)
-    p2vimage.restore_clonezilla("2012-04-19-img", "disk.raw")  # Clonezilla directory
+    info = p2vimage.inspect("server.img")                   # -> Inspection
+    report = p2vimage.convert("server.img", "server.qcow2")  # -> ConversionReport
+    result = p2vimage.check("server.qcow2", xml="server.xml")   # -> CheckReport (.ready)
+    p2vimage.restore_clonezilla("2012-04-19-img", "disk.raw")  # -> RestoreResult
 
-Every deliberate failure is a :class:`P2VError` subclass carrying ``exit_code``;
-:class:`TemporaryError` (exit 5) is the family a caller may retry.
+Every call takes ``str`` or ``os.PathLike`` paths, works the same from any thread,
+takes ``cancel=`` (a :class:`Cancel` that stops that call only) and, for long work,
+``progress=`` (a callable given :class:`Progress` values).  Every deliberate failure
+is a :class:`P2VError` subclass carrying ``exit_code``; :class:`TemporaryError`
+(exit 5) is the family a caller may retry.
 """
 
 from . import errors as _errors
-from .api import inspect, restore_clonezilla
-from .check import CheckReport, check
+from .api import RestoreResult, inspect, restore_clonezilla
+from .check import CheckReport, check, check_hives
 from .convert import ConversionReport, ConvertOptions, convert
 from .errors import *  # noqa: F403 - every exception class and exit code, listed once there
 from .inspection import Inspection, inspect_hives
+from .interrupt import Cancel
+from .plan import Plan, VirtioSummary
 from .progress import Progress
+from .report import Devices
 
 __version__ = "0.1.0"
 
@@ -27,7 +33,13 @@ __all__ = [
     "restore_clonezilla",
     "convert",
     "check",
+    "check_hives",
     "CheckReport",
+    "RestoreResult",
+    "Cancel",
+    "Plan",
+    "Devices",
+    "VirtioSummary",
     "ConversionReport",
     "ConvertOptions",
     "inspect_hives",

@@ -45,6 +45,7 @@ from .plan import PlanContext
 from .planner import make_plan
 from .preflight import (
     check_unchanged,
+    disk_size_in_vm,
     file_size,
     output_targets,
     scratch_parent,
@@ -61,25 +62,6 @@ from .targets.disk import grow, place_in_order, system_first
 from .virtio.media import VirtioMedia, open_media
 
 log = logging.getLogger("p2vimage")
-
-
-def _disk_size(job: Job, insp: Inspection, opts: ConvertOptions, disk: str) -> int:
-    """The system disk's size in the VM: its own, or ``--size`` (checked against the
-    partitions it must hold)."""
-    virtual = job.disks[disk_index(disk) or 0].size
-    if opts.size is None:
-        return virtual
-    info = job.disk_info(disk)
-    if info is not None and info.layout is not None:
-        last_end = max((p.end for p in info.layout.partitions), default=0)
-    else:
-        last_end = max((int(p["part_end"]) + 1 for p in job.g.part_list(disk)), default=0)
-    if opts.size < last_end:
-        raise UsageError(f"--size {opts.size}: smaller than the end of the last partition "
-                         f"({last_end} bytes)")
-    if insp.partition_table == "gpt" and opts.size != virtual:
-        raise UsageError("--size on a GPT disk is not supported yet")
-    return opts.size
 
 
 def convert(
@@ -107,7 +89,8 @@ def convert(
     Safe to call from several threads at once (each call has its own appliance, overlay,
     work directory and claimed outputs).  Installs no signal handler: the CLI does.
     """
-    srcs = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    srcs = [source] if isinstance(source, (str, os.PathLike)) else \
+        list(source) if isinstance(source, (list, tuple)) else []
     if not srcs or not all(isinstance(s, (str, os.PathLike)) for s in srcs):
         raise UsageError("source: a path (str or os.PathLike), or a non-empty list of them")
     opts = make_options(output, options, **kw)
@@ -190,7 +173,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
         devices = [device_name(i) for i in order]
         sources = [sources[i] for i in order]  # from here on, in output order
         sizes = [sizes[i] for i in order]
-        disk_size = _disk_size(job, insp, opts, disk)
+        disk_size = disk_size_in_vm(job, insp, opts, disk)
         phases["inspect"] = time.monotonic() - t0 - sum(phases.values())
         log.info("phase: plan")
         context = PlanContext(options=opts, workdir=job.scratch(), disk_size=disk_size,

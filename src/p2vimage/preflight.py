@@ -15,6 +15,9 @@ from pathlib import Path
 from . import libvirt_xml
 from .errors import BadInputError, UsageError
 from .formats.pe import PEError, read_pe
+from .guest.appliance import Job
+from .guest.disks import disk_index
+from .inspection import Inspection
 from .options import ConvertOptions
 from .sources.image import SourceImage
 from .sources.prepare import SourceSet
@@ -134,3 +137,22 @@ def space_needs(opts: ConvertOptions, source_set: SourceSet,
     for extra in targets[len(bounds):]:
         needs.append(space.Need(extra.parent, space.SMALL_FILES_ALLOWANCE, extra.name))
     return needs
+
+
+def disk_size_in_vm(job: Job, insp: Inspection, opts: ConvertOptions, disk: str) -> int:
+    """The system disk's size in the VM: its own, or ``--size`` (checked against the
+    partitions it must hold)."""
+    virtual = job.disks[disk_index(disk) or 0].size
+    if opts.size is None:
+        return virtual
+    info = job.disk_info(disk)
+    if info is not None and info.layout is not None:
+        last_end = max((p.end for p in info.layout.partitions), default=0)
+    else:
+        last_end = max((int(p["part_end"]) + 1 for p in job.g.part_list(disk)), default=0)
+    if opts.size < last_end:
+        raise UsageError(f"--size {opts.size}: smaller than the end of the last partition "
+                         f"({last_end} bytes)")
+    if insp.partition_table == "gpt" and opts.size != virtual:
+        raise UsageError("--size on a GPT disk is not supported yet")
+    return opts.size

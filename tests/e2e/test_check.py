@@ -68,7 +68,7 @@ def _edit_system(g, sr: str, tmp: Path, edit) -> None:
 
 
 def _no_gendisk(h: Hive) -> None:
-    for cs in h.child_names(h.root()):
+    for cs in h.child_names(h.root):
         node = h.node(f"{cs}\\{CDDB}\\GenDisk") if cs.lower().startswith("controlset") \
             else None
         if node is not None:

@@ -30,7 +30,7 @@ from ... import interrupt
 from ...blockio import blockdev
 from ...blockio.blockdev import create_qcow2
 from ...blockio.nbd import NbdExport
-from ...errors import BadInputError, CorruptImageError, P2VError, write_error
+from ...errors import BadInputError, CorruptImageError, Interrupted, P2VError, write_error
 from ...formats import ntfsclone
 from ...progress import Meter, ProgressCallback
 from . import partclone, streams, table
@@ -261,12 +261,19 @@ def restore_into(img: DiskImage, out: blockdev.Disk, *,
     results = []
     table.write_table(out, img)
     meter = Meter(progress, f"restore {img.disk}", raw_bound(img))
+
+    def written(n: int) -> None:  # per chunk: progress, and a cancelled job stops here
+        meter.add(n)
+        interrupt.check()
+
     for part in img.partitions:
         image = img.images.get(part.name)
         if image is None:
             continue
         try:
-            results.append(_restore_partition(out, part, image, meter.add))
+            results.append(_restore_partition(out, part, image, written))
+        except Interrupted:
+            raise
         except P2VError as exc:
             raise type(exc)(f"{part.name}: {exc}") from None
         interrupt.check()
