@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="qcow2", choices=choices.FORMATS)
     c.add_argument("--size", metavar="SIZE", help="grow the system disk to SIZE (e.g. 21G)")
     c.add_argument("--source-format", metavar="FMT")
+    c.add_argument("--ssh-identity", metavar="FILE", help="private key for ssh:// sources")
+    c.add_argument("--ssh-known-hosts", metavar="FILE",
+                   help="known_hosts file for ssh:// sources (default: ~/.ssh/known_hosts)")
     c.add_argument("--name", metavar="NAME", help="libvirt domain name (default: hostname)")
     c.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 2G or 2048 (MiB)")
     c.add_argument("--vcpus", type=int, metavar="N")
@@ -184,6 +187,8 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         format=args.format,
         size=parse_size(args.size) if args.size else None,
         source_format=args.source_format,
+        ssh_identity=args.ssh_identity,
+        ssh_known_hosts=args.ssh_known_hosts,
         name=args.name,
         memory_mib=libvirt_xml.parse_memory(args.memory) if args.memory else None,
         vcpus=args.vcpus,

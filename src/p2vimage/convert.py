@@ -100,7 +100,9 @@ def convert(
     opts = make_options(output, options, **kw)
     t0 = time.monotonic()
     phases: dict[str, float] = {}
-    with interrupt.handling_signals(), SourceSet(srcs, opts.source_format) as source_set:
+    with interrupt.handling_signals(), SourceSet(
+            srcs, opts.source_format, ssh_identity=opts.ssh_identity,
+            ssh_known_hosts=opts.ssh_known_hosts) as source_set:
         sources = source_set.sources
         validate(opts, sources)
         media = open_media(opts.virtio_win) if opts.virtio_win is not None else None

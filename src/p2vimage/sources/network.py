@@ -57,7 +57,7 @@ from .image import SourceImage, classify
 log = logging.getLogger("p2vimage")
 
 RETRIES = 5  # reopen attempts of a failed connection (nbdkit's retry filter)
-RETRY_DELAY = 2.0  # seconds before the first retry, doubled each time (about 1 min in all)
+RETRY_DELAY = 2  # whole seconds before the first retry, doubled each time (about 1 min in all)
 SSH_CONNECT_TIMEOUT = 20  # seconds
 READ_TIMEOUT = 120  # seconds without a byte before an ssh channel is given up
 START_TIMEOUT = 30.0
@@ -118,7 +118,7 @@ class NetworkSource:
         self._err = Path()
         self._log_pos = 0
         self._pending: dict[tuple[str, str], int] = {}
-        self._last_ok: dict[str, bool] = {}
+        self._last_ok = True  # whether the last read to complete (any connection) worked
         self._read = 0
         self._failed = 0
 
@@ -141,12 +141,11 @@ class NetworkSource:
                 self._pending[(m[1], m[2])] = int(m[3], 16)
             elif m := _DONE.search(line):
                 n = self._pending.pop((m[1], m[2]), 0)
-                if m[3] == "0":
+                self._last_ok = m[3] == "0"
+                if self._last_ok:
                     self._read += n
-                    self._last_ok[m[1]] = True
                 else:
                     self._failed += 1
-                    self._last_ok[m[1]] = False
 
     def bytes_read(self) -> int:
         """Bytes read from the source so far (each retried read counted each time)."""
@@ -159,9 +158,11 @@ class NetworkSource:
         return self._failed
 
     def failed_for_good(self) -> bool:
-        """Whether a connection's last read failed: its retries ran out."""
+        """Whether the last read that reached the source failed (the retry filter reopens
+        the plugin under a new connection number, so a recovered failure is followed by
+        a success somewhere; a source gone for good fails every read to the end)."""
         self._scan()
-        return any(not ok for ok in self._last_ok.values())
+        return not self._last_ok
 
     # -- opening ----------------------------------------------------------------------
 
@@ -321,7 +322,7 @@ class NetworkSource:
         nbdkit = deps.require_program("nbdkit")
         self.command = [nbdkit, "-r", "-f", "--exit-with-parent", "-U", str(self.socket),
                         "--filter=retry", "--filter=log", *self._plugin_args(size),
-                        f"retries={RETRIES}", f"retry-delay={RETRY_DELAY:g}",
+                        f"retries={RETRIES}", f"retry-delay={RETRY_DELAY}",
                         f"logfile={self._log}"]
         with open(self._err, "wb") as err:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=err,

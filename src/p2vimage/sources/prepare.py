@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import Interrupted, TemporaryError, UnsupportedFormatError, UsageError
+from ..errors import Interrupted, P2VError, TemporaryError, UnsupportedFormatError, UsageError
 from .image import SourceImage, allocated_bound, open_source
 from .network import NetworkSource
 from .uri import is_uri
@@ -184,8 +184,8 @@ class SourceSet:
                  tb: TracebackType | None) -> None:
         gone = [ns for ns in self.network.values() if ns.failed_for_good()]
         self.close()
-        if (gone and isinstance(exc, Exception) and not isinstance(exc, (
-                TemporaryError, UsageError, Interrupted))):
+        if (gone and isinstance(exc, (P2VError, RuntimeError, OSError)) and not isinstance(
+                exc, (TemporaryError, UsageError, Interrupted))):
             # The job failed because a source stopped answering after its retries (an
             # I/O error in the appliance or the copy): a temporary failure, exit 5.
             raise gone[0].unreachable_error(exc) from exc
