@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libvirt-clients libxml2-utils file python3-venv genisoimage util-linux parted
   lzop lzip lz4 gdisk mount
   python3-libnbd libnbd-bin nbdkit qemu-system-common
+  nbdkit-plugin-python openssh-client openssh-server
   python3-yaml
 )
 

@@ -14,7 +14,7 @@ from . import interrupt
 from .guest.appliance import Job
 from .inspection import Inspection, inspect_job
 from .restore import RestoreResult, restore_clonezilla
-from .sources.image import open_source
+from .sources.prepare import opened
 
 __all__ = ["inspect", "inspect_job", "restore_clonezilla", "RestoreResult"]
 
@@ -25,15 +25,19 @@ def inspect(
     source_format: str | None = None,
     root: str | None = None,
     cancel: interrupt.Cancel | threading.Event | None = None,
+    ssh_identity: str | os.PathLike[str] | None = None,
+    ssh_known_hosts: str | os.PathLike[str] | None = None,
 ) -> Inspection:
     """Inspect a disk image read-only and describe the Windows installation on it.
 
-    ``cancel`` stops this call only (:class:`~p2vimage.errors.Interrupted`)."""
-    with interrupt.job(cancel):
-        src = open_source(path, source_format)
-        with Job([src], writable=False, root=root) as job:
-            insp = inspect_job(job)
-            interrupt.check()
+    ``path`` may be a network URI (``ssh://``, ``nbd://``, ``http(s)://``; the
+    ``ssh_*`` keywords as for ``convert``).  ``cancel`` stops this call only
+    (:class:`~p2vimage.errors.Interrupted`)."""
+    with interrupt.job(cancel), opened(path, source_format, ssh_identity=ssh_identity,
+                                       ssh_known_hosts=ssh_known_hosts) as src, \
+            Job([src], writable=False, root=root) as job:
+        insp = inspect_job(job)
+        interrupt.check()
     insp.appliance_launches = job.stats.appliance_launches
     insp.launch_attempts = job.stats.launch_attempts
     return insp

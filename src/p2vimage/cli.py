@@ -53,6 +53,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
 
+def _ssh(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssh-identity", metavar="FILE", help="private key for ssh:// sources")
+    p.add_argument("--ssh-known-hosts", metavar="FILE",
+                   help="known_hosts file for ssh:// sources (default: ~/.ssh/known_hosts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="format of IMAGE (default: detected; a disk with an MBR is always raw)",
     )
     p.add_argument("--root", metavar="DEV", help="which Windows to use when there are several")
+    _ssh(p)
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", default="qcow2", choices=choices.FORMATS)
     c.add_argument("--size", metavar="SIZE", help="grow the system disk to SIZE (e.g. 21G)")
     c.add_argument("--source-format", metavar="FMT")
+    _ssh(c)
     c.add_argument("--name", metavar="NAME", help="libvirt domain name (default: hostname)")
     c.add_argument("--memory", metavar="SIZE", help="guest memory, e.g. 2G or 2048 (MiB)")
     c.add_argument("--vcpus", type=int, metavar="N")
@@ -145,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per check)")
     k.add_argument("--source-format", metavar="FMT")
     k.add_argument("--root", metavar="DEV")
+    _ssh(k)
     _common(k)
     k.set_defaults(func=cmd_check)
 
@@ -186,6 +195,8 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         format=args.format,
         size=parse_size(args.size) if args.size else None,
         source_format=args.source_format,
+        ssh_identity=args.ssh_identity,
+        ssh_known_hosts=args.ssh_known_hosts,
         name=args.name,
         memory_mib=libvirt_xml.parse_memory(args.memory) if args.memory else None,
         vcpus=args.vcpus,
@@ -244,7 +255,9 @@ def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     with junit or contextlib.nullcontext():
         try:
             report = check(args.image, bus=args.bus, nic=args.nic, xml=args.xml,
-                           vcpus=args.vcpus, source_format=args.source_format, root=args.root)
+                           vcpus=args.vcpus, source_format=args.source_format, root=args.root,
+                           ssh_identity=args.ssh_identity,
+                           ssh_known_hosts=args.ssh_known_hosts)
         except (P2VError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug: "could not check" (3), not "not ready"
@@ -258,7 +271,8 @@ def cmd_check(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
-    insp = api.inspect(args.image, source_format=args.source_format, root=args.root)
+    insp = api.inspect(args.image, source_format=args.source_format, root=args.root,
+                       ssh_identity=args.ssh_identity, ssh_known_hosts=args.ssh_known_hosts)
     return EXIT_OK, insp.to_dict(), insp.summary_lines()
 
 

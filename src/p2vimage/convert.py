@@ -103,7 +103,8 @@ def _run(srcs: list[str | os.PathLike[str]], opts: ConvertOptions,
          progress: ProgressCallback | None) -> ConversionReport:
     t0 = time.monotonic()
     phases: dict[str, float] = {}
-    with SourceSet(srcs, opts.source_format) as source_set:
+    with SourceSet(srcs, opts.source_format, ssh_identity=opts.ssh_identity,
+                   ssh_known_hosts=opts.ssh_known_hosts) as source_set:
         sources = source_set.sources
         validate(opts, sources)
         media = open_media(opts.virtio_win) if opts.virtio_win is not None else None
@@ -126,10 +127,8 @@ def _run(srcs: list[str | os.PathLike[str]], opts: ConvertOptions,
                             progress)
                         sources = source_set.sources
                     phases["restore"] = time.monotonic() - t0
-                return _convert(opts, sources, media, t0, phases, atomic,
-                                by_inspection=source_set.system_disk_by_inspection,
-                                progress=progress, in_place=in_place,
-                                restored=source_set.restored_bytes)
+                return _convert(opts, source_set, sources, media, t0, phases, atomic,
+                                progress=progress, in_place=in_place)
         finally:
             if media is not None:
                 media.close()
@@ -149,11 +148,11 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
     return list(range(len(sources))), warn
 
 
-def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedia | None,
-             t0: float, phases: dict[str, float], atomic: AtomicOutputs | None, *,
-             by_inspection: bool = False,
-             progress: ProgressCallback | None = None, in_place: set[int] | None = None,
-             restored: dict[int, int] | None = None) -> ConversionReport:
+def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceImage],
+             media: VirtioMedia | None, t0: float, phases: dict[str, float],
+             atomic: AtomicOutputs | None, *, progress: ProgressCallback | None = None,
+             in_place: set[int] | None = None) -> ConversionReport:
+    by_inspection = source_set.system_disk_by_inspection
     *outs, xml_path, report_path = output_targets(opts, len(sources))
     copy_stats: list[hostcopy.DiskCopy] = []
     in_place = in_place or set()
@@ -193,6 +192,8 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
                 warnings=[*plan.warnings, *order_warnings, *xml_warnings, *copy_warnings],
                 appliance_launches=job.stats.appliance_launches,
                 launch_attempts=job.stats.launch_attempts,
+                network_bytes_read=sum(source_set.network_bytes_read().values())
+                if source_set.network else None,
                 phases={k: round(v, 3) for k, v in phases.items()}, **kw)
 
         if opts.dry_run:
@@ -217,7 +218,7 @@ def _convert(opts: ConvertOptions, sources: list[SourceImage], media: VirtioMedi
             size = opts.size if i == 0 else None
             if j in in_place:
                 copy_stats.append(hostcopy.DiskCopy.restored_in_place(
-                    dev, sources[i].virtual_size, (restored or {}).get(j, 0)))
+                    dev, sources[i].virtual_size, source_set.restored_bytes.get(j, 0)))
                 if size is not None and size != sources[i].virtual_size:
                     grow(atomic.partial(outs[j]), opts.format, size)
                 continue

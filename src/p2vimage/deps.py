@@ -26,6 +26,8 @@ _PROGRAM_PACKAGES = {
     "hivexregedit": "libhivex-bin",
     "virt-xml-validate": "libvirt-clients",
     "virsh": "libvirt-clients",
+    "nbdkit": "nbdkit",
+    "ssh": "openssh-client",
 }
 
 

@@ -137,6 +137,11 @@ class InsufficientSpaceError(TemporaryError):
         self.available = available
 
 
+class SourceUnreachableError(TemporaryError):
+    """A network source (``ssh://``, ``nbd://``, ``http(s)://``) cannot be reached, or
+    stopped answering after its bounded retries: the host may be back later."""
+
+
 def write_error(message: str, errnum: int | None) -> P2VError:
     """The error for a failed write of an output: no room on its filesystem
     (ENOSPC, EDQUOT) is :class:`InsufficientSpaceError`, anything else
@@ -186,6 +191,7 @@ __all__ = [
     "InsufficientSpaceError",
     "MissingDependencyError",
     "TemporaryError",
+    "SourceUnreachableError",
     "NotReadyError",
     "Interrupted",
 ]

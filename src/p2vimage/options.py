@@ -53,9 +53,14 @@ class ConvertOptions:
     # Write the outputs even when the in-session check finds the guest not ready (the
     # findings are in the report); without it such a conversion is a ConversionError.
     force: bool = False
+    # Network sources (ssh://): a private key to use, a known_hosts file to check the
+    # host key against (default: the user's agent, ~/.ssh keys and known_hosts).
+    ssh_identity: Path | None = None
+    ssh_known_hosts: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("output", "xml", "report", "virtio_win", "smbios"):
+        for name in ("output", "xml", "report", "virtio_win", "smbios", "ssh_identity",
+                     "ssh_known_hosts"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, _as_path(value, name))

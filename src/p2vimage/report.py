@@ -72,6 +72,9 @@ class ConversionReport:
     launch_attempts: int
     bytes_read: int
     bytes_written: int
+    # Bytes read from network sources (ssh://, nbd://, http://), retries included; None
+    # when every source is a local file or directory.
+    network_bytes_read: int | None = None
     phases: dict[str, float] = field(default_factory=dict)
     # The check of the edited guest with these devices, run after apply in the same
     # appliance session (None for a dry run: nothing was applied).

@@ -27,7 +27,7 @@ from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
 from ..inspection import Inspection, inspect_job
 from ..progress import ProgressCallback, Steps
-from ..sources.image import open_source
+from ..sources.prepare import opened
 from . import devices, domain, drivers, hygiene, storage, system
 from .guest import CheckView
 from .report import ERROR, CheckReport, CheckResult, Finding
@@ -48,18 +48,21 @@ def check(
     root: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: interrupt.Cancel | threading.Event | None = None,
+    ssh_identity: str | os.PathLike[str] | None = None,
+    ssh_known_hosts: str | os.PathLike[str] | None = None,
 ) -> CheckReport:
     """Check a disk image read-only; see the module docstring for what is evaluated.
 
     ``progress`` is called with a :class:`~p2vimage.progress.Progress` (``unit="steps"``)
     as each phase starts (``launch``, ``inspect``, ``checks``) and once at the end;
-    ``cancel`` stops this call only (Interrupted) at the next phase.
+    ``cancel`` stops this call only (Interrupted) at the next phase.  ``image`` may be
+    a network URI, as for ``convert`` (with its ``ssh_*`` keywords).
     """
     _validate(bus, nic, vcpus)  # before reading the XML or starting anything
     facts = domain.read_domain(Path(xml)) if xml is not None else None
     steps = Steps(progress, "check", ("launch", "inspect", "checks"))
-    with interrupt.job(cancel):
-        src = open_source(image, source_format)
+    with interrupt.job(cancel), opened(image, source_format, ssh_identity=ssh_identity,
+                                       ssh_known_hosts=ssh_known_hosts) as src:
         try:
             with Job([src], writable=False, root=root) as job:
                 steps.next()

@@ -42,7 +42,9 @@ class SourceImage:
     virtual_size: int
     actual_size: int
     detected: bool  # False when the user named the format
-    origin: Path | None = None  # what the user named, when ``path`` was made from it
+    # What the user named, when ``path`` was made from it (a network source: its URI,
+    # redacted; ``path`` is then a local qcow2 backed by the job's NBD export of it).
+    origin: Path | str | None = None
     # Every file below ``path`` in its backing chain: an output written over one of
     # them would change the source while it is being read.
     backing_files: tuple[Path, ...] = ()
@@ -217,29 +219,11 @@ def allocated_bound(path: Path, fmt: str) -> int:
     return max(st.st_size, st.st_blocks * 512)
 
 
-def open_source(path: str | os.PathLike[str], source_format: str | None = None) -> SourceImage:
-    """Check a source and settle its format; raises a BadInputError subclass."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise SourceNotFoundError(f"{p}: no such file") from None
-    except OSError as exc:
-        raise SourceUnreadableError(f"{p}: cannot access: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UnsupportedFormatError(f"{p}: is a directory, not a disk image")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise UnsupportedFormatError(f"{p}: not a regular file or block device")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(65536)
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 512))
-            tail = f.read(512)
-    except PermissionError:
-        raise SourceUnreadableError(f"{p}: permission denied") from None
-    except OSError as exc:
-        raise SourceUnreadableError(f"{p}: cannot read: {exc.strerror}") from None
+def classify(p: Path | str, head: bytes, tail: bytes, size: int,
+             source_format: str | None) -> tuple[str, bool]:
+    """The format of a source from its first 64 KiB, its last sector and its size, and
+    whether it was detected (not named by the user); raises for what is no disk image.
+    ``p`` names the source in messages (a path, or a network source's redacted URI)."""
     if size == 0:
         raise UnsupportedFormatError(f"{p}: the file is empty")
     if size < 512:
@@ -263,9 +247,42 @@ def open_source(path: str | os.PathLike[str], source_format: str | None = None) 
                 "(truncated capture, or a format we do not recognise)"
             )
         _check_partition_extent(p, head, size)
-        return SourceImage(p, "raw", size, st.st_blocks * 512, detected)
-    if fmt == "qcow2":
+    elif fmt == "qcow2":
         _check_qcow2_extent(p, head, size)
+    return fmt, detected
+
+
+def open_source(path: str | os.PathLike[str], source_format: str | None = None) -> SourceImage:
+    """Check a source and settle its format; raises a BadInputError subclass."""
+    from .uri import is_uri, redact
+
+    if is_uri(path):
+        raise UsageError(f"{redact(str(path))}: a network source: open it with "
+                         "sources.prepare.SourceSet (it starts and stops the source's server)")
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise SourceUnreadableError(f"{p}: cannot access: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnsupportedFormatError(f"{p}: is a directory, not a disk image")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise UnsupportedFormatError(f"{p}: not a regular file or block device")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(65536)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 512))
+            tail = f.read(512)
+    except PermissionError:
+        raise SourceUnreadableError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise SourceUnreadableError(f"{p}: cannot read: {exc.strerror}") from None
+    fmt, detected = classify(p, head, tail, size, source_format)
+    if fmt == "raw":
+        return SourceImage(p, "raw", size, st.st_blocks * 512, detected)
     chain = qemu_img_info(p, fmt)
     info = chain[0]
     backing = tuple(Path(i["filename"]) for i in chain[1:] if i.get("filename"))

@@ -7,6 +7,12 @@ so no space is needed elsewhere and the thin copy reads it quickly), which
 the job then uses as a read-only base under its overlay.  The temporaries go
 away when the conversion ends, on success, error or interrupt.
 
+A network source (``ssh://``, ``nbd://``, ``nbd+unix://``, ``http(s)://``) is opened
+here too (:mod:`.network`): its nbdkit runs, read-only, from the construction of the
+set to its close, and its ``SourceImage`` is a local qcow2 handle backed by that
+server.  A job that fails because such a source stopped answering for good ends in
+:class:`~p2vimage.errors.SourceUnreachableError` (exit 5), raised by ``__exit__``.
+
 Work is split in two steps so every cheap check (metadata of the directory,
 output paths, options) runs before the minutes a restore may take.
 """
@@ -17,13 +23,17 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import UnsupportedFormatError, UsageError
+from ..errors import Interrupted, P2VError, TemporaryError, UnsupportedFormatError, UsageError
 from ..progress import ProgressCallback
 from .image import SourceImage, allocated_bound, open_source
+from .network import NetworkSource
+from .uri import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +41,9 @@ log = logging.getLogger(__name__)
 class SourceSet:
     """The sources of one conversion: placeholders first, restored disks after :meth:`restore`."""
 
-    def __init__(self, args: list[str | os.PathLike[str]], source_format: str | None) -> None:
+    def __init__(self, args: list[str | os.PathLike[str]], source_format: str | None, *,
+                 ssh_identity: str | os.PathLike[str] | None = None,
+                 ssh_known_hosts: str | os.PathLike[str] | None = None) -> None:
         from .clonezilla import metadata
 
         self._disks: dict[int, metadata.DiskImage] = {}
@@ -39,7 +51,27 @@ class SourceSet:
         self._tmp: Path | None = None
         self._bounds: dict[int, int] | None = None
         self.restored_bytes: dict[int, int] = {}
+        # Network sources by source index; their servers run until close().
+        self.network: dict[int, NetworkSource] = {}
+        try:
+            self._open(args, source_format, ssh_identity, ssh_known_hosts)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, args: list[str | os.PathLike[str]], source_format: str | None,
+              ssh_identity: str | os.PathLike[str] | None,
+              ssh_known_hosts: str | os.PathLike[str] | None) -> None:
+        from .clonezilla import metadata
+
         for arg in args:
+            if is_uri(arg):
+                assert isinstance(arg, str)
+                ns = NetworkSource(arg, source_format=source_format,
+                                   ssh_identity=ssh_identity, ssh_known_hosts=ssh_known_hosts)
+                self.network[len(self.sources)] = ns  # closed by close() from now on
+                self.sources.append(ns.open())
+                continue
             p = Path(arg)
             if not p.is_dir():
                 self.sources.append(open_source(p, source_format))
@@ -138,7 +170,14 @@ class SourceSet:
                                       actual_size=outputs[i].stat().st_blocks * 512)
         return set(self._disks)
 
+    def network_bytes_read(self) -> dict[int, int]:
+        """Per network source (by source index): bytes read from it so far, retried
+        reads included; live while the set is open, final after :meth:`close`."""
+        return {i: ns.bytes_read() for i, ns in self.network.items()}
+
     def close(self) -> None:
+        for ns in self.network.values():
+            ns.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -148,4 +187,24 @@ class SourceSet:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        gone = [ns for ns in self.network.values() if ns.failed_for_good()]
         self.close()
+        if (gone and isinstance(exc, (P2VError, RuntimeError, OSError)) and not isinstance(
+                exc, (TemporaryError, UsageError, Interrupted))):
+            # The job failed because a source stopped answering after its retries (an
+            # I/O error in the appliance or the copy): a temporary failure, exit 5.
+            raise gone[0].unreachable_error(exc) from exc
+
+
+@contextmanager
+def opened(path: str | os.PathLike[str], source_format: str | None = None, *,
+           ssh_identity: str | os.PathLike[str] | None = None,
+           ssh_known_hosts: str | os.PathLike[str] | None = None) -> Iterator[SourceImage]:
+    """One source for a read-only job (``inspect``, ``check``): an image file, or a
+    network URI whose server runs for the duration of the ``with`` block."""
+    if not is_uri(path):
+        yield open_source(path, source_format)
+        return
+    with SourceSet([path], source_format, ssh_identity=ssh_identity,
+                   ssh_known_hosts=ssh_known_hosts) as sources:
+        yield sources.sources[0]
