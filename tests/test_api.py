@@ -86,7 +86,11 @@ def test_doc_examples_leave_typed_results_matching_the_outputs(examples) -> None
     assert ns["seen"][-1].done == ns["seen"][-1].total
     # The cancelled restore left nothing; the other one wrote its disk.
     assert not (work / "disk.qcow2").exists() and not (work / "disk.qcow2.partial").exists()
-    assert ns["cancel"].is_set() and not interrupt.received()
+    assert ns["cancel"].is_set() and not interrupt.received() and ns["stopped"]
+    assert not (work / "never.qcow2").exists()
+    # check from a worker thread with Path arguments, its phases reported as steps
+    assert ns["result"] is not None and all(p.unit == "steps" for p in ns["steps"])
+    assert isinstance(ns["hive_check"], p2vimage.CheckReport)
 
 
 def test_a_cancel_of_one_job_does_not_stop_another(tmp_path: Path) -> None:
@@ -134,9 +138,18 @@ def test_a_library_call_installs_no_signal_handler(tmp_path: Path) -> None:
     assert seen and all(s == before for s in seen)
 
 
-def test_cancel_must_be_a_token() -> None:
-    with pytest.raises(TypeError, match="cancel"), interrupt.job("yes"):  # type: ignore[arg-type]
-        pass
+def test_cancel_and_progress_are_checked_before_any_work(tmp_path: Path) -> None:
+    src = cz.clonezilla_dir("winxp-x86", "gz", "300kB")
+    with pytest.raises(p2vimage.UsageError, match="cancel: a p2vimage.Cancel"):
+        p2vimage.restore_clonezilla(src, tmp_path / "a.raw", cancel="yes")  # type: ignore
+    with pytest.raises(p2vimage.UsageError, match="progress: a callable"):
+        p2vimage.restore_clonezilla(src, tmp_path / "b.raw", progress=True)  # type: ignore
+    with pytest.raises(p2vimage.UsageError, match="progress: a callable"):
+        p2vimage.convert(str(tmp_path / "none.img"), tmp_path / "c.qcow2", progress=1)
+    with pytest.raises(p2vimage.UsageError, match="source-format"):
+        p2vimage.convert(str(tmp_path / "none.img"), tmp_path / "d.qcow2",
+                         source_format="bogus")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -145,6 +158,8 @@ def test_cancel_must_be_a_token() -> None:
     ({"memory_mib": -1}, "memory: a positive whole number"),
     ({"bus": "floppy"}, "--bus floppy"),
     ({"ip": [1]}, "ip: strings"),
+    ({"ip": 5}, "ip: a string or a list"),
+    ({"driver_files": 3}, "driver_files: a path or a list"),
     ({"colour": "red"}, "unknown option(s) colour"),
 ])
 def test_bad_values_are_usage_errors_before_any_work(tmp_path: Path, kw: dict,

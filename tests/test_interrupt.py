@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from p2vimage import interrupt
-from p2vimage.errors import Interrupted
+from p2vimage.errors import Interrupted, UsageError
 
 
 def test_a_set_token_stops_its_job_only() -> None:
@@ -18,7 +18,7 @@ def test_a_set_token_stops_its_job_only() -> None:
     mine.cancel("stop pressed")
     with interrupt.job(other):
         interrupt.check()  # another job's token is not this job's
-    with interrupt.job(mine), pytest.raises(Interrupted, match="^stop pressed; nothing"):
+    with pytest.raises(Interrupted, match="^stop pressed; nothing"), interrupt.job(mine):
         interrupt.check()
     interrupt.check()  # outside any job: nothing recorded process-wide
     assert not interrupt.received()
@@ -27,10 +27,17 @@ def test_a_set_token_stops_its_job_only() -> None:
 def test_a_plain_event_is_accepted_and_anything_else_refused() -> None:
     ev = threading.Event()
     ev.set()
-    with interrupt.job(ev), pytest.raises(Interrupted, match="^cancelled"):
+    with pytest.raises(Interrupted, match="^cancelled"), interrupt.job(ev):
         interrupt.check()
-    with pytest.raises(TypeError, match="cancel"), interrupt.job(True):  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="cancel"), interrupt.job(True):  # type: ignore[arg-type]
         pass
+
+
+def test_a_token_set_before_the_call_stops_it_at_once() -> None:
+    done = interrupt.Cancel()
+    done.cancel("too late")
+    with pytest.raises(Interrupted, match="^too late"), interrupt.job(done):
+        raise AssertionError("the job body must not run")
 
 
 def test_threads_started_by_the_job_see_its_token() -> None:
@@ -56,8 +63,8 @@ def test_threads_started_by_the_job_see_its_token() -> None:
 def test_request_stop_stops_every_job_until_cleared() -> None:
     try:
         interrupt.request_stop("SIGTERM")
-        with interrupt.job(interrupt.Cancel()), pytest.raises(Interrupted,
-                                                                match="interrupted by SIGTERM"):
+        with pytest.raises(Interrupted, match="interrupted by SIGTERM"), \
+                interrupt.job(interrupt.Cancel()):
             interrupt.check()
         with pytest.raises(Interrupted):
             interrupt.check()

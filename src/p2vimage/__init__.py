@@ -15,6 +15,8 @@ is a :class:`P2VError` subclass carrying ``exit_code``; :class:`TemporaryError`
 (exit 5) is the family a caller may retry.
 """
 
+import logging as _logging
+
 from . import errors as _errors
 from .api import RestoreResult, inspect, restore_clonezilla
 from .check import CheckReport, check, check_hives
@@ -27,6 +29,10 @@ from .progress import Progress
 from .report import Devices
 
 __version__ = "0.1.0"
+
+# The library logs to the "p2vimage" logger and never prints: without this, an
+# application that configured no logging would get warnings on stderr (logging.lastResort).
+_logging.getLogger("p2vimage").addHandler(_logging.NullHandler())
 
 __all__ = [
     "inspect",

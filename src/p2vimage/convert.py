@@ -52,9 +52,9 @@ from .preflight import (
     space_needs,
     validate,
 )
-from .progress import ProgressCallback
+from .progress import ProgressCallback, check_callback
 from .report import ConversionReport, Devices
-from .sources.image import SourceImage
+from .sources.image import SourceImage, normalise_format
 from .sources.prepare import SourceSet
 from .targets import hostcopy, space
 from .targets.atomic import AtomicOutputs
@@ -95,6 +95,9 @@ def convert(
         raise UsageError("source: a path (str or os.PathLike), or a non-empty list of them")
     opts = make_options(output, options, **kw)
     opts.check_values()
+    check_callback(progress)
+    if opts.source_format is not None:
+        normalise_format(opts.source_format)  # an unknown format: refused before any work
     with interrupt.job(cancel):
         return _run(srcs, opts, progress)
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Interrupted
+from .errors import Interrupted, UsageError
 
 _lock = threading.Lock()
 _received: list[str] = []  # process-wide: signals recorded by handling_signals, request_stop
@@ -73,10 +73,11 @@ def job(cancel: Cancel | threading.Event | None) -> Iterator[None]:
         yield
         return
     if not isinstance(cancel, threading.Event):
-        raise TypeError(f"cancel: expected a p2vimage.Cancel or threading.Event, "
-                        f"not {type(cancel).__name__}")
+        raise UsageError(f"cancel: a p2vimage.Cancel or threading.Event, "
+                         f"not {type(cancel).__name__}")
     token = _current.set(cancel)  # type: ignore[arg-type]
     try:
+        check()  # a token set before the call: nothing starts
         yield
     finally:
         _current.reset(token)

@@ -64,6 +64,14 @@ class ConvertOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, _as_path(value, name))
+        if self.driver_files is None:
+            self.driver_files = []
+        if self.ip is None:
+            self.ip = []
+        if not isinstance(self.driver_files, (str, os.PathLike, list, tuple)):
+            raise UsageError("driver_files: a path or a list of paths")
+        if not isinstance(self.ip, (str, list, tuple)):
+            raise UsageError("ip: a string or a list of strings")
         if isinstance(self.driver_files, (str, os.PathLike)):
             self.driver_files = [self.driver_files]  # type: ignore[list-item]
         self.driver_files = [_as_path(f, "driver_files") for f in self.driver_files]

@@ -45,6 +45,15 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def check_callback(progress: object) -> None:
+    """A ``progress=`` argument is None or callable: refused before any work otherwise."""
+    if progress is not None and not callable(progress):
+        from .errors import UsageError
+
+        raise UsageError(f"progress: a callable taking a Progress, or None, "
+                         f"not {type(progress).__name__}")
+
+
 class Meter:
     """Counts bytes of one phase and reports them to a callback, throttled."""
 
@@ -67,9 +76,13 @@ class Meter:
             self._last = now
             self.callback(Progress(self.phase, self.done, self.total, now - self.t0))
 
-    def finish(self) -> None:
+    def finish(self, *, total_was_bound: bool = False) -> None:
+        """The last report of the phase: ``done == total``.  ``total_was_bound``: the total
+        was an upper bound (a Clonezilla restore's), so it ends at what was done."""
+        if total_was_bound or self.total < self.done:
+            self.total = self.done
         if self.callback is not None:
-            self.callback(Progress(self.phase, self.done, max(self.total, self.done),
+            self.callback(Progress(self.phase, self.done, self.total,
                                    time.monotonic() - self.t0))
 
 

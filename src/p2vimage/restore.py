@@ -19,7 +19,7 @@ from typing import Any
 
 from . import interrupt
 from .errors import ConversionError, TemporaryError, UsageError
-from .progress import ProgressCallback
+from .progress import ProgressCallback, check_callback
 from .sources.clonezilla import metadata
 from .sources.clonezilla.metadata import DiskImage
 from .sources.clonezilla.restore import PartitionResult, raw_bound, restore_disk
@@ -101,6 +101,7 @@ def restore_clonezilla(
     ``restore sda``: used bytes written) from the calling thread; ``cancel`` (a
     :class:`~p2vimage.interrupt.Cancel`) stops this call only, leaving no output.
     """
+    check_callback(progress)
     with interrupt.job(cancel):
         return _restore(directory, output, format, disk, overwrite, progress)
 

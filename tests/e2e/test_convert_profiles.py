@@ -667,6 +667,11 @@ def test_check_converted_outputs(results, name: str) -> None:
     assert x.bus == {"virtio": "virtio-blk"}.get(xml_bus, xml_bus)
     assert x.xml == report.xml and any(c.id == "domain-xml" for c in x.checks)
     assert not [f for c in x.checks if c.id == "domain-xml" for f in c.findings]
+    # The check convert ran in its own session, after apply, saw what this one sees.
+    inside = report.check
+    assert inside is not None and inside.ready and report.ready
+    assert (inside.bus, inside.nic, inside.machine) == (x.bus, x.nic, x.machine)
+    assert inside.ids() == x.ids(), (inside.ids(), x.ids())
     # read-only: the outputs (and, by the session guard, the sources) are unchanged
     before, after = results["hashes"]
     assert before[name] == after[name]

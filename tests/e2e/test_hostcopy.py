@@ -168,24 +168,25 @@ def test_mbr_qcow2_grown_equals_edited_guest(images, tmp_path, monkeypatch) -> N
     info = json.loads(_run("qemu-img", "info", "--output=json", str(out)).stdout)
     assert info["virtual-size"] == 2 << 30
     # the report: phases apart, copy figures per disk, progress reported up to the total
-    assert list(report.phases) == ["launch", "inspect", "plan", "apply", "bitmap", "copy"]
+    assert list(report.phases) == ["launch", "inspect", "plan", "apply", "check", "bitmap",
+                                   "copy"]
     (c,) = report.copy
     # two passes: the source while the appliance worked, then what the edits changed
-    assert c["bytes_read"] == c["first_pass_bytes"] + c["second_pass_bytes"] == report.bytes_read
-    assert 0 < c["second_pass_bytes"] < c["first_pass_bytes"]
-    assert c["first_pass_bytes"] >= (c["ntfs_bytes"] + c["other_bytes"]) // 2
+    assert c.bytes_read == c.first_pass_bytes + c.second_pass_bytes == report.bytes_read
+    assert 0 < c.second_pass_bytes < c.first_pass_bytes
+    assert c.first_pass_bytes >= (c.ntfs_bytes + c.other_bytes) // 2
     # the edits free clusters (the old runs of rewritten files): zeroed again, and the
     # comparison above found them reading as zeros
-    assert c["zeroed_bytes"] > 0
-    assert 0 < c["bytes_written"] <= c["bytes_read"]
-    assert c["whole_volumes"] == []
+    assert c.zeroed_bytes > 0
+    assert 0 < c.bytes_written <= c.bytes_read
+    assert c.whole_volumes == []
     passes = {p.phase for p in seen}
     assert passes == {"copy disk 1/1", "copy disk 1/1 (changes)"}
     for phase in passes:
         mine = [p for p in seen if p.phase == phase]
         assert mine[-1].done == mine[-1].total
         assert all(a.done <= b.done for a, b in zip(mine, mine[1:], strict=False))
-    assert sum(max(p.total for p in seen if p.phase == ph) for ph in passes) == c["bytes_read"]
+    assert sum(max(p.total for p in seen if p.phase == ph) for ph in passes) == c.bytes_read
 
 
 def test_gpt_raw_equals_edited_guest(images, tmp_path, monkeypatch) -> None:

@@ -26,7 +26,7 @@ from ..errors import (
 from ..formats.partition_table import DiskLayout
 from ..guest.appliance import Job
 from ..inspection import Inspection, inspect_job
-from ..progress import ProgressCallback, Steps
+from ..progress import ProgressCallback, Steps, check_callback
 from ..sources.prepare import opened
 from . import devices, domain, drivers, hygiene, storage, system
 from .guest import CheckView
@@ -59,6 +59,7 @@ def check(
     a network URI, as for ``convert`` (with its ``ssh_*`` keywords).
     """
     _validate(bus, nic, vcpus)  # before reading the XML or starting anything
+    check_callback(progress)
     facts = domain.read_domain(Path(xml)) if xml is not None else None
     steps = Steps(progress, "check", ("launch", "inspect", "checks"))
     with interrupt.job(cancel), opened(image, source_format, ssh_identity=ssh_identity,

@@ -37,20 +37,34 @@ def _packages(plan: Plan) -> dict[str, virtio_select.Package]:
     return sel.packages if sel is not None else {}
 
 
+def _boot_start(guest: GuestView, service: str) -> bool:
+    cs = guest.control_sets
+    node = guest.system.node(f"{cs[0]}\\Services\\{service}") if cs else None
+    return node is not None and guest.system.get_int(node, "Start") == 0
+
+
 def choose_bus(plan: Plan, insp: Inspection, guest: GuestView) -> None:
-    """virtio-blk when viostor is staged (virtio-scsi when only vioscsi is), else the
-    machine's emulated controller."""
+    """virtio-blk when viostor is staged or already boot-start (virtio-scsi when only
+    vioscsi is), else the machine's emulated controller: :func:`choices.pick_bus`, as
+    ``check`` applies it."""
     ctx = plan.context
     assert ctx is not None
     machine = plan.device("machine") or "pc"
     packages = _packages(plan)
-    ready = {name for name, p in packages.items() if p.service is not None}
+    staged = {name for name, p in packages.items() if p.service is not None}
+    # As check assumes: a boot driver the guest already starts at boot counts too (a
+    # former VM's capture, or an output converted before).
+    installed = {d for d in choices.BOOT_DRIVER.values() if _boot_start(guest, d)}
+    ready = staged | installed
     bus = ctx.options.bus
     if bus == choices.AUTO:
         bus = choices.pick_bus(machine, ready)
         driver = choices.BOOT_DRIVER.get(bus)
-        if driver is not None:
+        if driver in staged:
             plan.choose("disk bus", bus, f"{driver} staged from {packages[driver].folder}")
+        elif driver is not None:
+            plan.choose("disk bus", bus, f"{driver} is already a boot-start driver of the "
+                        "guest")
         else:
             note = ("no --virtio-win given" if ctx.media is None
                     else f"{ctx.media.path} has no usable viostor for this guest")
@@ -71,16 +85,21 @@ def choose_bus(plan: Plan, insp: Inspection, guest: GuestView) -> None:
 
 
 def choose_nic(plan: Plan, insp: Inspection, guest: GuestView) -> None:
-    """virtio when NetKVM is staged for Plug and Play, else the in-box model."""
+    """virtio when NetKVM is staged for Plug and Play or already installed (as ``check``
+    assumes), else the in-box model."""
     ctx = plan.context
     assert ctx is not None
     packages = _packages(plan)
     nic = ctx.options.nic
+    cs = guest.control_sets
+    installed = bool(cs) and guest.system.node(f"{cs[0]}\\Services\\netkvm") is not None
     if nic == choices.AUTO:
-        nic = choices.pick_nic(insp.is_nt5, "netkvm" in packages)
-        if nic == "virtio":
+        nic = choices.pick_nic(insp.is_nt5, "netkvm" in packages or installed)
+        if nic == "virtio" and "netkvm" in packages:
             plan.choose("nic model", nic,
                         f"NetKVM staged from {packages['netkvm'].folder} for Plug and Play")
+        elif nic == "virtio":
+            plan.choose("nic model", nic, "NetKVM is already installed in the guest")
         else:
             plan.choose(
                 "nic model", nic,
@@ -90,7 +109,7 @@ def choose_nic(plan: Plan, insp: Inspection, guest: GuestView) -> None:
                 + ("Windows 2000/XP/2003" if insp.is_nt5 else "Windows 7 and later"),
             )
     else:
-        if nic == "virtio" and "netkvm" not in packages:
+        if nic == "virtio" and "netkvm" not in packages and not installed:
             plan.warnings.append("--nic virtio: no NetKVM driver staged; the guest has none")
         plan.choose("nic model", nic, "requested with --nic")
     if ctx.media is not None and not packages:

@@ -277,7 +277,7 @@ def restore_into(img: DiskImage, out: blockdev.Disk, *,
         except P2VError as exc:
             raise type(exc)(f"{part.name}: {exc}") from None
         interrupt.check()
-    meter.finish()
+    meter.finish(total_was_bound=True)
     return results
 
 
