@@ -24,7 +24,17 @@ from .convert import ConversionReport, ConvertOptions, convert
 from .errors import *  # noqa: F403 - every exception class and exit code, listed once there
 from .inspection import Inspection, inspect_hives
 from .interrupt import Cancel
-from .plan import Plan, VirtioSummary
+from .plan import (
+    BootSectorEdit,
+    Change,
+    FileWrite,
+    FirstbootSummary,
+    KeyDelete,
+    NetworkSummary,
+    Plan,
+    RegistryEdit,
+    VirtioSummary,
+)
 from .progress import Progress
 from .report import Devices
 
@@ -46,6 +56,13 @@ __all__ = [
     "Plan",
     "Devices",
     "VirtioSummary",
+    "NetworkSummary",
+    "FirstbootSummary",
+    "Change",
+    "RegistryEdit",
+    "KeyDelete",
+    "BootSectorEdit",
+    "FileWrite",
     "ConversionReport",
     "ConvertOptions",
     "inspect_hives",

@@ -120,6 +120,11 @@ class FileWrite:
         return f"{what} {self.guest_path}{' ' + ver if ver else ''} from {self.origin}"
 
 
+# One planned change of any kind; ``changed`` is None until apply says whether it changed
+# something (False: already so).
+Change = RegistryEdit | KeyDelete | BootSectorEdit | FileWrite
+
+
 @dataclass
 class DeviceChoice:
     what: str  # "disk bus", "nic model", "machine", ...
@@ -215,6 +220,11 @@ class Plan:
     def choose(self, what: str, value: str, reason: str) -> None:
         self.devices = [d for d in self.devices if d.what != what]
         self.devices.append(DeviceChoice(what, value, reason))
+
+    def changes(self) -> list[Change]:
+        """Every change, in the order apply makes them: files, registry values, key
+        deletions, boot sectors."""
+        return [*self.files, *self.registry, *self.deletions, *self.boot_sectors]
 
     def device(self, what: str) -> str | None:
         return next((d.value for d in self.devices if d.what == what), None)
