@@ -67,6 +67,7 @@ def _readback(outputs: list[Path], tmp: Path) -> list[tuple[dict, dict]]:
 
     guestfs = deps.guestfs()
     g = guestfs.GuestFS(python_return_dict=True)
+    g.set_backend_settings(["force_tcg"])  # KVM may be unusable here (nested), as in CI
     for o in outputs:
         g.add_drive_opts(str(o), format="qcow2", readonly=1)
     g.launch()

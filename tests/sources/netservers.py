@@ -12,7 +12,6 @@ Nothing here imitates p2vimage: they are the servers a real source machine runs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from p2vimage.blockio.nbd import server_processes
 
 SSHD = "/usr/sbin/sshd"
 
@@ -239,15 +240,4 @@ def qemu_nbd(image: Path, sock: Path, export: str = "disk") -> Iterator[subproce
 
 def nbdkit_processes(parent: int | None = None) -> list[int]:
     """PIDs of running nbdkit processes (children of ``parent`` when given)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            argv0 = (d / "cmdline").read_bytes().split(b"\0")[0]
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if os.path.basename(argv0) == b"nbdkit" and (parent is None or ppid == parent):
-            pids.append(int(d.name))
-    return pids
+    return server_processes(None if parent is None else {parent}, program="nbdkit")

@@ -179,9 +179,9 @@ def _die_with_parent(parent: int) -> Any:
     return preexec
 
 
-def server_processes(parents: set[int] | None = None) -> list[int]:
-    """PIDs of running ``qemu-nbd`` processes, only those whose parent is in ``parents``
-    when given (tests assert that none is left behind by a job)."""
+def server_processes(parents: set[int] | None = None, program: str = "qemu-nbd") -> list[int]:
+    """PIDs of running ``program`` (``qemu-nbd``, ``nbdkit``) processes, only those whose
+    parent is in ``parents`` when given (tests assert that none is left behind by a job)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -191,6 +191,6 @@ def server_processes(parents: set[int] | None = None) -> list[int]:
             ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if os.path.basename(argv0) == b"qemu-nbd" and (parents is None or ppid in parents):
+        if os.path.basename(argv0) == program.encode() and (parents is None or ppid in parents):
             pids.append(int(d.name))
     return pids
