@@ -17,7 +17,7 @@ from typing import Any
 
 from lxml import etree
 
-from .check.domain import facts_of
+from .check.domain import DomainFacts, facts_of
 from .check.report import CheckReport
 from .inspection import Inspection
 from .plan import Plan, VirtioSummary
@@ -25,34 +25,25 @@ from .targets.hostcopy import DiskCopy
 
 
 @dataclass(frozen=True)
-class Devices:
-    """The virtual machine as its domain XML describes it (what ``check --xml`` reads)."""
+class Devices(DomainFacts):
+    """The virtual machine as its domain XML describes it: what ``check --xml`` reads
+    (:class:`~p2vimage.check.domain.DomainFacts`: machine, firmware, bus, models, vCPUs,
+    clock) and the rest of the VM (name, MAC, memory, balloon)."""
 
     name: str
-    machine: str  # "pc" (i440fx) | "q35"
-    firmware: str  # "bios" | "uefi"
-    disk_bus: str | None  # "ide" | "sata" | "virtio-blk" | "virtio-scsi"
-    disk_model: str | None  # "virtio-transitional" on q35 for legacy-only drivers
-    nic: str | None  # "virtio" | "e1000" | "rtl8139"
-    nic_model: str | None  # the XML's <model type>
     mac: str | None
     memory_mib: int
-    vcpus: int | None
-    clock: str | None  # "utc" | "localtime"
     balloon: bool
 
     @classmethod
     def of(cls, dom: etree._Element) -> Devices:
-        facts = facts_of(dom)
         mac = dom.find("devices/interface/mac")
         balloon = dom.find("devices/memballoon")
         return cls(
+            **dataclasses.asdict(facts_of(dom)),
             name=dom.findtext("name") or "",
-            machine=facts.machine, firmware=facts.firmware, disk_bus=facts.bus,
-            disk_model=facts.disk_model, nic=facts.nic, nic_model=facts.nic_model,
             mac=mac.get("address") if mac is not None else None,
             memory_mib=int(dom.findtext("memory") or 0),  # written in MiB
-            vcpus=facts.vcpus, clock=facts.clock,
             balloon=balloon is not None and balloon.get("model") != "none",
         )
 
@@ -108,7 +99,7 @@ class ConversionReport:
     def summary_lines(self) -> list[str]:
         lines = self.plan.render()
         d = self.devices
-        lines.append(f"VM:           {d.name}: {d.machine}, {d.firmware}, disk on {d.disk_bus}, "
+        lines.append(f"VM:           {d.name}: {d.machine}, {d.firmware}, disk on {d.bus}, "
                      f"NIC {d.nic or 'none'}, {d.memory_mib} MiB, {d.vcpus} vCPU(s)")
         if self.dry_run:
             lines.append("Dry run: nothing was written.")

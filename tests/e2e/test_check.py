@@ -286,7 +286,7 @@ def test_convert_refuses_what_check_would_reject(variants, tmp_path) -> None:
     report = p2vimage.convert(str(src), str(out), virtio_win=str(iso), force=True)
     assert not report.ready and report.check is not None
     assert report.check.ids("error") == ["storage.no-driver"]
-    assert report.check.bus == report.devices.disk_bus == "virtio-blk"
+    assert report.check.bus == report.devices.bus == "virtio-blk"
     assert json.loads(Path(report.report).read_text())["check"]["ready"] is False
     r = run_cli("check", str(out), "--xml", report.xml, "--json")
     assert r.returncode == 1, r.stderr

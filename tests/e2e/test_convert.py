@@ -104,7 +104,7 @@ def test_outputs_and_report(converted) -> None:
     # The in-session check (issue 18 item 5): the edited guest with the XML's devices.
     assert doc["check"]["ready"] is True and doc["check"]["bus"] == "ide"
     assert doc["devices"] == {
-        "name": "FILESRV01", "machine": "pc", "firmware": "bios", "disk_bus": "ide",
+        "name": "FILESRV01", "machine": "pc", "firmware": "bios", "bus": "ide",
         "disk_model": None, "nic": "rtl8139", "nic_model": "rtl8139", "mac": None,
         "memory_mib": 1024, "vcpus": 2, "clock": "localtime",
         "balloon": False}

@@ -181,11 +181,6 @@ def _system_drive(insp: Inspection) -> str:
     return "C"
 
 
-def _service_start(view: CheckView, name: str) -> int | None:
-    return view.system.get_int(view.system.node(f"{view.control_sets[0]}\\Services\\{name}"),
-                               "Start")
-
-
 def _run(view: CheckView, insp: Inspection, image: str, bus: str | None, nic: str | None,
          vcpus: int | None, facts: domain.DomainFacts | None, xml: str | None, *,
          disk_size: int | None = None, boot_sector: bytes | None = None,
@@ -210,14 +205,14 @@ def _run(view: CheckView, insp: Inspection, image: str, bus: str | None, nic: st
     # Without a domain XML: the machine and devices convert would choose for this guest.
     machine = facts.machine if facts is not None else choices.machine_for(insp.firmware)
     if bus is None:
-        ready = {d for d in choices.BOOT_DRIVER.values() if _service_start(view, d) == 0}
+        ready = {d for d in choices.BOOT_DRIVER.values() if view.service_start(d) == 0}
         bus = choices.pick_bus(machine, ready)
     if facts is None:
         choices.check_vcpus(vcpus, machine)
     disk_modern = domain.modern_virtio(machine, facts.disk_model if facts else None)
     nic_modern = domain.modern_virtio(machine, facts.nic_model if facts else None)
     if nic is None:  # as convert picks: virtio when NetKVM is there for PnP
-        netkvm = _service_start(view, "netkvm") is not None or drivers.staged_for(
+        netkvm = view.service_start("netkvm") is not None or drivers.staged_for(
             view, devices.nic_device("virtio", nic_modern))
         nic = choices.pick_nic(insp.is_nt5, netkvm)
     version = ".".join(str(x) for x in (insp.major, insp.minor, insp.build) if x is not None)

@@ -53,6 +53,14 @@ class GuestView:
     def has_files(self) -> bool:
         return self.g is not None
 
+    def service_start(self, name: str) -> int | None:
+        """``Start`` of service ``name`` in the first bootable control set (None when the
+        service does not exist): what convert and check both ask of installed drivers."""
+        if not self.control_sets:
+            return None
+        node = self.system.node(f"{self.control_sets[0]}\\Services\\{name}")
+        return self.system.get_int(node, "Start") if node is not None else None
+
     @property
     def driver_database(self) -> bool:
         """Windows 8 and later: drivers are registered in ``DriverDatabase``."""

@@ -37,12 +37,6 @@ def _packages(plan: Plan) -> dict[str, virtio_select.Package]:
     return sel.packages if sel is not None else {}
 
 
-def _boot_start(guest: GuestView, service: str) -> bool:
-    cs = guest.control_sets
-    node = guest.system.node(f"{cs[0]}\\Services\\{service}") if cs else None
-    return node is not None and guest.system.get_int(node, "Start") == 0
-
-
 def choose_bus(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     """virtio-blk when viostor is staged or already boot-start (virtio-scsi when only
     vioscsi is), else the machine's emulated controller: :func:`choices.pick_bus`, as
@@ -54,7 +48,7 @@ def choose_bus(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     staged = {name for name, p in packages.items() if p.service is not None}
     # As check assumes: a boot driver the guest already starts at boot counts too (a
     # former VM's capture, or an output converted before).
-    installed = {d for d in choices.BOOT_DRIVER.values() if _boot_start(guest, d)}
+    installed = {d for d in choices.BOOT_DRIVER.values() if guest.service_start(d) == 0}
     ready = staged | installed
     bus = ctx.options.bus
     if bus == choices.AUTO:
@@ -91,8 +85,7 @@ def choose_nic(plan: Plan, insp: Inspection, guest: GuestView) -> None:
     assert ctx is not None
     packages = _packages(plan)
     nic = ctx.options.nic
-    cs = guest.control_sets
-    installed = bool(cs) and guest.system.node(f"{cs[0]}\\Services\\netkvm") is not None
+    installed = guest.service_start("netkvm") is not None
     if nic == choices.AUTO:
         nic = choices.pick_nic(insp.is_nt5, "netkvm" in packages or installed)
         if nic == "virtio" and "netkvm" in packages:
