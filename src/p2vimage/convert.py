@@ -162,6 +162,7 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
     sizes = [None if i in in_place else file_size(s.path) for i, s in enumerate(sources)]
     with Job(sources, writable=not opts.dry_run, root=opts.root,
              in_place=frozenset(in_place)) as job, \
+            source_set.watch(lambda ns: job.abort(f"{ns.display} stopped answering")), \
             _first_passes(opts, sources, in_place, atomic, outs, by_inspection, job,
                           progress) as background:
         job.launch()

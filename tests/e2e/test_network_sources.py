@@ -5,14 +5,21 @@ loopback ``sshd`` and by ``qemu-nbd -r``, converted through the network path.
   appliance reads (the metadata: partition table, MFT, hives) with no copy;
 - ``ssh://`` conversion: the output reads back the same as the file conversion's (every
   file's SHA-256 and both hives' full registry exports, in one read-only appliance), the
-  source is unchanged, no nbdkit is left, and the bytes read over ssh are a small
-  fraction of the disk (bound and measurements in the test).
+  source is unchanged, no nbdkit is left, and the bytes read over ssh are at most the
+  used data plus the metadata plus 10% (the issue's bound);
+- ``http://`` conversion over a flaky link (every 15th ranged GET dropped): retried by
+  nbdkit, completed, and the same output;
+- ``http://`` source gone for good once the job runs (from the start of the copy beside
+  the appliance's launch: later, on a guest this small, the copy has read every used
+  cluster into nbdkit's cache and the job no longer needs the source): exit 5 with the
+  bytes done in the message, no output, no claimed ``.partial``, no nbdkit or qemu-nbd.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,8 +29,11 @@ import pytest
 
 import p2vimage
 from fixtures.images import DEMO
+from p2vimage.blockio.nbd import server_processes
+from p2vimage.errors import SourceUnreachableError
+from p2vimage.sources import network
 from tests.conftest import run_cli, sha256
-from tests.sources.netservers import Sshd, nbdkit_processes, qemu_nbd
+from tests.sources.netservers import RangeHTTPServer, Sshd, nbdkit_processes, qemu_nbd
 
 pytestmark = [pytest.mark.slow, pytest.mark.appliance]
 
@@ -33,6 +43,20 @@ def sshd(tmp_path_factory) -> Iterator[Sshd]:
     server = Sshd(tmp_path_factory.mktemp("sshd")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def http(images) -> Iterator[RangeHTTPServer]:
+    server = RangeHTTPServer(images[DEMO].parent).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def by_file(images, tmp_path_factory) -> tuple[Path, p2vimage.ConversionReport]:
+    """The reference: the same image converted from its file."""
+    out = tmp_path_factory.mktemp("by-file") / "file.qcow2"
+    return out, p2vimage.convert(images[DEMO], out)
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +117,10 @@ def _readback(outputs: list[Path], tmp: Path) -> list[tuple[dict, dict]]:
 
 
 def test_convert_over_ssh_equals_the_file_conversion(images, sshd: Sshd, tmp_path: Path,
-                                                     metadata_bytes) -> None:
+                                                     metadata_bytes, by_file) -> None:
     image = images[DEMO]
     before = sha256(image)
-    by_file = p2vimage.convert(image, tmp_path / "file.qcow2")
+    file_out, by_file = by_file
     by_ssh = p2vimage.convert(sshd.uri(image), tmp_path / "ssh.qcow2", **sshd.keywords)
     assert nbdkit_processes(os.getpid()) == []
     assert sha256(image) == before
@@ -108,15 +132,69 @@ def test_convert_over_ssh_equals_the_file_conversion(images, sshd: Sshd, tmp_pat
     used = sum(c["ntfs_bytes"] + c["other_bytes"] for c in report["copy"])
     print(f"\nbytes over ssh {net}, used data {used}, metadata (dry run) {metadata_bytes}, "
           f"disk {image.stat().st_size}")
-    # Measured on the 1 GiB demo guest (6.2 MB used): 15.2 MB over ssh, metadata of a dry
-    # run 4.6 MB.  The apply step reads more than the dry run (cabinets, hives rewritten),
-    # and the host copy reads again the used clusters the appliance read: the issue's
-    # "used + metadata + 10%" is not met yet (an nbdkit cache shared by the appliance and
-    # the copy would remove the double reads).  What holds: a small fraction of the disk
-    # (a dd capture reads all of it), and at most 1.5x used data plus metadata.
+    # The appliance and the host copy share nbdkit's read cache, so a cluster both read
+    # (MFT, hives, cabinets) crosses the network once.  Without the cache, on the 1 GiB
+    # demo guest (6.2 MB used, 4.6 MB read by a dry run), 15.2 MB went over ssh (1.4x).
     assert net <= image.stat().st_size // 50
-    assert net <= (used + metadata_bytes) * 1.5
-    (files_a, hives_a), (files_b, hives_b) = _readback(
-        [tmp_path / "file.qcow2", tmp_path / "ssh.qcow2"], tmp_path)
+    assert net <= (used + metadata_bytes) * 1.1
+    (files_a, hives_a), (files_b, hives_b) = _readback([file_out, tmp_path / "ssh.qcow2"],
+                                                       tmp_path)
     assert hives_a == hives_b
     assert files_a == files_b and len(files_a) > 10
+
+
+def test_convert_over_a_flaky_link_is_retried_and_completes(http: RangeHTTPServer, images,
+                                                            by_file, tmp_path: Path) -> None:
+    file_out, file_report = by_file
+    http.fail_every = 15  # a dropped connection every 15th ranged GET, to the end
+    try:
+        report = p2vimage.convert(http.url(images[DEMO].name), tmp_path / "http.qcow2")
+    finally:
+        http.fail_every = 0
+    dropped = http.ranged // 15
+    assert dropped >= 3, http.ranged  # the link did fail, several times
+    assert report.to_dict()["plan"] == file_report.to_dict()["plan"]
+    assert nbdkit_processes(os.getpid()) == []
+    (files_a, hives_a), (files_b, hives_b) = _readback([file_out, tmp_path / "http.qcow2"],
+                                                       tmp_path)
+    assert hives_a == hives_b
+    assert files_a == files_b and len(files_a) > 10
+
+
+class _FailOn(logging.Handler):
+    """Cuts the HTTP source off for good when the job logs a message starting ``prefix``."""
+
+    def __init__(self, http: RangeHTTPServer, prefix: str) -> None:
+        super().__init__()
+        self.http, self.prefix, self.fired = http, prefix, False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.prefix):
+            self.http.fail_always = self.fired = True
+
+
+def test_source_gone_while_the_job_runs_is_exit_5_and_leaves_nothing(
+        http: RangeHTTPServer, images, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(network, "RETRIES", 1)  # 1 s of retries, not a minute
+    monkeypatch.setattr(network, "RETRY_DELAY", 1)
+    cut = _FailOn(http, "first pass: copy disk 1")  # logged before it reads
+    logger = logging.getLogger("p2vimage")
+    logger.addHandler(cut)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    out = tmp_path / "out" / "vm.qcow2"
+    out.parent.mkdir()
+    try:
+        with pytest.raises(SourceUnreachableError) as e:
+            p2vimage.convert(http.url(images[DEMO].name), out)
+    finally:
+        logger.removeHandler(cut)
+        logger.setLevel(old_level)
+        http.fail_always = False
+    assert cut.fired
+    assert e.value.exit_code == 5
+    msg = str(e.value)
+    assert "stopped answering" in msg and "bytes read" in msg and "\n" not in msg
+    assert sorted(p.name for p in out.parent.iterdir()) == []  # no output, no .partial
+    assert nbdkit_processes(os.getpid()) == []
+    assert server_processes({os.getpid()}) == []  # no qemu-nbd of the host copy either

@@ -122,6 +122,9 @@ class RangeHTTPServer:
         self.root = root
         self.fail_next = 0  # ranged GETs to fail (the connection is closed unanswered)
         self.fail_always = False
+        self.fail_every = 0  # when > 0: every Nth ranged GET fails (a flaky link)
+        self.fail_after: int | None = None  # ranged GETs after this many all fail (gone)
+        self.ranged = 0  # ranged GETs answered or failed so far
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Range
         self.bytes_sent = 0
         self.lock = threading.Lock()
@@ -171,7 +174,12 @@ class RangeHTTPServer:
                 rng = self.headers.get("Range")
                 if rng:
                     with server.lock:
-                        fail = server.fail_always or server.fail_next > 0
+                        server.ranged += 1
+                        fail = (server.fail_always or server.fail_next > 0
+                                or (server.fail_every > 0
+                                    and server.ranged % server.fail_every == 0)
+                                or (server.fail_after is not None
+                                    and server.ranged > server.fail_after))
                         if server.fail_next > 0:
                             server.fail_next -= 1
                     if fail:  # a dropped connection, mid-request

@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +313,30 @@ def test_source_gone_for_good_is_exit_5_with_bytes(http: RangeHTTPServer, served
         http.fail_always = False
     assert e.value.exit_code == 5
     assert "stopped answering" in str(e.value) and "bytes read" in str(e.value)
+
+
+def test_watchdog_calls_back_once_a_source_is_gone(http: RangeHTTPServer, served: Path,
+                                                   monkeypatch) -> None:
+    import threading
+
+    import nbd
+
+    monkeypatch.setattr(network, "RETRIES", 1)
+    monkeypatch.setattr(network, "GONE_MARGIN", 0.5)
+    called = threading.Event()
+    try:
+        with SourceSet([http.url("disk.img")], None) as ss, \
+                ss.watch(lambda ns: called.set(), interval=0.1):
+            ns = ss.network[0]
+            h = nbd.NBD()
+            h.connect_unix(str(ns.socket))
+            h.pread(MiB, 0)
+            time.sleep(2.5)  # working reads, then quiet: not gone
+            assert not called.is_set() and not ns.gone()
+            http.fail_always = True
+            with pytest.raises(nbd.Error):
+                h.pread(MiB, 4 * MiB)
+            assert called.wait(10) and ns.gone()
+            h.shutdown()
+    finally:
+        http.fail_always = False

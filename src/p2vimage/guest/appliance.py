@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -169,6 +170,22 @@ def guest_is_hibernated(g: Any, root: str = "/") -> bool:
         return False
 
 
+def _qemu_processes() -> list[int]:
+    """PIDs of this user's running ``qemu-system-*`` processes."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv0 = (d / "cmdline").read_bytes().split(b"\0", 1)[0]
+            if os.path.basename(argv0).startswith(b"qemu-system") and \
+                    d.stat().st_uid == os.getuid():
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
 def _close_quietly(g: Any) -> None:
     try:
         g.close()
@@ -207,6 +224,8 @@ class Job:
     _found: dict[str, WindowsRoot | None] = field(default_factory=dict)  # probed partitions
     _mounted: bool = False
     _mounted_ro: str | None = None  # a partition left mounted read-only by the probe
+    # Why the job was stopped from another thread (:meth:`abort`), once it was.
+    aborted: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -271,6 +290,8 @@ class Job:
                  "writable overlay" if self.writable else "read-only")
 
         def new_handle(extra: list[str] | None) -> Any:
+            if self.aborted:  # no second launch (the TCG retry) of a job stopped already
+                raise ApplianceError(f"the appliance was stopped: {self.aborted}")
             g = guestfs.GuestFS(python_return_dict=True)
             _capture_launch_errors(g, guestfs)
             if extra:
@@ -286,6 +307,26 @@ class Job:
             for dev in self.g.list_devices():
                 self.g.blockdev_setro(dev)
         interrupt.check()
+
+    def abort(self, reason: str) -> None:
+        """Stop this job's appliance now, from any thread: its qemu is killed, so the
+        call the job's thread is blocked in (a launch, a mount, a read) fails at once.
+
+        For a source gone for good: the appliance's kernel would retry each failed
+        read for minutes.  The handle is not touched (it is the job thread's, and
+        busy); the qemu is found by its drives, which live in this job's work
+        directory."""
+        self.aborted = reason
+        if self.workdir is None:
+            return
+        mark = str(self.workdir).encode()
+        for pid in _qemu_processes():
+            try:
+                if mark in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    log.warning("stopping the appliance (qemu pid %d): %s", pid, reason)
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
 
     def overlay(self, index: int) -> Path:
         """The qcow2 overlay of source ``index`` (the edited disk, once applied)."""

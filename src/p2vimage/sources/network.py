@@ -5,6 +5,11 @@ directory, always read-only (``-r``), with the ``retry`` filter (a dropped conne
 is reopened, :data:`RETRIES` times with exponential backoff from :data:`RETRY_DELAY`
 seconds, without restarting the job) and the ``log`` filter inside it (every read that
 reaches the source, retries included, is counted: :meth:`NetworkSource.bytes_read`).
+Outermost sits nbdkit's ``cache`` filter reading into a cache file in the work
+directory (at most :data:`CACHE_MAX` bytes, least recently used blocks dropped first):
+the appliance and the host copy are two clients of the same server, and the clusters
+the appliance reads (MFT, hives, cabinets) are used clusters the copy reads too, so
+without it they would cross the network twice.
 The plugin depends on the scheme:
 
 - ``ssh://``: the OpenSSH client, through the Python plugin :mod:`.nbdkit_ssh_dd` (one
@@ -61,6 +66,11 @@ RETRY_DELAY = 2  # whole seconds before the first retry, doubled each time (abou
 SSH_CONNECT_TIMEOUT = 20  # seconds
 READ_TIMEOUT = 120  # seconds without a byte before an ssh channel is given up
 START_TIMEOUT = 30.0
+GONE_MARGIN = 5.0  # seconds past the retry schedule before a failing source is gone
+# The shared read cache: bytes of host disk at most, and its block size (NTFS's cluster:
+# the appliance's scattered 4 KiB reads then fetch no more than they ask for).
+CACHE_MAX = 1 << 30
+CACHE_BLOCK = 4096
 
 PLUGIN = Path(__file__).with_name("nbdkit_ssh_dd.py")
 
@@ -119,6 +129,7 @@ class NetworkSource:
         self._log_pos = 0
         self._pending: dict[tuple[str, str], int] = {}
         self._last_ok = True  # whether the last read to complete (any connection) worked
+        self._failing_since: float | None = None  # first failure after the last success
         self._read = 0
         self._failed = 0
 
@@ -144,8 +155,11 @@ class NetworkSource:
                 self._last_ok = m[3] == "0"
                 if self._last_ok:
                     self._read += n
+                    self._failing_since = None
                 else:
                     self._failed += 1
+                    if self._failing_since is None:
+                        self._failing_since = time.monotonic()
 
     def bytes_read(self) -> int:
         """Bytes read from the source so far (each retried read counted each time)."""
@@ -163,6 +177,15 @@ class NetworkSource:
         a success somewhere; a source gone for good fails every read to the end)."""
         self._scan()
         return not self._last_ok
+
+    def gone(self) -> bool:
+        """Whether the source is gone for good: a read failed and none has worked since,
+        for longer than the retry filter's whole schedule (:func:`retry_window`).  The
+        job's watchdog then stops the appliance, whose kernel would otherwise retry
+        every failed sector read for many minutes before the job could end."""
+        self._scan()
+        return (self._failing_since is not None
+                and time.monotonic() - self._failing_since > retry_window() + GONE_MARGIN)
 
     # -- opening ----------------------------------------------------------------------
 
@@ -320,13 +343,19 @@ class NetworkSource:
 
     def _start(self, size: int | None) -> None:
         nbdkit = deps.require_program("nbdkit")
+        assert self.workdir is not None
         self.command = [nbdkit, "-r", "-f", "--exit-with-parent", "-U", str(self.socket),
-                        "--filter=retry", "--filter=log", *self._plugin_args(size),
+                        "--filter=cache", "--filter=retry", "--filter=log",
+                        *self._plugin_args(size),
+                        "cache-on-read=true", f"cache-max-size={CACHE_MAX}",
+                        f"cache-min-block-size={CACHE_BLOCK}",
                         f"retries={RETRIES}", f"retry-delay={RETRY_DELAY}",
                         f"logfile={self._log}"]
+        # The cache file goes where TMPDIR says: the work directory, removed by close().
+        env = {**os.environ, "TMPDIR": str(self.workdir)}
         with open(self._err, "wb") as err:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, start_new_session=True,
+                                         stderr=err, start_new_session=True, env=env,
                                          preexec_fn=_die_with_parent(os.getpid()))
         deadline = time.monotonic() + START_TIMEOUT
         while not self.socket.exists():
@@ -405,6 +434,11 @@ class NetworkSource:
             f"{self.bytes_read()} bytes read): {self.spec.scrub(str(exc))}")
 
 
+def retry_window() -> float:
+    """Seconds nbdkit's retry filter spends on one failed read before it gives up."""
+    return float(sum(RETRY_DELAY * 2 ** i for i in range(RETRIES)))
+
+
 def _shutdown(h: Any) -> None:
     try:
         h.shutdown()
@@ -425,4 +459,4 @@ def is_network(arg: object) -> bool:
     return uri_mod.is_uri(arg)
 
 
-__all__ = ["NetworkSource", "is_network", "RETRIES", "RETRY_DELAY"]
+__all__ = ["NetworkSource", "is_network", "retry_window", "RETRIES", "RETRY_DELAY"]

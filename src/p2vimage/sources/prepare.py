@@ -23,16 +23,24 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import Interrupted, P2VError, TemporaryError, UnsupportedFormatError, UsageError
+from ..errors import (
+    Interrupted,
+    P2VError,
+    SourceUnreachableError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..progress import ProgressCallback
 from .image import SourceImage, allocated_bound, open_source
 from .network import NetworkSource
+from .network import retry_window as network_retry_window
 from .uri import is_uri
 
 log = logging.getLogger(__name__)
@@ -182,6 +190,34 @@ class SourceSet:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
+    @contextmanager
+    def watch(self, on_gone: Callable[[NetworkSource], None],
+              interval: float = 0.5) -> Iterator[None]:
+        """While the block runs, call ``on_gone(source)`` once (from a watchdog thread)
+        when a network source is gone for good (:meth:`NetworkSource.gone`); nothing to
+        watch without network sources."""
+        if not self.network:
+            yield
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(interval):
+                for ns in self.network.values():
+                    if ns.gone():
+                        log.warning("%s: no read has worked for %.0f s: stopping the job",
+                                    ns.display, network_retry_window())
+                        on_gone(ns)
+                        return
+
+        thread = threading.Thread(target=run, name="p2vimage source watchdog", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def __enter__(self) -> SourceSet:
         return self
 
@@ -190,9 +226,10 @@ class SourceSet:
         gone = [ns for ns in self.network.values() if ns.failed_for_good()]
         self.close()
         if (gone and isinstance(exc, (P2VError, RuntimeError, OSError)) and not isinstance(
-                exc, (TemporaryError, UsageError, Interrupted))):
+                exc, (SourceUnreachableError, UsageError, Interrupted))):
             # The job failed because a source stopped answering after its retries (an
-            # I/O error in the appliance or the copy): a temporary failure, exit 5.
+            # I/O error in the appliance or the copy, or the appliance stopped by the
+            # watchdog of :meth:`watch`): a temporary failure, exit 5, saying which.
             raise gone[0].unreachable_error(exc) from exc
 
 
