@@ -29,8 +29,9 @@ R=$1
 for d in etc var-lib run cache log sock; do mkdir -p "$R/$d"; done
 cp -a /etc/libvirt/. "$R/etc/"
 rm -rf "$R"/etc/qemu/networks "$R"/etc/storage "$R"/etc/qemu/*.xml
-# QEMU's output to files (no virtlogd to start without systemd).
-echo 'stdio_handler = "file"' >> "$R/etc/qemu.conf"
+# QEMU's output to files (no virtlogd to start without systemd); QEMU as root, which
+# can reach pools under the tests' private (0700) temporary directories.
+printf 'stdio_handler = "file"\nuser = "root"\ngroup = "root"\n' >> "$R/etc/qemu.conf"
 mkdir -p /var/lib/libvirt /run/libvirt /var/cache/libvirt /var/log/libvirt
 mount --bind "$R/etc" /etc/libvirt
 mount --bind "$R/var-lib" /var/lib/libvirt
