@@ -81,6 +81,9 @@ class Landing:
                        bridge=t.bridge, iso=t.iso, agent=t.agent)
         elif isinstance(t, KubevirtTarget):
             self.report.where = f"KubeVirt namespace {t.namespace or '(current)'}"
+            if opts.bus == "ide":
+                raise UsageError("KubeVirt has no IDE bus: convert with --bus sata, "
+                                 "virtio-blk or virtio-scsi")
             if t.image_url is not None and not t.image_url.endswith("/") and disks > 1:
                 raise UsageError(f"--image-url {t.image_url}: {disks} disks need a base URL "
                                  "ending in '/' (each disk's file name is appended)")
@@ -238,5 +241,5 @@ class Landing:
 
 # A VM with nothing unusual, on which the target writers check the target's own values
 # before any work (a bad VMID, storage, namespace, URL fails here, not after the copy).
-_STAND_IN = DomainSpec(name="p2v-check", memory_mib=1024, machine="q35",
+_STAND_IN = DomainSpec(name="p2v-check", memory_mib=1024, machine="q35", nic_model="e1000",
                        disks=[DiskSpec("/p2v-check.qcow2", "qcow2", "sata")])
