@@ -32,6 +32,8 @@ from tests.targets.k8s_schema import CDI, KUBEVIRT, OpenApi
 from tests.targets.pve_schema import PveSchema
 
 PVE_BUS = {"ide": "ide", "sata": "sata", "virtio": "virtio", "scsi": "scsi"}
+# The report's bus (convert's word) as the libvirt XML, PVE and KubeVirt name it.
+XML_BUS = {"virtio-blk": "virtio", "virtio-scsi": "scsi", "ide": "ide", "sata": "sata"}
 
 
 # -- --to and its options ---------------------------------------------------------------
@@ -139,8 +141,7 @@ def test_dry_run_to_proxmox_of_fixture_profiles(images: dict[str, Path], tmp_pat
     conf = pve_config(docs["4242.conf"])
     assert conf["machine"] == d.machine and conf["cores"] == str(d.vcpus)
     assert conf["bios"] == ("ovmf" if d.firmware == "uefi" else "seabios")
-    assert conf["boot"] == f"order={d.bus if d.bus != 'virtio-blk' else 'virtio'}0" or \
-        d.bus in ("virtio-scsi",)
+    assert conf["boot"] == f"order={XML_BUS[d.bus]}0"
     assert conf["memory"] == str(d.memory_mib)
 
 
@@ -157,9 +158,9 @@ def test_dry_run_to_kubevirt_of_a_uefi_profile(images: dict[str, Path], tmp_path
     assert dv["spec"]["source"]["http"]["url"] == "https://img.example.org/p2v/vm.qcow2"
     dev = doc["devices"]
     domain = vm["spec"]["template"]["spec"]["domain"]
-    assert domain["devices"]["disks"][0]["disk"]["bus"] == dev["bus"]
+    assert domain["devices"]["disks"][0]["disk"]["bus"] == XML_BUS[dev["bus"]]
     assert domain["devices"]["interfaces"][0]["model"] == dev["nic_model"]
-    assert ("efi" in domain["firmware"]) == (dev["firmware"] == "uefi")
+    assert ("efi" in domain["firmware"]["bootloader"]) == (dev["firmware"] == "uefi")
     assert domain["clock"]["timezone"] == "Europe/Berlin"
     assert list(tmp_path.iterdir()) == []
 
@@ -190,4 +191,5 @@ def test_real_conversion_to_proxmox_writes_config_and_script(
     # The script, run against stand-ins for qm/pvesm, creates that VM from that image.
     run = fake_pve.run_script(script.read_text(), tmp_path / "pve")
     assert run.returncode == 0, run.stderr
-    assert any(c[:3] == ["qm", "importdisk", "310"] and str(out) in c for c in run.calls)
+    assert [c[:3] for c in run.calls if c[0] == "importdisk"] == [
+        ["importdisk", "310", str(out)]]
