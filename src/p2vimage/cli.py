@@ -210,12 +210,7 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):
             raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
-    from .destinations import parse_to
-
-    target = parse_to(args.to, pool=args.pool, start=args.start,
-                      domain_type=args.domain_type, vmid=args.vmid, storage=args.storage,
-                      bridge=args.bridge, namespace=args.namespace, image_url=args.image_url,
-                      pvc=args.pvc, timezone=args.timezone)
+    target = target_of(args)
     if args.output is None and target.kind != "libvirt":
         raise UsageError(f"-o/--output is needed for --to {target.kind}")
     report = convert(
@@ -251,6 +246,17 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         force=args.force,
     )
     return EXIT_OK, report.to_dict(), report.summary_lines()
+
+
+def target_of(args: argparse.Namespace) -> Any:
+    """``--to`` and the target options of ``convert`` as a typed target (UsageError for
+    an option of another target, or a missing one)."""
+    from .destinations import parse_to
+
+    return parse_to(args.to, pool=args.pool, start=args.start, domain_type=args.domain_type,
+                    vmid=args.vmid, storage=args.storage, bridge=args.bridge,
+                    namespace=args.namespace, image_url=args.image_url, pvc=args.pvc,
+                    timezone=args.timezone)
 
 
 def _bar(args: argparse.Namespace) -> TerminalProgress | None:
