@@ -182,7 +182,7 @@ class Landing:
                 elem.set("type", self.report.domain_type or "kvm")
                 return libvirt_xml.to_xml_bytes(elem).decode()
 
-            self.landed = self.host.land(self.pool, uploads, xml,
+            self.landed = self.host.land(self.pool, name, uploads, xml,
                                          overwrite=self.opts.overwrite, start=t.start)
             self.report.created += [f"volume {t.pool}/{u.name} {p}"
                                     for u, p in zip(uploads, self.landed.paths, strict=True)]

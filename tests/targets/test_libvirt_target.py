@@ -157,7 +157,7 @@ def test_a_pool_that_fills_up_mid_upload_keeps_nothing(
         with LibvirtHost(daemon.uri) as host:
             pool = host.pool("fills")
             with pytest.raises(InsufficientSpaceError, match="filesystem is full"):
-                host.land(pool, [VolumeUpload(disk, "raw", "filler.img")],
+                host.land(pool, "filler", [VolumeUpload(disk, "raw", "filler.img")],
                           lambda paths: _tiny_domain("filler", paths[0]))
         assert volumes(conn, "fills") == []
         assert "filler" not in domains(conn)
@@ -177,7 +177,7 @@ def test_sparse_upload_sends_the_data_and_keeps_the_holes(
         f.seek(30 << 20)
         f.write(os.urandom(3 << 20))
     with LibvirtHost(daemon.uri) as host:
-        landed = host.land(host.pool(POOL), [VolumeUpload(disk, "raw", "sparse.img")],
+        landed = host.land(host.pool(POOL), "sparse", [VolumeUpload(disk, "raw", "sparse.img")],
                            lambda paths: _tiny_domain("sparse", paths[0]))
     try:
         path = Path(landed.paths[0])
@@ -190,6 +190,34 @@ def test_sparse_upload_sends_the_data_and_keeps_the_holes(
             host.remove(host.conn.lookupByName("sparse"),
                         [host.pool(POOL).storageVolLookupByName("sparse.img")])
     assert "sparse.img" not in volumes(conn) and "sparse" not in domains(conn)
+
+
+def test_overwrite_replaces_the_domain_and_volume_and_start_failure_keeps_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    old, new = tmp_path / "old.img", tmp_path / "new.img"
+    old.write_bytes(b"o" * 65536)
+    new.write_bytes(b"n" * 131072)
+    with LibvirtHost(daemon.uri) as host:
+        pool = host.pool(POOL)
+        host.land(pool, "twice", [VolumeUpload(old, "raw", "twice.img")],
+                  lambda paths: _tiny_domain("twice", paths[0]))
+        with pytest.raises(UsageError, match="already exists"):
+            host.check_free(pool, "twice", ["twice.img"], overwrite=False)
+        landed = host.land(pool, "twice", [VolumeUpload(new, "raw", "twice.img")],
+                           lambda paths: _tiny_domain("twice", paths[0]), overwrite=True)
+        assert Path(landed.paths[0]).read_bytes() == new.read_bytes()
+        assert domains(conn).count("twice") == 1
+        # A domain that defines but cannot start (a second disk's file does not exist):
+        # the volume goes, the domain is undefined.
+        missing = ("<disk type='file' device='disk'><source file='/nonexistent/p2v.img'/>"
+                   "<target dev='vdb' bus='virtio'/></disk></devices>")
+        with pytest.raises(p2vimage.ConversionError, match="does not start"):
+            host.land(pool, "nostart", [VolumeUpload(new, "raw", "nostart.img")],
+                      lambda paths: _tiny_domain("nostart", paths[0]).replace(
+                          "</devices>", missing), start=True)
+        landed.undo()
+    assert "twice" not in domains(conn) and "nostart" not in domains(conn)
+    assert not {"twice.img", "nostart.img"} & set(volumes(conn))
 
 
 def test_target_options_are_checked_before_any_work() -> None:

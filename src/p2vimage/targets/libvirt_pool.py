@@ -172,20 +172,21 @@ class LibvirtHost:
 
     # -- the landing ------------------------------------------------------------------
 
-    def land(self, pool: Any, uploads: list[VolumeUpload],
+    def land(self, pool: Any, name: str, uploads: list[VolumeUpload],
              domain_xml: Callable[[list[str]], str], *, overwrite: bool = False,
              start: bool = False) -> Landed:
-        """Create and upload each volume, define the domain with the volumes' paths
-        (``domain_xml(paths)``), start it when asked.  All or nothing."""
+        """Create and upload each volume, define the domain ``name`` with the volumes'
+        paths (``domain_xml(paths)``), start it when asked.  All or nothing (with
+        ``overwrite``, a domain and volumes of these names are removed first)."""
         done = Landed(self)
         try:
             if overwrite:
-                self._remove_existing(pool, uploads, domain_xml)
+                self._remove_existing(pool, name, uploads)
             for up in uploads:
                 vol = self._create(pool, up)
                 done.volumes.append(vol)
                 done.paths.append(vol.path())
-                self._upload(vol, up)
+                self._upload(pool, vol, up)
             xml = domain_xml(done.paths)
             try:
                 done.domain = self.conn.defineXML(xml)
@@ -216,8 +217,10 @@ class LibvirtHost:
             raise _pool_error(f"cannot create volume {up.name} in pool {pool.name()}",
                               exc) from None
 
-    def _upload(self, vol: Any, up: VolumeUpload) -> None:
-        """The whole local file into the volume, its holes sent as holes."""
+    def _upload(self, pool: Any, vol: Any, up: VolumeUpload) -> None:
+        """The whole local file into the volume, its holes sent as holes.  A failure with
+        the pool (nearly) full is no room, whatever words the stream's error has (the
+        daemon reports ENOSPC as a write error, or the stream just breaks)."""
         lv = self.libvirt
         stream = self.conn.newStream(0)
         fd = os.open(up.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -228,8 +231,12 @@ class LibvirtHost:
             stream.finish()
             finished = True
         except lv.libvirtError as exc:
-            raise _pool_error(f"upload of {up.path} into volume {up.name} failed",
-                              exc) from None
+            what = f"upload of {up.path} into volume {up.name} failed"
+            error = _pool_error(what, exc)
+            if not isinstance(error, InsufficientSpaceError) and self._full(pool, up.path):
+                error = InsufficientSpaceError(f"{what}: the pool's filesystem is full "
+                                               f"({_message(exc)})")
+            raise error from None
         finally:
             os.close(fd)
             if not finished:
@@ -238,11 +245,17 @@ class LibvirtHost:
                 except lv.libvirtError:
                     pass
 
-    def _remove_existing(self, pool: Any, uploads: list[VolumeUpload],
-                         domain_xml: Callable[[list[str]], str]) -> None:
+    def _full(self, pool: Any, path: Path) -> bool:
+        """Has the pool less room left than the file holds data?"""
+        try:
+            pool.refresh(0)
+            return int(pool.info()[3]) < os.stat(path).st_blocks * 512
+        except (self.libvirt.libvirtError, OSError):
+            return False
+
+    def _remove_existing(self, pool: Any, name: str, uploads: list[VolumeUpload]) -> None:
         """``--overwrite``: the old domain (stopped, undefined) and volumes go first."""
-        name = etree.fromstring(domain_xml(["/overwrite-probe"]).encode()).findtext("name")
-        old = self._domain(name or "")
+        old = self._domain(name)
         vols = [v for v in (self._volume(pool, u.name) for u in uploads) if v is not None]
         if old is not None or vols:
             log.warning("--overwrite: replacing %s", ", ".join(
