@@ -141,8 +141,10 @@ class Landing:
             self.report.warnings += kv.warnings
         elif isinstance(t, LibvirtTarget):
             assert self.host is not None
-            self.report.domain_type = self.host.domain_type(
+            self.report.domain_type, note = self.host.domain_type(
                 t.domain_type, libvirt_xml.ARCHES.get(spec.arch, spec.arch))
+            if note is not None:
+                self.report.warnings.append(note)
             elem, _ = libvirt_xml.build_domain(self._libvirt_spec([d.path for d in spec.disks]))
             name = elem.findtext("name") or ""
             self._check_names(name)

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import struct
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,14 +151,23 @@ class LibvirtHost:
                 f"the converted disks may need up to {needed >> 20} MiB",
                 filesystem=f"pool {pool.name()}", needed=needed, available=available)
 
-    def domain_type(self, requested: str, arch: str) -> str:
-        """``kvm`` or ``qemu``: as requested, or for ``auto`` what the host's
-        capabilities offer for ``arch`` (``i686``, ``x86_64``)."""
+    def domain_type(self, requested: str, arch: str) -> tuple[str, str | None]:
+        """``kvm`` or ``qemu`` and a warning: as requested, or for ``auto`` what the host's
+        capabilities offer for ``arch`` (``i686``, ``x86_64``).  On a local host KVM is
+        also tried (QEMU with ``-cpu host`` under KVM, stopped at once): ``/dev/kvm`` can
+        exist and still make QEMU abort (nested KVM that refuses an MSR), and a domain
+        that cannot start is no use."""
         if requested != "auto":
-            return requested
+            return requested, None
         caps = etree.fromstring(self.conn.getCapabilities().encode())
         kvm = caps.xpath("guest[arch/@name=$a]/arch/domain[@type='kvm']", a=arch)
-        return "kvm" if kvm else "qemu"
+        if not kvm:
+            return "qemu", None
+        emulator = caps.xpath("string(guest[arch/@name=$a]/arch/emulator)", a=arch)
+        if self.is_local and emulator and not kvm_starts(emulator):
+            return "qemu", (f"KVM is offered but {emulator} fails with it on this host: "
+                            "the domain is type qemu (TCG, slow)")
+        return "kvm", None
 
     def has_file(self, path: str) -> bool:
         """Is ``path`` a file on the host: for a local URI the file exists, for a remote
@@ -292,6 +302,19 @@ class LibvirtHost:
             return pool.storageVolLookupByName(name)
         except self.libvirt.libvirtError:
             return None
+
+
+def kvm_starts(emulator: str) -> bool:
+    """Does QEMU start a host-CPU vCPU under KVM here?  (It aborts at once when it does
+    not; ``quit`` on the monitor ends it otherwise.)"""
+    try:
+        r = subprocess.run([emulator, "-machine", "pc,accel=kvm", "-cpu", "host", "-m", "64",
+                            "-nodefaults", "-display", "none", "-S", "-monitor", "stdio"],
+                           input="quit\n", capture_output=True, text=True, timeout=30,
+                           check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
 
 
 # -- the sparse stream's callbacks (libvirt-python's sparsestream example) --------------
