@@ -146,6 +146,7 @@ class Landing:
             if note is not None:
                 self.report.warnings.append(note)
             elem, _ = libvirt_xml.build_domain(self._libvirt_spec([d.path for d in spec.disks]))
+            elem.set("type", self.report.domain_type)
             name = elem.findtext("name") or ""
             self._check_names(name)
             self.documents = {Path(f"{name}.xml"): libvirt_xml.to_xml_bytes(elem).decode()}

@@ -235,6 +235,21 @@ def test_auto_domain_type_is_kvm_only_where_qemu_runs_with_it(
         assert "fails with it on this host" in note
 
 
+def test_the_iso_is_referenced_only_where_the_host_has_it(
+        daemon: libvirtd.Daemon, tmp_path: Path) -> None:
+    iso = tmp_path / "virtio-win.iso"
+    iso.write_bytes(b"\0" * 2048)
+    with LibvirtHost(daemon.uri) as host:
+        assert host.is_local
+        assert host.has_file(str(iso)) and not host.has_file(str(tmp_path / "gone.iso"))
+    for uri, local in (("qemu:///system", True), ("qemu+unix:///system", True),
+                       ("qemu+ssh://kvm1/system", False), ("qemu+tcp://10.0.0.2/system", False),
+                       ("qemu://kvm1/system", False)):
+        host = LibvirtHost.__new__(LibvirtHost)
+        host.uri = uri
+        assert host.is_local is local, uri
+
+
 def test_target_options_are_checked_before_any_work() -> None:
     with pytest.raises(UsageError, match="--pool"):
         p2vimage.convert("x.img", LibvirtTarget(pool="a/b"))
@@ -298,3 +313,19 @@ def test_convert_to_libvirt_lands_the_guest(
     assert again.returncode == 2 and "already exists" in again.stderr
     assert conn.lookupByName("landed").XMLDesc(0)
     assert volumes(conn) == ["landed.qcow2"]
+
+
+@pytest.mark.slow
+def test_dry_run_to_libvirt_checks_the_host_and_creates_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, images: dict[str, Path]) -> None:
+    before = (volumes(conn), domains(conn))
+    report = p2vimage.convert(source(images), LibvirtTarget(uri=daemon.uri, pool=POOL,
+                                                            name="dry", domain_type="qemu"),
+                              dry_run=True)
+    t = report.target
+    assert t.kind == "libvirt" and t.created == [] and not t.started
+    assert report.outputs == [] and report.xml is None and report.report is None
+    dom = etree.fromstring(t.documents["dry.xml"].encode())
+    assert dom.findtext("name") == "dry" and dom.get("type") == "qemu"
+    assert dom.find("cpu").get("mode") is None  # no host CPU model under TCG
+    assert (volumes(conn), domains(conn)) == before
