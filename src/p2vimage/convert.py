@@ -286,7 +286,7 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
         interrupt.check()
         log.info("phase: target (%s)", landing.report.kind)
         landing.finish(atomic, outs, [*outs, xml_path, report_path] if keep_local
-                       else [report_path] if opts.report else [])
+                       else [report_path] if opts.report else [], progress)
         try:
             phases["target"] = time.monotonic() - t0 - sum(phases.values())
             result = report(outputs=[str(o) for o in outs] if keep_local else [],

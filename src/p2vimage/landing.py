@@ -34,6 +34,7 @@ from .inspection import Inspection
 from .inspection.version import WindowsVersion
 from .options import ConvertOptions
 from .plan import Plan
+from .progress import ProgressCallback
 from .targets.atomic import AtomicOutputs
 from .targets.kubevirt import DiskSource, kubevirt_vm
 from .targets.libvirt_pool import Landed, LibvirtHost, VolumeUpload
@@ -160,7 +161,8 @@ class Landing:
 
     # -- after the local outputs ----------------------------------------------------------
 
-    def finish(self, atomic: AtomicOutputs, outs: list[Path], local: list[Path]) -> None:
+    def finish(self, atomic: AtomicOutputs, outs: list[Path], local: list[Path],
+               progress: ProgressCallback | None = None) -> None:
         """Write the target's files into their partials, or land the guest on libvirt
         (from the finished local disks ``outs``, read at their partial paths).  ``local``
         are the local files the conversion keeps (named first in the report's list)."""
@@ -186,7 +188,8 @@ class Landing:
                 return libvirt_xml.to_xml_bytes(elem).decode()
 
             self.landed = self.host.land(self.pool, name, uploads, xml,
-                                         overwrite=self.opts.overwrite, start=t.start)
+                                         overwrite=self.opts.overwrite, start=t.start,
+                                         progress=progress)
             self.report.created += [f"volume {t.pool}/{u.name} {p}"
                                     for u, p in zip(uploads, self.landed.paths, strict=True)]
             self.report.created.append(f"domain {name}")

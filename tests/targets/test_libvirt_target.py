@@ -19,6 +19,7 @@ import pytest
 from lxml import etree
 
 import p2vimage
+from p2vimage import interrupt
 from p2vimage.destinations import LibvirtTarget
 from p2vimage.errors import InsufficientSpaceError, UsageError
 from p2vimage.targets.libvirt_pool import LibvirtHost, VolumeUpload, kvm_starts
@@ -176,9 +177,13 @@ def test_sparse_upload_sends_the_data_and_keeps_the_holes(
         f.truncate(64 << 20)
         f.seek(30 << 20)
         f.write(os.urandom(3 << 20))
+    seen: list[p2vimage.Progress] = []
     with LibvirtHost(daemon.uri) as host:
         landed = host.land(host.pool(POOL), "sparse", [VolumeUpload(disk, "raw", "sparse.img")],
-                           lambda paths: _tiny_domain("sparse", paths[0]))
+                           lambda paths: _tiny_domain("sparse", paths[0]), progress=seen.append)
+    # Only the data went over the stream: 3 MiB, the last report done == total.
+    assert seen[-1].phase == "upload disk 1/1"
+    assert seen[-1].done == seen[-1].total == 3 << 20
     try:
         path = Path(landed.paths[0])
         assert path.read_bytes() == disk.read_bytes()
@@ -233,6 +238,20 @@ def test_auto_domain_type_is_kvm_only_where_qemu_runs_with_it(
         "/dev/kvm")))
     if note is not None:
         assert "fails with it on this host" in note
+
+
+def test_a_cancel_mid_upload_keeps_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.write(os.urandom(16 << 20))
+    cancel = p2vimage.Cancel()
+    with LibvirtHost(daemon.uri) as host, interrupt.job(cancel), \
+            pytest.raises(p2vimage.Interrupted):
+        host.land(host.pool(POOL), "cancelled", [VolumeUpload(disk, "raw", "cancelled.img")],
+                  lambda paths: _tiny_domain("cancelled", paths[0]),
+                  progress=lambda _p: cancel.set())
+    assert "cancelled.img" not in volumes(conn) and "cancelled" not in domains(conn)
 
 
 def test_the_iso_is_referenced_only_where_the_host_has_it(

@@ -27,13 +27,14 @@ from urllib.parse import urlsplit
 
 from lxml import etree
 
-from .. import deps
+from .. import deps, interrupt
 from ..errors import (
     ConversionError,
     InsufficientSpaceError,
     TargetUnreachableError,
     UsageError,
 )
+from ..progress import Meter, ProgressCallback
 
 log = logging.getLogger("p2vimage")
 
@@ -184,19 +185,24 @@ class LibvirtHost:
 
     def land(self, pool: Any, name: str, uploads: list[VolumeUpload],
              domain_xml: Callable[[list[str]], str], *, overwrite: bool = False,
-             start: bool = False) -> Landed:
+             start: bool = False, progress: ProgressCallback | None = None) -> Landed:
         """Create and upload each volume, define the domain ``name`` with the volumes'
         paths (``domain_xml(paths)``), start it when asked.  All or nothing (with
-        ``overwrite``, a domain and volumes of these names are removed first)."""
+        ``overwrite``, a domain and volumes of these names are removed first).
+        ``progress`` gets the bytes of data sent per disk (phase ``upload disk i/n``);
+        a Cancel or Ctrl-C stops the upload and removes what was created."""
         done = Landed(self)
         try:
             if overwrite:
                 self._remove_existing(pool, name, uploads)
-            for up in uploads:
+            for i, up in enumerate(uploads):
                 vol = self._create(pool, up)
                 done.volumes.append(vol)
                 done.paths.append(vol.path())
-                self._upload(pool, vol, up)
+                meter = Meter(progress, f"upload disk {i + 1}/{len(uploads)}",
+                              os.stat(up.path).st_blocks * 512)
+                self._upload(pool, vol, up, meter)
+                meter.finish(total_was_bound=True)
             xml = domain_xml(done.paths)
             try:
                 done.domain = self.conn.defineXML(xml)
@@ -227,7 +233,7 @@ class LibvirtHost:
             raise _pool_error(f"cannot create volume {up.name} in pool {pool.name()}",
                               exc) from None
 
-    def _upload(self, pool: Any, vol: Any, up: VolumeUpload) -> None:
+    def _upload(self, pool: Any, vol: Any, up: VolumeUpload, meter: Meter) -> None:
         """The whole local file into the volume, its holes sent as holes.  A failure with
         the pool (nearly) full is no room, whatever words the stream's error has (the
         daemon reports ENOSPC as a write error, or the stream just breaks)."""
@@ -237,7 +243,7 @@ class LibvirtHost:
         finished = False
         try:
             vol.upload(stream, 0, 0, lv.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
-            stream.sparseSendAll(_read, _hole, _skip, fd)
+            stream.sparseSendAll(_read, _hole, _skip, _Source(fd, meter))
             stream.finish()
             finished = True
         except lv.libvirtError as exc:
@@ -320,16 +326,26 @@ def kvm_starts(emulator: str) -> bool:
 # -- the sparse stream's callbacks (libvirt-python's sparsestream example) --------------
 
 
-def _read(_stream: Any, nbytes: int, fd: int) -> bytes:
-    return os.read(fd, nbytes)
+@dataclass
+class _Source:
+    fd: int
+    meter: Meter
 
 
-def _skip(_stream: Any, length: int, fd: int) -> int:
-    return os.lseek(fd, length, os.SEEK_CUR)
+def _read(_stream: Any, nbytes: int, src: _Source) -> bytes:
+    interrupt.check()  # a Cancel or Ctrl-C: the stream is aborted, land() cleans up
+    data = os.read(src.fd, nbytes)
+    src.meter.add(len(data))
+    return data
 
 
-def _hole(_stream: Any, fd: int) -> list[Any]:
+def _skip(_stream: Any, length: int, src: _Source) -> int:
+    return os.lseek(src.fd, length, os.SEEK_CUR)
+
+
+def _hole(_stream: Any, src: _Source) -> list[Any]:
     """``[in_data, length]`` of the section at the file offset (SEEK_DATA/SEEK_HOLE)."""
+    fd = src.fd
     cur = os.lseek(fd, 0, os.SEEK_CUR)
     try:
         data = os.lseek(fd, cur, os.SEEK_DATA)
