@@ -12,6 +12,7 @@ APT_PACKAGES=(
   python3-libnbd libnbd-bin nbdkit qemu-system-common
   nbdkit-plugin-python openssh-client openssh-server
   python3-yaml
+  python3-libvirt libvirt-daemon-system libvirt-daemon qemu-system-x86 ovmf
 )
 
 missing=()

@@ -3,7 +3,8 @@
 Layers, bottom to top (a module may import its own layer, the layers below it, and the
 base):
 
-  base        errors, plan, options, choices, deps, interrupt, progress; formats/
+  base        errors, plan, options, choices, deps, interrupt, progress, destinations
+              (the typed ``--to`` targets an option holds); formats/
               (byte-format readers);
               blockio/ (disk images opened on the host: both the input side, a
               Clonezilla restore and guest/disks.py, and the output side, targets/,
@@ -40,7 +41,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # (layer name, top-level names of the package in it), bottom to top; "top" is the rest.
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("base", frozenset({"errors", "plan", "options", "choices", "deps", "interrupt",
-                        "progress", "formats", "blockio"})),
+                        "progress", "formats", "blockio", "destinations"})),
     ("sources", frozenset({"sources"})),
     ("guest", frozenset({"guest"})),
     ("inspection", frozenset({"inspection"})),

@@ -21,6 +21,13 @@ from . import errors as _errors
 from .api import RestoreResult, inspect, restore_clonezilla
 from .check import CheckReport, check, check_hives
 from .convert import ConversionReport, ConvertOptions, convert
+from .destinations import (
+    KubevirtTarget,
+    LibvirtTarget,
+    LocalTarget,
+    ProxmoxTarget,
+    TargetReport,
+)
 from .errors import *  # noqa: F403 - every exception class and exit code, listed once there
 from .inspection import Inspection, inspect_hives
 from .interrupt import Cancel
@@ -45,6 +52,11 @@ __version__ = "0.1.0"
 _logging.getLogger("p2vimage").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "LocalTarget",
+    "LibvirtTarget",
+    "ProxmoxTarget",
+    "KubevirtTarget",
+    "TargetReport",
     "inspect",
     "restore_clonezilla",
     "convert",

@@ -93,8 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="disk image(s); several = one machine with several disks")
-    c.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output disk (further disks: OUT-2, OUT-3, ...)")
+    c.add_argument("-o", "--output", metavar="OUT",
+                   help="output disk (further disks: OUT-2, OUT-3, ...); optional with "
+                   "--to libvirt (then made in a scratch directory)")
+    c.add_argument("--to", default="local", metavar="TARGET",
+                   help="where the guest lands: local (default: the files), "
+                   "libvirt[:URI] (a volume in --pool and a defined domain; URI default "
+                   "qemu:///system), proxmox (VMID.conf + VMID.qm.sh beside OUT), "
+                   "kubevirt (OUT.kubevirt.yaml)")
+    c.add_argument("--pool", metavar="NAME", help="libvirt storage pool (default: default)")
+    c.add_argument("--start", action="store_true", help="libvirt: start the domain")
+    c.add_argument("--domain-type", choices=("auto", "kvm", "qemu"),
+                   help="libvirt: kvm, or qemu (TCG) where KVM does not work (default auto: "
+                   "kvm when the host offers it)")
+    c.add_argument("--vmid", type=int, metavar="N", help="proxmox: the new VM's ID")
+    c.add_argument("--storage", metavar="ID",
+                   help="proxmox: storage to import the disks into (default: local-lvm)")
+    c.add_argument("--bridge", metavar="NAME", help="proxmox: bridge (default: vmbr0)")
+    c.add_argument("--namespace", metavar="NS", help="kubevirt: namespace of the objects")
+    c.add_argument("--image-url", metavar="URL",
+                   help="kubevirt: where the output disk will be served (a URL ending in '/' "
+                   "gets the file name appended)")
+    c.add_argument("--pvc", metavar="NAME", help="kubevirt: clone the disk from this PVC")
+    c.add_argument("--timezone", metavar="ZONE",
+                   help="kubevirt: IANA time zone of a guest whose clock keeps local time")
     c.add_argument("--format", default="qcow2", choices=choices.FORMATS)
     c.add_argument("--size", metavar="SIZE", help="grow the system disk to SIZE (e.g. 21G)")
     c.add_argument("--source-format", metavar="FMT")
@@ -188,9 +210,13 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):
             raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
+    target = target_of(args)
+    if args.output is None and target.kind != "libvirt":
+        raise UsageError(f"-o/--output is needed for --to {target.kind}")
     report = convert(
         args.sources,
         args.output,
+        target=target,
         progress=_bar(args),
         format=args.format,
         size=parse_size(args.size) if args.size else None,
@@ -220,6 +246,17 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         force=args.force,
     )
     return EXIT_OK, report.to_dict(), report.summary_lines()
+
+
+def target_of(args: argparse.Namespace) -> Any:
+    """``--to`` and the target options of ``convert`` as a typed target (UsageError for
+    an option of another target, or a missing one)."""
+    from .destinations import parse_to
+
+    return parse_to(args.to, pool=args.pool, start=args.start, domain_type=args.domain_type,
+                    vmid=args.vmid, storage=args.storage, bridge=args.bridge,
+                    namespace=args.namespace, image_url=args.image_url, pvc=args.pvc,
+                    timezone=args.timezone)
 
 
 def _bar(args: argparse.Namespace) -> TerminalProgress | None:

@@ -22,9 +22,12 @@ the inspection found Windows on (:func:`_disk_order`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,11 +38,13 @@ from .apply import apply
 from .check import CheckReport, check_job
 from .check.domain import facts_of
 from .check.report import ERROR
+from .destinations import TARGET_TYPES, LibvirtTarget, Target
 from .domain import build_domain
 from .errors import ConversionError, UsageError
 from .guest.appliance import Job
 from .guest.disks import device_name, disk_index
 from .inspection import Inspection, inspect_job
+from .landing import Landing, extra_outputs
 from .options import ConvertOptions, make_options, parse_size
 from .plan import PlanContext
 from .planner import make_plan
@@ -66,7 +71,7 @@ log = logging.getLogger("p2vimage")
 
 def convert(
     source: str | os.PathLike[str] | list[str | os.PathLike[str]],
-    output: str | os.PathLike[str],
+    output: str | os.PathLike[str] | Target | None,
     *,
     options: ConvertOptions | None = None,
     progress: ProgressCallback | None = None,
@@ -86,6 +91,11 @@ def convert(
     :class:`ConvertOptions` (``options=``), keywords overriding it; paths may be ``str``;
     a bad value is a UsageError before any work.
 
+    ``output`` is the output disk's path, or a target object
+    (:mod:`p2vimage.destinations`); ``target=`` names the target beside a path (default
+    ``"local"``: the files only).  A :class:`~p2vimage.destinations.LibvirtTarget` needs
+    no path: the local files are then made in a scratch directory, removed at the end.
+
     Safe to call from several threads at once (each call has its own appliance, overlay,
     work directory and claimed outputs).  Installs no signal handler: the CLI does.
     """
@@ -93,17 +103,32 @@ def convert(
         list(source) if isinstance(source, (list, tuple)) else []
     if not srcs or not all(isinstance(s, (str, os.PathLike)) for s in srcs):
         raise UsageError("source: a path (str or os.PathLike), or a non-empty list of them")
-    opts = make_options(output, options, **kw)
+    if isinstance(output, TARGET_TYPES):
+        if kw.get("target") is not None:
+            raise UsageError("output is a target and target= is given too: give one")
+        kw["target"] = output
+        output = None
+    opts = make_options(output if output is not None else ".", options, **kw)
     opts.check_values()
     check_callback(progress)
     if opts.source_format is not None:
         normalise_format(opts.source_format)  # an unknown format: refused before any work
-    with interrupt.job(cancel):
-        return _run(srcs, opts, progress)
+    scratch = None
+    if output is None:
+        if not isinstance(opts.target, LibvirtTarget):
+            raise UsageError(f"an output path is needed for --to {opts.target.kind} (-o OUT)")
+        scratch = Path(tempfile.mkdtemp(prefix="p2vimage-libvirt-"))
+        opts = dataclasses.replace(opts, output=scratch / f"disk.{opts.format}")
+    try:
+        with interrupt.job(cancel):
+            return _run(srcs, opts, progress, keep_local=scratch is None)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run(srcs: list[str | os.PathLike[str]], opts: ConvertOptions,
-         progress: ProgressCallback | None) -> ConversionReport:
+         progress: ProgressCallback | None, *, keep_local: bool = True) -> ConversionReport:
     t0 = time.monotonic()
     phases: dict[str, float] = {}
     with SourceSet(srcs, opts.source_format, ssh_identity=opts.ssh_identity,
@@ -114,24 +139,29 @@ def _run(srcs: list[str | os.PathLike[str]], opts: ConvertOptions,
         try:
             targets = output_targets(opts, len(sources))
             source_set.check_outputs(targets)
-            # Outputs are claimed (locked .partial files) before any work, so a second job
-            # on the same output fails now instead of trampling this one.
-            atomic = None if opts.dry_run else AtomicOutputs(targets,
-                                                             overwrite=opts.overwrite)
-            with atomic or contextlib.nullcontext():
-                space.check(space_needs(opts, source_set, targets))
-                in_place: set[int] = set()
-                if source_set.has_directories:
-                    if atomic is None:  # a dry run: temporary raws, removed at the end
-                        sources = source_set.restore(scratch_parent(opts), progress)
-                    else:  # straight into the outputs, which the job then edits in place
-                        in_place = source_set.restore_in_place(
-                            [atomic.partial(o) for o in targets[: len(sources)]], opts.format,
-                            progress)
-                        sources = source_set.sources
-                    phases["restore"] = time.monotonic() - t0
-                return _convert(opts, source_set, sources, media, t0, phases, atomic,
-                                progress=progress, in_place=in_place)
+            with Landing(opts, len(sources)) as landing:  # its checks: before any work
+                # Outputs are claimed (locked .partial files) before any work, so a second job
+                # on the same output fails now instead of trampling this one.
+                atomic = None if opts.dry_run else AtomicOutputs(
+                    targets + extra_outputs(opts), overwrite=opts.overwrite)
+                with atomic or contextlib.nullcontext():
+                    needs = space_needs(opts, source_set, targets)
+                    space.check(needs)
+                    landing.check_space(sum(n.size for n in needs
+                                            if n.what.startswith("the output disk")))
+                    in_place: set[int] = set()
+                    if source_set.has_directories:
+                        if atomic is None:  # a dry run: temporary raws, removed at the end
+                            sources = source_set.restore(scratch_parent(opts), progress)
+                        else:  # straight into the outputs, which the job then edits in place
+                            in_place = source_set.restore_in_place(
+                                [atomic.partial(o) for o in targets[: len(sources)]], opts.format,
+                                progress)
+                            sources = source_set.sources
+                        phases["restore"] = time.monotonic() - t0
+                    return _convert(opts, source_set, sources, media, t0, phases, atomic,
+                                    landing, progress=progress, in_place=in_place,
+                                    keep_local=keep_local)
         finally:
             if media is not None:
                 media.close()
@@ -153,8 +183,9 @@ def _disk_order(job: Job, sources: list[SourceImage], by_inspection: bool,
 
 def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceImage],
              media: VirtioMedia | None, t0: float, phases: dict[str, float],
-             atomic: AtomicOutputs | None, *, progress: ProgressCallback | None = None,
-             in_place: set[int] | None = None) -> ConversionReport:
+             atomic: AtomicOutputs | None, landing: Landing, *,
+             progress: ProgressCallback | None = None, in_place: set[int] | None = None,
+             keep_local: bool = True) -> ConversionReport:
     by_inspection = source_set.system_disk_by_inspection
     *outs, xml_path, report_path = output_targets(opts, len(sources))
     copy_stats: list[hostcopy.DiskCopy] = []
@@ -184,6 +215,8 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
         plan = make_plan(insp, job.view(insp), context)
         elem, xml_warnings = build_domain(insp, plan, opts, outs)
         vm = Devices.of(elem)
+        landing.after_plan(insp, plan, outs,
+                           [disk_size, *(s.virtual_size for s in sources[1:])])
         phases["plan"] = time.monotonic() - t0 - sum(phases.values())
         interrupt.check()
 
@@ -193,7 +226,9 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
                 sources=[s.describe(sum(t.origin == s.origin for t in sources) > 1)
                          for s in sources],
                 inspection=insp, plan=plan, devices=vm,
-                warnings=[*plan.warnings, *order_warnings, *xml_warnings, *copy_warnings],
+                warnings=[*plan.warnings, *order_warnings, *xml_warnings, *copy_warnings,
+                          *landing.report.warnings],
+                target=landing.report,
                 appliance_launches=job.stats.appliance_launches,
                 launch_attempts=job.stats.launch_attempts,
                 network_bytes_read=sum(source_set.network_bytes_read().values())
@@ -249,14 +284,24 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
         xml_partial.write_bytes(libvirt_xml.to_xml_bytes(elem))
         libvirt_xml.validate_with_libvirt(xml_partial)
         written = sum(atomic.partial(d).stat().st_blocks * 512 for d in outs)
-        result = report(outputs=[str(o) for o in outs], xml=str(xml_path),
-                        report=str(report_path), dry_run=False,
-                        bytes_read=sum(c.bytes_read for c in copy_stats),
-                        bytes_written=written, check=checked, copy=copy_stats)
-        atomic.partial(report_path).write_text(json.dumps(result.to_dict(), indent=2,
-                                                          default=str) + "\n")
         interrupt.check()
-        atomic.commit()
+        log.info("phase: target (%s)", landing.report.kind)
+        landing.finish(atomic, outs, [*outs, xml_path, report_path] if keep_local
+                       else [report_path] if opts.report else [], progress)
+        try:
+            phases["target"] = time.monotonic() - t0 - sum(phases.values())
+            result = report(outputs=[str(o) for o in outs] if keep_local else [],
+                            xml=str(xml_path) if keep_local else None,
+                            report=str(report_path) if keep_local or opts.report else None,
+                            dry_run=False, bytes_read=sum(c.bytes_read for c in copy_stats),
+                            bytes_written=written, check=checked, copy=copy_stats)
+            atomic.partial(report_path).write_text(json.dumps(result.to_dict(), indent=2,
+                                                              default=str) + "\n")
+            interrupt.check()
+            atomic.commit()
+        except BaseException:
+            landing.undo()  # nothing left on the target host either
+            raise
     return result
 
 

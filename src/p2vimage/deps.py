@@ -17,6 +17,7 @@ _MODULE_PACKAGES = {
     "guestfs": "python3-guestfs",
     "hivex": "python3-hivex",
     "nbd": "python3-libnbd",
+    "libvirt": "python3-libvirt",
 }
 
 _PROGRAM_PACKAGES = {
@@ -66,3 +67,11 @@ def guestfs() -> ModuleType:
 
 def hivex() -> ModuleType:
     return require_module("hivex")
+
+
+def libvirt() -> ModuleType:
+    """libvirt's Python binding, its default error handler silenced (it prints every
+    error on stderr; ours are raised and reported once)."""
+    module = require_module("libvirt")
+    module.registerErrorHandler(lambda _ctx, _err: None, None)
+    return module

@@ -142,6 +142,10 @@ class SourceUnreachableError(TemporaryError):
     stopped answering after its bounded retries: the host may be back later."""
 
 
+class TargetUnreachableError(TemporaryError):
+    """The target host (a libvirt URI) cannot be reached or refused the connection."""
+
+
 def write_error(message: str, errnum: int | None) -> P2VError:
     """The error for a failed write of an output: no room on its filesystem
     (ENOSPC, EDQUOT) is :class:`InsufficientSpaceError`, anything else
@@ -192,6 +196,7 @@ __all__ = [
     "MissingDependencyError",
     "TemporaryError",
     "SourceUnreachableError",
+    "TargetUnreachableError",
     "NotReadyError",
     "Interrupted",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import choices
+from .destinations import Target, as_target
 from .errors import UsageError
 
 
@@ -57,6 +58,9 @@ class ConvertOptions:
     # host key against (default: the user's agent, ~/.ssh keys and known_hosts).
     ssh_identity: Path | None = None
     ssh_known_hosts: Path | None = None
+    # Where the guest lands (``--to``): a LocalTarget (the default; ``"local"`` is
+    # accepted), LibvirtTarget, ProxmoxTarget or KubevirtTarget (p2vimage.destinations).
+    target: Target | str = "local"
 
     def __post_init__(self) -> None:
         for name in ("output", "xml", "report", "virtio_win", "smbios", "ssh_identity",
@@ -78,6 +82,7 @@ class ConvertOptions:
         if isinstance(self.ip, str):
             self.ip = [self.ip]
         self.ip = list(self.ip)
+        self.target = as_target(self.target)
 
     def check_values(self) -> None:
         """The choices and numbers that need no guest: a UsageError naming the option."""
@@ -97,6 +102,8 @@ class ConvertOptions:
         choices.check_vcpus(self.vcpus)
         if self.mac is not None:
             parse_mac(self.mac)
+        self.target = as_target(self.target)
+        self.target.check()
         for name in ("size", "memory_mib"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)

@@ -19,6 +19,7 @@ from lxml import etree
 
 from .check.domain import DomainFacts, facts_of
 from .check.report import CheckReport
+from .destinations import TargetReport
 from .inspection import Inspection
 from .plan import Plan, VirtioSummary
 from .targets.hostcopy import DiskCopy
@@ -73,6 +74,9 @@ class ConversionReport:
     # Per output disk: bytes read and written by the host copy, seconds, MiB/s, and the
     # NTFS volumes copied whole because their bitmap could not be trusted.
     copy: list[DiskCopy] = field(default_factory=list)
+    # Where the guest landed (``--to``) and everything created there; a dry run has the
+    # documents it would write.  None only in reports made before targets existed.
+    target: TargetReport | None = None
 
     @property
     def virtio(self) -> VirtioSummary | None:
@@ -93,6 +97,7 @@ class ConversionReport:
             check=self.check.to_dict() if self.check is not None else None,
             copy=[c.to_dict() for c in self.copy],
             virtio=dataclasses.asdict(self.virtio) if self.virtio is not None else None,
+            target=dataclasses.asdict(self.target) if self.target is not None else None,
         )
         return plain
 
@@ -105,8 +110,16 @@ class ConversionReport:
             lines.append("Dry run: nothing was written.")
         else:
             lines += [f"Output disk:  {o}" for o in self.outputs]
-            lines.append(f"Domain XML:   {self.xml}")
-            lines.append(f"Report:       {self.report}")
+            if self.xml is not None:
+                lines.append(f"Domain XML:   {self.xml}")
+            if self.report is not None:
+                lines.append(f"Report:       {self.report}")
+        t = self.target
+        if t is not None and t.kind != "local":
+            lines.append(f"Target:       {t.kind} ({t.where})"
+                         + (f", domain type {t.domain_type}" if t.domain_type else "")
+                         + (", started" if t.started else ""))
+            lines += [f"Created:      {c}" for c in t.created]
         if self.check is not None and not self.check.ready:
             lines += [f"NOT READY:    {f.id}: {f.message}" for f in self.check.findings
                       if f.severity == "error"]

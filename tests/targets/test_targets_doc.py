@@ -30,3 +30,21 @@ def test_the_documented_example_runs_and_its_output_is_valid() -> None:
     text = out.getvalue()
     assert "ostype: win10" in text and "kind: VirtualMachine" in text
     assert "name: filesrv-01-disk0" in text
+
+
+def test_every_documented_command_line_parses_to_its_target() -> None:
+    """The ``sh`` examples, through the real parser and ``parse_to`` (no conversion: the
+    target and its options as ``convert`` would get them)."""
+    import shlex
+
+    from p2vimage.cli import build_parser, target_of
+
+    blocks = re.findall(r"^```sh\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    lines = [ln for b in blocks for ln in b.splitlines() if ln.startswith("p2vimage ")]
+    kinds = []
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        target = target_of(args)
+        assert args.output is not None or target.kind == "libvirt", line
+        kinds.append(target.kind)
+    assert kinds == ["local", "libvirt", "libvirt", "proxmox", "kubevirt"]

@@ -1,0 +1,350 @@
+"""``convert --to libvirt`` against a real libvirtd of the tests' own (tests/targets/libvirtd.py).
+
+One daemon and one ``dir`` pool for the module.  The cases that need no appliance (the
+target's checks before any work, an upload that fills the pool) run in ``make test``; the
+real conversion (volume read back, ``virsh dumpxml`` through ``virt-xml-validate`` and
+``check``, ``--start`` under TCG) is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+import p2vimage
+from p2vimage import interrupt
+from p2vimage.destinations import LibvirtTarget
+from p2vimage.errors import InsufficientSpaceError, UsageError
+from p2vimage.targets.libvirt_pool import LibvirtHost, VolumeUpload, kvm_starts
+from tests.conftest import run_cli
+from tests.targets import libvirtd
+
+POOL = "p2v"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[libvirtd.Daemon]:
+    root = tmp_path_factory.mktemp("libvirtd")
+    d = libvirtd.start(root / "state")
+    try:
+        conn = d.connect()
+        libvirtd.dir_pool(conn, POOL, root / "pool")
+        # The guests' NIC is on network 'default': an isolated one, its bridge in the
+        # daemon's own network namespace.
+        net = conn.networkDefineXML("<network><name>default</name>"
+                                    "<bridge name='p2vbr0'/></network>")
+        net.create()
+        conn.close()
+        yield d
+    finally:
+        d.stop()
+    assert d.proc.poll() is not None
+
+
+@pytest.fixture
+def conn(daemon: libvirtd.Daemon) -> Iterator[libvirt.virConnect]:
+    c = daemon.connect()
+    yield c
+    c.close()
+
+
+def volumes(conn: libvirt.virConnect, pool: str = POOL) -> list[str]:
+    p = conn.storagePoolLookupByName(pool)
+    p.refresh(0)
+    return sorted(p.listVolumes())
+
+
+def domains(conn: libvirt.virConnect) -> list[str]:
+    return sorted(d.name() for d in conn.listAllDomains(0))
+
+
+def source(images: dict[str, Path]) -> Path:
+    from fixtures.images import DEMO
+
+    return images[DEMO]
+
+
+# -- the target's checks, before any work (no appliance) ---------------------------------
+
+
+def test_unreachable_uri_is_exit_5_before_any_work(tmp_path: Path) -> None:
+    out = tmp_path / "g.qcow2"
+    img = tmp_path / "src.img"
+    img.write_bytes(b"\0" * 1024 * 1024)
+    r = run_cli("convert", str(img), "-o", str(out), "--to",
+                f"libvirt:qemu:///system?socket={tmp_path}/no-sock", "--json")
+    assert r.returncode == 5, r.stderr
+    assert r.stderr.count("\n") == 1 and "cannot connect to libvirt" in r.stderr
+    assert json.loads(r.stdout)["error"]["type"] == "TargetUnreachableError"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.img"]
+
+
+def test_missing_pool_is_exit_2(daemon: libvirtd.Daemon, tmp_path: Path) -> None:
+    img = tmp_path / "src.img"
+    img.write_bytes(b"\0" * 1024 * 1024)
+    r = run_cli("convert", str(img), "--to", f"libvirt:{daemon.uri}", "--pool", "nope")
+    assert r.returncode == 2, r.stderr
+    assert "--pool nope: no such storage pool" in r.stderr and f"pools: {POOL}" in r.stderr
+
+
+def test_existing_domain_or_volume_name_is_exit_2_and_untouched(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    img = tmp_path / "src.img"
+    img.write_bytes(b"\0" * 1024 * 1024)
+    dom = conn.defineXML("<domain type='qemu'><name>taken</name><memory>65536</memory>"
+                         "<os><type>hvm</type></os></domain>")
+    pool = conn.storagePoolLookupByName(POOL)
+    vol = pool.createXML("<volume><name>vtaken.qcow2</name><capacity>1048576</capacity>"
+                         "<target><format type='qcow2'/></target></volume>", 0)
+    try:
+        for name, what in (("taken", "a domain named 'taken'"),
+                           ("vtaken", "a volume named 'vtaken.qcow2'")):
+            r = run_cli("convert", str(img), "--to", f"libvirt:{daemon.uri}", "--pool", POOL,
+                        "--name", name)
+            assert r.returncode == 2, r.stderr
+            assert what in r.stderr and "--overwrite" in r.stderr
+            assert r.stderr.count("\n") == 1
+        assert conn.lookupByName("taken").XMLDesc(0) == dom.XMLDesc(0)
+        assert "vtaken.qcow2" in volumes(conn)
+    finally:
+        dom.undefine()
+        vol.delete(0)
+
+
+def test_pool_too_small_is_refused_before_any_work(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path,
+        images: dict[str, Path]) -> None:
+    small = tmp_path / "small"
+    libvirtd.small_filesystem(daemon, small, "2m")
+    try:
+        pool = libvirtd.dir_pool(conn, "tiny", small)
+        work = tmp_path / "work"
+        work.mkdir()
+        r = run_cli("convert", str(source(images)), "--to", f"libvirt:{daemon.uri}",
+                    "--pool", "tiny", "--name", "toolarge", "--json",
+                    env={"TMPDIR": str(work)})
+        assert r.returncode == 5, r.stderr
+        assert "storage pool tiny" in r.stderr and "MiB free" in r.stderr
+        assert json.loads(r.stdout)["error"]["type"] == "InsufficientSpaceError"
+        assert volumes(conn, "tiny") == [] and "toolarge" not in domains(conn)
+        assert list(work.iterdir()) == []  # no scratch output, no work directory left
+        pool.destroy()
+        pool.undefine()
+    finally:
+        libvirtd.unmount(daemon, small)
+
+
+def test_a_pool_that_fills_up_mid_upload_keeps_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    """The upload itself fails (the pool's filesystem is full after 4 MiB of 12): the
+    volume is deleted and no domain is defined."""
+    small = tmp_path / "small"
+    libvirtd.small_filesystem(daemon, small, "4m")
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:  # 64 MiB, 12 MiB of it data: holes between
+        f.truncate(64 << 20)
+        for at in (1, 20, 40):
+            f.seek(at << 20)
+            f.write(os.urandom(4 << 20))
+    try:
+        libvirtd.dir_pool(conn, "fills", small)
+        with LibvirtHost(daemon.uri) as host:
+            pool = host.pool("fills")
+            with pytest.raises(InsufficientSpaceError, match="filesystem is full"):
+                host.land(pool, "filler", [VolumeUpload(disk, "raw", "filler.img")],
+                          lambda paths: _tiny_domain("filler", paths[0]))
+        assert volumes(conn, "fills") == []
+        assert "filler" not in domains(conn)
+        assert libvirtd.files_in(daemon, small) == []
+        p = conn.storagePoolLookupByName("fills")
+        p.destroy()
+        p.undefine()
+    finally:
+        libvirtd.unmount(daemon, small)
+
+
+def test_sparse_upload_sends_the_data_and_keeps_the_holes(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+        f.seek(30 << 20)
+        f.write(os.urandom(3 << 20))
+    seen: list[p2vimage.Progress] = []
+    with LibvirtHost(daemon.uri) as host:
+        landed = host.land(host.pool(POOL), "sparse", [VolumeUpload(disk, "raw", "sparse.img")],
+                           lambda paths: _tiny_domain("sparse", paths[0]), progress=seen.append)
+    # Only the data went over the stream: 3 MiB, the last report done == total.
+    assert seen[-1].phase == "upload disk 1/1"
+    assert seen[-1].done == seen[-1].total == 3 << 20
+    try:
+        path = Path(landed.paths[0])
+        assert path.read_bytes() == disk.read_bytes()
+        assert path.stat().st_blocks * 512 < 8 << 20  # the holes stayed holes
+        xml = etree.fromstring(conn.lookupByName("sparse").XMLDesc(0).encode())
+        assert xml.find("devices/disk/source").get("file") == str(path)
+    finally:
+        with LibvirtHost(daemon.uri) as host:
+            host.remove(host.conn.lookupByName("sparse"),
+                        [host.pool(POOL).storageVolLookupByName("sparse.img")])
+    assert "sparse.img" not in volumes(conn) and "sparse" not in domains(conn)
+
+
+def test_overwrite_replaces_the_domain_and_volume_and_start_failure_keeps_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    old, new = tmp_path / "old.img", tmp_path / "new.img"
+    old.write_bytes(b"o" * 65536)
+    new.write_bytes(b"n" * 131072)
+    with LibvirtHost(daemon.uri) as host:
+        pool = host.pool(POOL)
+        host.land(pool, "twice", [VolumeUpload(old, "raw", "twice.img")],
+                  lambda paths: _tiny_domain("twice", paths[0]))
+        with pytest.raises(UsageError, match="already exists"):
+            host.check_free(pool, "twice", ["twice.img"], overwrite=False)
+        landed = host.land(pool, "twice", [VolumeUpload(new, "raw", "twice.img")],
+                           lambda paths: _tiny_domain("twice", paths[0]), overwrite=True)
+        assert Path(landed.paths[0]).read_bytes() == new.read_bytes()
+        assert domains(conn).count("twice") == 1
+        # A domain that defines but cannot start (a second disk's file does not exist):
+        # the volume goes, the domain is undefined.
+        missing = ("<disk type='file' device='disk'><source file='/nonexistent/p2v.img'/>"
+                   "<target dev='vdb' bus='virtio'/></disk></devices>")
+        with pytest.raises(p2vimage.ConversionError, match="does not start"):
+            host.land(pool, "nostart", [VolumeUpload(new, "raw", "nostart.img")],
+                      lambda paths: _tiny_domain("nostart", paths[0]).replace(
+                          "</devices>", missing), start=True)
+        landed.undo()
+    assert "twice" not in domains(conn) and "nostart" not in domains(conn)
+    assert not {"twice.img", "nostart.img"} & set(volumes(conn))
+
+
+def test_auto_domain_type_is_kvm_only_where_qemu_runs_with_it(
+        daemon: libvirtd.Daemon) -> None:
+    """Where /dev/kvm exists but QEMU aborts with it (nested KVM refusing an MSR, as on
+    this project's build machines), ``auto`` is TCG, with a warning."""
+    with LibvirtHost(daemon.uri) as host:
+        assert host.domain_type("qemu", "x86_64") == ("qemu", None)
+        kind, note = host.domain_type("auto", "x86_64")
+    qemu = "/usr/bin/qemu-system-x86_64"
+    works = os.path.exists("/dev/kvm") and kvm_starts(qemu)
+    assert (kind, note is None) == (("kvm", True) if works else ("qemu", not os.path.exists(
+        "/dev/kvm")))
+    if note is not None:
+        assert "fails with it on this host" in note
+
+
+def test_a_cancel_mid_upload_keeps_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    with open(disk, "wb") as f:
+        f.write(os.urandom(16 << 20))
+    cancel = p2vimage.Cancel()
+    with LibvirtHost(daemon.uri) as host, interrupt.job(cancel), \
+            pytest.raises(p2vimage.Interrupted):
+        host.land(host.pool(POOL), "cancelled", [VolumeUpload(disk, "raw", "cancelled.img")],
+                  lambda paths: _tiny_domain("cancelled", paths[0]),
+                  progress=lambda _p: cancel.set())
+    assert "cancelled.img" not in volumes(conn) and "cancelled" not in domains(conn)
+
+
+def test_the_iso_is_referenced_only_where_the_host_has_it(
+        daemon: libvirtd.Daemon, tmp_path: Path) -> None:
+    iso = tmp_path / "virtio-win.iso"
+    iso.write_bytes(b"\0" * 2048)
+    with LibvirtHost(daemon.uri) as host:
+        assert host.is_local
+        assert host.has_file(str(iso)) and not host.has_file(str(tmp_path / "gone.iso"))
+    for uri, local in (("qemu:///system", True), ("qemu+unix:///system", True),
+                       ("qemu+ssh://kvm1/system", False), ("qemu+tcp://10.0.0.2/system", False),
+                       ("qemu://kvm1/system", False)):
+        host = LibvirtHost.__new__(LibvirtHost)
+        host.uri = uri
+        assert host.is_local is local, uri
+
+
+def test_target_options_are_checked_before_any_work() -> None:
+    with pytest.raises(UsageError, match="--pool"):
+        p2vimage.convert("x.img", LibvirtTarget(pool="a/b"))
+    with pytest.raises(UsageError, match="domain-type"):
+        p2vimage.convert("x.img", LibvirtTarget(domain_type="xen"))
+    with pytest.raises(UsageError, match="output path is needed for --to proxmox"):
+        p2vimage.convert("x.img", p2vimage.ProxmoxTarget(vmid=100))
+
+
+def _tiny_domain(name: str, path: str) -> str:
+    return (f"<domain type='qemu'><name>{name}</name><memory>65536</memory>"
+            "<os><type>hvm</type></os><devices><disk type='file' device='disk'>"
+            f"<driver name='qemu' type='raw'/><source file='{path}'/>"
+            "<target dev='vda' bus='virtio'/></disk></devices></domain>")
+
+
+# -- a real conversion ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_convert_to_libvirt_lands_the_guest(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path,
+        images: dict[str, Path]) -> None:
+    out = tmp_path / "local.qcow2"
+    r = run_cli("convert", str(source(images)), "-o", str(out), "--to",
+                f"libvirt:{daemon.uri}", "--pool", POOL, "--name", "landed",
+                "--domain-type", "qemu", "--start", "--json")
+    assert r.returncode == 0, r.stderr
+    # Started under TCG: running now; stopped before anything reads its disk.
+    assert daemon.virsh("domstate", "landed").stdout.strip() == "running"
+    daemon.virsh("destroy", "landed")
+    doc = json.loads(r.stdout)
+    target = doc["target"]
+    vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName("landed.qcow2")
+    assert target["kind"] == "libvirt" and target["started"] is True
+    assert target["domain_type"] == "qemu"
+    assert target["created"] == [f"file {out}", f"file {out.with_suffix('.xml')}",
+                                 f"file {out.with_suffix('.json')}",
+                                 f"volume {POOL}/landed.qcow2 {vol.path()}", "domain landed"]
+    # The volume holds what the local output holds (guest-visible bytes).
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(out),
+                          vol.path()], capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    # The domain as libvirt holds it: valid, on the volume, TCG, the devices convert chose.
+    dumped = tmp_path / "dumped.xml"
+    dumped.write_text(daemon.virsh("dumpxml", "landed", "--inactive").stdout)
+    subprocess.run(["virt-xml-validate", str(dumped), "domain"], check=True,
+                   capture_output=True)
+    dom = etree.parse(str(dumped)).getroot()
+    assert dom.get("type") == "qemu"
+    assert dom.find("devices/disk/source").get("file") == vol.path()
+    local = etree.parse(str(out.with_suffix(".xml"))).getroot()
+    for path in ("os/type", "devices/disk/target", "devices/interface/model"):
+        assert dom.find(path).attrib.items() >= local.find(path).attrib.items(), path
+    assert doc["devices"]["name"] == "landed"
+    checked = p2vimage.check(vol.path(), xml=str(dumped))
+    assert checked.ready, checked.summary_lines()
+    # The same name again: exit 2, the landed guest untouched.
+    again = run_cli("convert", str(source(images)), "--to", f"libvirt:{daemon.uri}",
+                    "--pool", POOL, "--name", "landed")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert conn.lookupByName("landed").XMLDesc(0)
+    assert volumes(conn) == ["landed.qcow2"]
+
+
+@pytest.mark.slow
+def test_dry_run_to_libvirt_checks_the_host_and_creates_nothing(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, images: dict[str, Path]) -> None:
+    before = (volumes(conn), domains(conn))
+    report = p2vimage.convert(source(images), LibvirtTarget(uri=daemon.uri, pool=POOL,
+                                                            name="dry", domain_type="qemu"),
+                              dry_run=True)
+    t = report.target
+    assert t.kind == "libvirt" and t.created == [] and not t.started
+    assert report.outputs == [] and report.xml is None and report.report is None
+    dom = etree.fromstring(t.documents["dry.xml"].encode())
+    assert dom.findtext("name") == "dry" and dom.get("type") == "qemu"
+    assert dom.find("cpu").get("mode") is None  # no host CPU model under TCG
+    assert (volumes(conn), domains(conn)) == before
