@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     _common(r)
     r.set_defaults(func=cmd_restore_clonezilla)
+
+    from .batch import command as batch_command  # (here: batch's modules import this one)
+
+    batch_command.add_parser(sub, _common)
     return parser
 
 

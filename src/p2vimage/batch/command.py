@@ -1,0 +1,101 @@
+"""``p2vimage batch …``: the CLI's fleet subcommands, on the CLI's conventions (one error
+line, ``--json`` documents, the exit codes of the README)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .. import interrupt
+from ..errors import EXIT_OK, UsageError
+
+
+def add_parser(sub: Any, common: Any) -> None:
+    """Add ``batch`` and its subcommands to the CLI's subparsers."""
+    b = sub.add_parser("batch", help="convert a fleet of machines from one manifest "
+                       "(resumable, retried, with a ledger)",
+                       description="Convert many machines from a YAML or CSV manifest, "
+                       "keeping an append-only ledger and each machine's report in a state "
+                       "directory; a second run resumes.")
+    bs = b.add_subparsers(dest="batch_command", metavar="ACTION")
+    bs.required = True
+
+    r = bs.add_parser("run", help="convert every machine not yet done",
+                      description="Convert every machine of MANIFEST not yet done in the "
+                      "state directory. Exit 0 all converted, 1 some failed, 2 invalid "
+                      "manifest or usage, 130 interrupted.")
+    r.add_argument("manifest", metavar="MANIFEST", help="YAML or CSV manifest")
+    r.add_argument("--state", required=True, metavar="DIR", help="state directory")
+    r.add_argument("--engine", default="local", choices=("local",),
+                   help="where conversions run (default: local processes)")
+    r.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="conversions at once (default: ~1 core and 2 GB each)")
+    r.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="further attempts after a temporary failure (exit 5) or a lost "
+                   "worker (default 2)")
+    r.add_argument("--retry-delay", type=float, default=5.0, metavar="SECONDS",
+                   help="wait before a retry, times the attempt number (default 5)")
+    r.add_argument("--only", metavar="NAME,...", help="only these machines")
+    r.add_argument("--retry-failed", action="store_true",
+                   help="run again the machines that failed in an earlier run")
+    r.add_argument("--junit", metavar="FILE", help="also write JUnit XML (one testcase per "
+                   "machine; the state directory always has junit.xml)")
+    common(r)
+    r.set_defaults(func=cmd_run)
+
+    s = bs.add_parser("status", help="each machine's state, from the state directory",
+                      description="Print each machine's state as the state directory "
+                      "records it (done from the committed reports, the rest from the "
+                      "ledger). Read-only.")
+    s.add_argument("--state", required=True, metavar="DIR", help="state directory")
+    s.add_argument("--manifest", metavar="MANIFEST",
+                   help="also list the manifest's machines the ledger never saw")
+    common(s)
+    s.set_defaults(func=cmd_status)
+
+
+def cmd_run(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    from .display import LiveTable, ProgressLines
+    from .engine import run
+
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    show = None if args.json else LiveTable() if sys.stderr.isatty() else ProgressLines()
+    result = run(args.manifest, args.state, engine=args.engine,
+                 max_in_flight=args.max_in_flight, retries=args.retries, only=only,
+                 retry_failed=args.retry_failed, junit=args.junit,
+                 retry_delay=args.retry_delay, on_update=show)
+    if result.interrupted:
+        interrupt.clear_stop()  # handled: the summary, not a bare "interrupted" line
+    return result.exit_code, result.to_dict(), result.summary_lines()
+
+
+def cmd_status(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    from .ledger import Ledger
+    from .manifest import load
+
+    ledger = Ledger(args.state)
+    if not ledger.dir.is_dir():
+        raise UsageError(f"--state {args.state}: no such state directory")
+    names: list[str] = []
+    if args.manifest:
+        names = [m.name for m in load(args.manifest).machines]
+    seen = {e["machine"] for e in ledger.events() if "machine" in e}
+    machines = ledger.dir / "machines"
+    if machines.is_dir():
+        seen |= {p.name for p in machines.iterdir() if p.is_dir()}
+    names += sorted(seen - set(names))
+    states = ledger.states(names)
+    doc = {"state": str(ledger.dir), "machines": [states[n].to_dict() for n in names]}
+    lines = []
+    for n in names:
+        s = states[n]
+        extra = f" (exit {s.exit_code}: {s.message})" if s.state == "failed" else ""
+        where = f" on {s.host}" if s.host else ""
+        lines.append(f"{n}: {s.state}{where}, {s.attempts} attempt(s){extra}")
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    doc["counts"] = counts
+    lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no machines")
+    return EXIT_OK, doc, lines
