@@ -36,6 +36,9 @@ def add_parser(sub: Any, common: Any) -> None:
                    "worker (default 2)")
     r.add_argument("--retry-delay", type=float, default=5.0, metavar="SECONDS",
                    help="wait before a retry, times the attempt number (default 5)")
+    r.add_argument("--stop-wait", type=float, default=30.0, metavar="SECONDS",
+                   help="after Ctrl-C, how long in-flight conversions get to stop cleanly "
+                   "before SIGTERM, and again before SIGKILL (default 30)")
     r.add_argument("--only", metavar="NAME,...", help="only these machines")
     r.add_argument("--retry-failed", action="store_true",
                    help="run again the machines that failed in an earlier run")
@@ -64,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     result = run(args.manifest, args.state, engine=args.engine,
                  max_in_flight=args.max_in_flight, retries=args.retries, only=only,
                  retry_failed=args.retry_failed, junit=args.junit,
-                 retry_delay=args.retry_delay, on_update=show)
+                 retry_delay=args.retry_delay, on_update=show, stop_wait=args.stop_wait)
     if result.interrupted:
         interrupt.clear_stop()  # handled: the summary, not a bare "interrupted" line
     return result.exit_code, result.to_dict(), result.summary_lines()

@@ -110,6 +110,7 @@ class MachineResult:
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d.pop("phase")
+        d["elapsed"] = round(self.elapsed, 3)
         return d
 
 
@@ -176,15 +177,17 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
         only: Iterable[str] | None = None, retry_failed: bool = False,
         junit: str | os.PathLike[str] | None = None, retry_delay: float = 5.0,
         on_update: Callable[[list[MachineResult]], None] | None = None,
-        python: str = sys.executable) -> BatchResult:
+        stop_wait: float = STOP_WAIT, python: str = sys.executable) -> BatchResult:
     """Convert every machine of ``manifest`` not yet done in the ``state`` directory.
 
     Machines done (committed report, output present) are skipped; machines that failed
     in an earlier run are skipped unless ``retry_failed``; ``only`` limits the run to
-    those names.  ``on_update`` gets the rows of the live table about ten times a
-    second.  The result's ``exit_code``: 0 every selected machine converted, 1 one or
-    more failed (their reasons in the result), 130 interrupted.  An invalid manifest or
-    option is a UsageError before anything starts.
+    those names.  ``on_update`` gets the rows of the live table twice a second.
+    ``stop_wait``: the seconds in-flight conversions get to unwind after a Ctrl-C
+    before SIGTERM (and as long again before SIGKILL).  The result's ``exit_code``: 0
+    every selected machine converted, 1 one or more failed (their reasons in the
+    result), 130 interrupted.  An invalid manifest or option is a UsageError before
+    anything starts.
     """
     if engine != "local":
         raise UsageError(f"--engine {engine}: this version has the local engine only")
@@ -198,13 +201,15 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
     state_dir = Path(state)
     with ledger_mod.run_lock(state_dir):
         return _Run(Ledger(state_dir), machines, limit, retries, retry_failed,
-                    retry_delay, local_launcher(python), on_update).go(junit)
+                    retry_delay, local_launcher(python), on_update, stop_wait).go(junit)
 
 
 class _Run:
     def __init__(self, ledger: Ledger, machines: list[Machine], limit: int, retries: int,
                  retry_failed: bool, retry_delay: float, launch: Launcher,
-                 on_update: Callable[[list[MachineResult]], None] | None) -> None:
+                 on_update: Callable[[list[MachineResult]], None] | None,
+                 stop_wait: float = STOP_WAIT) -> None:
+        self.stop_wait = stop_wait
         self.ledger = ledger
         self.machines = machines
         self.limit = limit
@@ -269,7 +274,7 @@ class _Run:
         results = list(self.rows.values())
         code = (EXIT_INTERRUPTED if interrupted
                 else EXIT_OK if all(r.state == DONE for r in results) else EXIT_NOT_READY)
-        result = BatchResult(code, results, interrupted, str(self.ledger.dir),
+        result = BatchResult(code, results, interrupted, str(self.ledger.dir.resolve()),
                              time.monotonic() - t0)
         self.ledger.append("run-ended", exit_code=code, counts=result.counts())
         ledger_mod.write_atomic(self.ledger.dir / "summary.json",
@@ -349,11 +354,11 @@ class _Run:
         main = _in_main_thread()
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
-            for sig, wait in ((signal.SIGINT, STOP_WAIT), (signal.SIGTERM, 10.0)):
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 for a in self.in_flight.values():
                     with contextlib.suppress(ProcessLookupError):
                         a.proc.send_signal(sig)
-                deadline = time.monotonic() + wait
+                deadline = time.monotonic() + self.stop_wait
                 while time.monotonic() < deadline and any(
                         a.proc.poll() is None for a in self.in_flight.values()):
                     time.sleep(POLL)
