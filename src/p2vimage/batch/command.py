@@ -47,6 +47,19 @@ def add_parser(sub: Any, common: Any) -> None:
     common(r)
     r.set_defaults(func=cmd_run)
 
+    p = bs.add_parser("plan", help="what each machine would get, and whether the outputs "
+                      "fit (dry runs, nothing copied)",
+                      description="Dry-run every machine (one read-only appliance each, in "
+                      "parallel) and print its disk bus, NIC, drivers, warnings, and the "
+                      "space the outputs need per filesystem against what it has. Exit 0 "
+                      "every machine would convert and fit, 1 otherwise (each named).")
+    p.add_argument("manifest", metavar="MANIFEST", help="YAML or CSV manifest")
+    p.add_argument("--max-in-flight", type=int, metavar="N",
+                   help="dry runs at once (default: as batch run)")
+    p.add_argument("--only", metavar="NAME,...", help="only these machines")
+    common(p)
+    p.set_defaults(func=cmd_plan)
+
     s = bs.add_parser("status", help="each machine's state, from the state directory",
                       description="Print each machine's state as the state directory "
                       "records it (done from the committed reports, the rest from the "
@@ -70,6 +83,16 @@ def cmd_run(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
                  retry_delay=args.retry_delay, on_update=show, stop_wait=args.stop_wait)
     if result.interrupted:
         interrupt.clear_stop()  # handled: the summary, not a bare "interrupted" line
+    return result.exit_code, result.to_dict(), result.summary_lines()
+
+
+def cmd_plan(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
+    from .plan import plan
+
+    if args.max_in_flight is not None and args.max_in_flight < 1:
+        raise UsageError(f"--max-in-flight: at least 1, not {args.max_in_flight}")
+    only = [n.strip() for n in args.only.split(",")] if args.only else None
+    result = plan(args.manifest, only=only, max_in_flight=args.max_in_flight)
     return result.exit_code, result.to_dict(), result.summary_lines()
 
 

@@ -296,6 +296,8 @@ class _Run:
     def _start(self, m: Machine, attempt: int) -> None:
         d = self.ledger.machine_dir(m.name)
         d.mkdir(parents=True, exist_ok=True)
+        # output-dir is the batch's: made here, where convert would refuse a missing one
+        m.output.parent.mkdir(parents=True, exist_ok=True)
         log, stdout = d / "convert.log", d / f"attempt-{attempt}.json"
         with open(log, "ab") as f:
             f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} attempt "
