@@ -204,6 +204,36 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
                     retry_delay, local_launcher(python), on_update, stop_wait).go(junit)
 
 
+def run_index(manifest: str | os.PathLike[str], state: str | os.PathLike[str],
+              index: int | None = None, *, python: str = sys.executable,
+              stop_wait: float = STOP_WAIT) -> tuple[int, MachineResult]:
+    """Convert the manifest's row ``index`` (default: ``$JOB_COMPLETION_INDEX``), once,
+    and return the conversion's own exit code and its row (0 done, 1-4 permanent, 5 temporary or a
+    lost worker, 130 interrupted): the pod's exit code, which the Job's podFailurePolicy
+    reads.  The Job retries; this records each attempt in the shared ledger."""
+    if index is None:
+        raw = os.environ.get("JOB_COMPLETION_INDEX")
+        if raw is None or not raw.isdigit():
+            raise UsageError("run-index: no index given and JOB_COMPLETION_INDEX is not set")
+        index = int(raw)
+    m = load(manifest)
+    if not 0 <= index < len(m.machines):
+        raise UsageError(f"run-index: index {index} is not a row of {m.path} "
+                         f"(0 to {len(m.machines) - 1})")
+    machine = m.machines[index]
+    ledger = Ledger(state)
+    with ledger_mod.run_lock(ledger.machine_dir(machine.name)):  # pods share the state
+        result = _Run(ledger, [machine], 1, 0, True, 0.0, local_launcher(python), None,
+                      stop_wait).go(None, summary=False)
+    row = result.machines[0]
+    if result.interrupted:
+        return EXIT_INTERRUPTED, row
+    if row.state == DONE:
+        return EXIT_OK, row
+    code = row.exit_code
+    return (code if code in PERMANENT else EXIT_TEMPORARY), row
+
+
 class _Run:
     def __init__(self, ledger: Ledger, machines: list[Machine], limit: int, retries: int,
                  retry_failed: bool, retry_delay: float, launch: Launcher,
@@ -223,7 +253,7 @@ class _Run:
         self.in_flight: dict[str, _Attempt] = {}
         self.waiting: list[tuple[float, Machine, int]] = []  # (not before, machine, next)
 
-    def go(self, junit: str | os.PathLike[str] | None) -> BatchResult:
+    def go(self, junit: str | os.PathLike[str] | None, summary: bool = True) -> BatchResult:
         t0 = time.monotonic()
         before = self.ledger.states(mm.name for mm in self.machines)
         queue: deque[tuple[Machine, int]] = deque()
@@ -277,6 +307,8 @@ class _Run:
         result = BatchResult(code, results, interrupted, str(self.ledger.dir.resolve()),
                              time.monotonic() - t0)
         self.ledger.append("run-ended", exit_code=code, counts=result.counts())
+        if not summary:  # one pod of many: the ledger is the shared record
+            return result
         ledger_mod.write_atomic(self.ledger.dir / "summary.json",
                                 (json.dumps(result.to_dict(), indent=2) + "\n").encode())
         xml = reports.batch_junit(results)
