@@ -27,8 +27,11 @@ def add_parser(sub: Any, common: Any) -> None:
                       "manifest or usage, 130 interrupted.")
     r.add_argument("manifest", metavar="MANIFEST", help="YAML or CSV manifest")
     r.add_argument("--state", required=True, metavar="DIR", help="state directory")
-    r.add_argument("--engine", default="local", choices=("local",),
-                   help="where conversions run (default: local processes)")
+    r.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="where conversions run: local processes (default) or tasks of a "
+                   "Ray cluster (pip install 'p2vimage[ray]')")
+    r.add_argument("--address", metavar="HOST:PORT",
+                   help="the Ray cluster to use (default: $RAY_ADDRESS)")
     r.add_argument("--max-in-flight", type=int, metavar="N",
                    help="conversions at once (default: ~1 core and 2 GB each)")
     r.add_argument("--retries", type=int, default=2, metavar="N",
@@ -115,7 +118,8 @@ def cmd_run(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     result = run(args.manifest, args.state, engine=args.engine,
                  max_in_flight=args.max_in_flight, retries=args.retries, only=only,
                  retry_failed=args.retry_failed, junit=args.junit,
-                 retry_delay=args.retry_delay, on_update=show, stop_wait=args.stop_wait)
+                 retry_delay=args.retry_delay, on_update=show, stop_wait=args.stop_wait,
+                 address=args.address)
     if result.interrupted:
         interrupt.clear_stop()  # handled: the summary, not a bare "interrupted" line
     return result.exit_code, result.to_dict(), result.summary_lines()

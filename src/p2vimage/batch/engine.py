@@ -177,7 +177,8 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
         only: Iterable[str] | None = None, retry_failed: bool = False,
         junit: str | os.PathLike[str] | None = None, retry_delay: float = 5.0,
         on_update: Callable[[list[MachineResult]], None] | None = None,
-        stop_wait: float = STOP_WAIT, python: str = sys.executable) -> BatchResult:
+        stop_wait: float = STOP_WAIT, python: str = sys.executable,
+        address: str | None = None) -> BatchResult:
     """Convert every machine of ``manifest`` not yet done in the ``state`` directory.
 
     Machines done (committed report, output present) are skipped; machines that failed
@@ -187,10 +188,11 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
     before SIGTERM (and as long again before SIGKILL).  The result's ``exit_code``: 0
     every selected machine converted, 1 one or more failed (their reasons in the
     result), 130 interrupted.  An invalid manifest or option is a UsageError before
-    anything starts.
+    anything starts.  ``engine="ray"`` runs each conversion as a task of the Ray cluster
+    at ``address`` (see :mod:`p2vimage.batch.ray_engine`).
     """
-    if engine != "local":
-        raise UsageError(f"--engine {engine}: this version has the local engine only")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine {engine}: local or ray")
     if max_in_flight is not None and max_in_flight < 1:
         raise UsageError(f"--max-in-flight: at least 1, not {max_in_flight}")
     if retries < 0:
@@ -200,8 +202,18 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
     limit = max_in_flight or default_max_in_flight()
     state_dir = Path(state)
     with ledger_mod.run_lock(state_dir):
-        return _Run(Ledger(state_dir), machines, limit, retries, retry_failed,
-                    retry_delay, local_launcher(python), on_update, stop_wait).go(junit)
+        if engine == "local":
+            return _Run(Ledger(state_dir), machines, limit, retries, retry_failed,
+                        retry_delay, local_launcher(python), on_update, stop_wait).go(junit)
+        from .ray_engine import RayLauncher
+
+        launcher = RayLauncher(address)
+        try:
+            launcher.check_hosts(machines)
+            return _Run(Ledger(state_dir), machines, limit, retries, retry_failed,
+                        retry_delay, launcher, on_update, stop_wait).go(junit)
+        finally:
+            launcher.close()
 
 
 def run_index(manifest: str | os.PathLike[str], state: str | os.PathLike[str],
@@ -331,15 +343,17 @@ class _Run:
         # output-dir is the batch's: made here, where convert would refuse a missing one
         m.output.parent.mkdir(parents=True, exist_ok=True)
         log, stdout = d / "convert.log", d / f"attempt-{attempt}.json"
+        # where it runs: this host, or (Ray) the manifest's host or "any" until it ends
+        host = getattr(self.launch, "host_of", lambda _m: self.host)(m)
         with open(log, "ab") as f:
             f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} attempt "
-                    f"{attempt} on {self.host}\n".encode())
+                    f"{attempt} on {host}\n".encode())
         proc = self.launch(m, attempt, stdout, log)
         self.in_flight[m.name] = _Attempt(m, attempt, proc, time.monotonic(), stdout, log,
-                                          self.host)
+                                          host)
         row = self.rows[m.name]
-        row.state, row.host, row.attempts, row.phase = RUNNING, self.host, attempt, "starting"
-        self.ledger.append("started", m.name, host=self.host, attempt=attempt, pid=proc.pid)
+        row.state, row.host, row.attempts, row.phase = RUNNING, host, attempt, "starting"
+        self.ledger.append("started", m.name, host=host, attempt=attempt, pid=proc.pid)
 
     def _finish(self, a: _Attempt, code: int, stopped: bool = False) -> None:
         m, row = a.machine, self.rows[a.machine.name]
@@ -349,6 +363,8 @@ class _Run:
         doc = _read_json(a.stdout)
         with contextlib.suppress(FileNotFoundError):
             a.stdout.unlink()
+        a.host = getattr(a.proc, "host", None) or a.host  # (Ray: where it really ran)
+        row.host = a.host
         kind = classify(code)
         if kind == "done" and (doc is None or "outputs" not in doc):
             kind = "lost"  # exit 0 without a report: not work we can count
@@ -356,7 +372,8 @@ class _Run:
         etype = error.get("type") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
         if kind == "lost" and message is None:
-            message = (f"worker lost (killed by {signal.Signals(-code).name})" if code < 0
+            message = getattr(a.proc, "lost_reason", None) or (
+                       f"worker lost (killed by {signal.Signals(-code).name})" if code < 0
                        else f"worker lost (exit {code}): {_last_line(a.log)}")
         message = m.scrub(message) if message else message
         row.error_type, row.message = etype, message
@@ -398,8 +415,12 @@ class _Run:
                     time.sleep(POLL)
             for a in self.in_flight.values():
                 if a.proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(a.proc.pid, signal.SIGKILL)
+                    kill = getattr(a.proc, "kill_tree", None)
+                    if kill is not None:
+                        kill()
+                    else:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(a.proc.pid, signal.SIGKILL)
                     a.proc.wait()
             for a in list(self.in_flight.values()):
                 self._finish(a, a.proc.returncode, stopped=True)
