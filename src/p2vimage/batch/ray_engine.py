@@ -60,15 +60,20 @@ def convert_task(argv: list[str], cwd: str) -> dict[str, Any]:
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             proc.kill()
             out, err = proc.communicate()
+    import ray
+
     return {"exit_code": proc.returncode, "stdout": out.decode(errors="replace"),
-            "log": err.decode(errors="replace"), "host": socket.gethostname()}
+            "log": err.decode(errors="replace"), "host": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id()}
 
 
 class RayAttempt:
     """One task, looking to the engine like a child process (poll, send_signal, wait)."""
 
-    def __init__(self, ray: Any, ref: Any, stdout: Path, log: Path) -> None:
+    def __init__(self, ray: Any, ref: Any, stdout: Path, log: Path,
+                 node_name: Any = None) -> None:
         self.ray = ray
+        self.node_name = node_name
         self.ref = ref
         self.stdout = stdout
         self.log = log
@@ -96,7 +101,8 @@ class RayAttempt:
             self.lost_reason = f"worker lost ({type(exc).__name__}): {first}"[:300]
         else:
             self.returncode = res["exit_code"]
-            self.host = res["host"]
+            named = self.node_name(res.get("node_id")) if self.node_name else None
+            self.host = named or res["host"]
             self.stdout.write_text(res["stdout"])
             with open(self.log, "a") as f:
                 f.write(res["log"])
@@ -172,7 +178,16 @@ class RayLauncher:
         ref = self.remote.options(num_cpus=0, resources=resources, max_retries=0,
                                   name=f"p2vimage-{m.name}-{attempt}").remote(
             m.convert_argv(dry_run=self.dry_run), str(m.workdir))
-        return RayAttempt(self.ray, ref, stdout, log)
+        return RayAttempt(self.ray, ref, stdout, log, self.node_name)
+
+    def node_name(self, node_id: str | None) -> str | None:
+        """A node's name for the ledger: its ``host:NAME`` resource, else its address."""
+        for n in self.ray.nodes():
+            if n.get("NodeID") == node_id:
+                hosts = sorted(k.split(":", 1)[1] for k in n.get("Resources", {})
+                               if k.startswith("host:"))
+                return hosts[0] if hosts else n.get("NodeManagerAddress")
+        return None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
