@@ -159,15 +159,27 @@ class _Attempt:
 Launcher = Callable[[Machine, int, Path, Path], subprocess.Popen[bytes]]
 
 
+def die_with_parent() -> None:
+    """In a conversion's child, before exec: SIGTERM when the process that started it
+    dies (``PR_SET_PDEATHSIG``), which the CLI unwinds like Ctrl-C.  A driver killed
+    outright (SIGKILL, OOM) then leaves no conversion running unrecorded; the ledger
+    shows them started and never finished, and the next run resumes them."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def local_launcher(python: str = sys.executable, dry_run: bool = False) -> Launcher:
-    """Start one machine's conversion as a child process of its own session."""
+    """Start one machine's conversion as a child process of its own session (so a
+    terminal's Ctrl-C reaches the driver only, which then stops each child itself)."""
 
     def launch(m: Machine, attempt: int, stdout: Path, log: Path) -> subprocess.Popen[bytes]:
         with open(stdout, "wb") as out, open(log, "ab") as err:
             return subprocess.Popen(
                 [python, "-m", "p2vimage", *m.convert_argv(dry_run=dry_run)],
                 cwd=m.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=die_with_parent)
 
     return launch
 

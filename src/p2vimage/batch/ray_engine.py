@@ -19,7 +19,6 @@ which the CLI unwinds like Ctrl-C, removing its partial outputs).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -29,18 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_INTERRUPTED, UsageError
+from .engine import die_with_parent
 from .manifest import Machine
 
 RESOURCE = "p2v"
 HOST_RESOURCE = "host:{}"
 HOST_SHARE = 0.001  # a sliver of host:NAME: placement, not a limit (p2v limits)
 LOST = 255  # the returncode of a task Ray lost (node or worker died): a lost worker
-
-
-def _die_with_parent() -> None:
-    """In the conversion's child: SIGTERM when the Ray worker that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def convert_task(argv: list[str], cwd: str) -> dict[str, Any]:
@@ -50,7 +44,7 @@ def convert_task(argv: list[str], cwd: str) -> dict[str, Any]:
     and the conversion gets the time it needs to unwind."""
     proc = subprocess.Popen([sys.executable, "-m", "p2vimage", *argv], cwd=cwd,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                            stderr=subprocess.PIPE, preexec_fn=die_with_parent)
     try:
         out, err = proc.communicate()
     except KeyboardInterrupt:
