@@ -74,6 +74,13 @@ def test_csv_has_the_same_keys_as_columns(tmp_path: Path) -> None:
     assert drivers == ["--driver-file=/srv/a.sys", "--driver-file=/srv/b.sys"]
 
 
+def test_csv_saved_by_a_spreadsheet_with_a_bom(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.csv"
+    path.write_bytes(b"\xef\xbb\xbfname,source,output\r\nweb01,/srv/w.img,/srv/w.qcow2\r\n")
+    (web,) = manifest.load(path).machines
+    assert web.name == "web01" and web.output == Path("/srv/w.qcow2")
+
+
 def test_every_convert_option_is_a_key() -> None:
     """The keys come from convert's parser: its long options, without --dry-run."""
     keys = set(manifest.option_keys())

@@ -135,7 +135,7 @@ def load(path: str | Path) -> Manifest:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (spreadsheets save CSV with a BOM)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the manifest ({exc})") from None
     rows = _csv_rows(path, text) if path.suffix.lower() == ".csv" else _yaml_rows(path, text)
