@@ -1,15 +1,16 @@
 """``batch run --engine ray`` on a real 2-node Ray cluster on this machine.
 
-Two ``ray start`` nodes (the head and one joined to it), each offering ``p2v=1`` and its
-own ``host:NAME``; four machines: three real conversions of the demo capture and one
-missing capture; two in flight, so one conversion runs on each node.  While both run,
-the second node's raylet is killed: its conversion is lost, retried on the head by the
-driver, and every good machine is converted exactly once (one ``done`` each, no
-``.partial`` left, each output a valid qcow2 whose report names it), the bad one failed
-once with its reason, and afterwards no process of the cluster is left (each found by
-a marker in its environment and ended by pid).
+Two ``ray start`` nodes (the head and one joined to it), token authentication on, each
+offering ``p2v=1`` and its own ``host:NAME``; four machines: three real conversions of
+the demo capture and one missing capture; two in flight, so one conversion runs on each
+node.  While both run, the second node's raylet is killed: its conversion is lost,
+retried on the head by the driver, and every good machine is converted exactly once
+(one ``done`` each, no ``.partial`` left, each output a valid qcow2 whose report names
+it), the bad one failed once with its reason, and afterwards no process of the cluster
+is left (each found by a marker in its environment and ended by pid).
 
-A fast test checks the refusals that need a cluster but no conversion.
+The refusals that need a cluster but no conversion are checked on the same cluster
+(slow too: starting it takes ~20 s).
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from p2vimage import batch
 from p2vimage.batch.ledger import Ledger
-from p2vimage.errors import UsageError
+from tests.conftest import P2VIMAGE
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
 MARKER = "P2VIMAGE_RAY_TEST"
 
@@ -82,9 +82,19 @@ def _running(pid: int) -> bool:
 
 
 class Cluster:
-    def __init__(self, token: str, temp: Path, port: int, node2_port: int) -> None:
+    def __init__(self, token: str, temp: Path, port: int, node2_port: int,
+                 env: dict[str, str]) -> None:
         self.token, self.temp, self.port, self.node2_port = token, temp, port, node2_port
         self.address = f"127.0.0.1:{port}"
+        self.env = env  # a driver's environment: the token, the marker
+
+    def batch_run(self, manifest: Path, state: Path, *extra: str,
+                  env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """A driver: ``p2vimage batch run --engine ray --json`` in a process of its own."""
+        return subprocess.Popen([str(P2VIMAGE), "batch", "run", str(manifest), "--state",
+                                 str(state), "--engine", "ray", "--address", self.address,
+                                 "--json", *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env or self.env)
 
     def node2_raylet(self) -> int:
         for pid in _marked(self.token):
@@ -102,7 +112,11 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     token = uuid.uuid4().hex
     temp = Path(tempfile.mkdtemp(prefix="p2vray-", dir="/tmp"))  # (socket paths are short)
-    env = {**os.environ, MARKER: token, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication on, as docs/batch.md asks (and as newer Rays do by default):
+    # the nodes and the drivers (`p2vimage batch run` processes) get it from their
+    # environment.  (Not this process's: Ray reads the token once, when first imported.)
+    env = {**os.environ, MARKER: token, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     port, node2 = _free_port(), _free_port()
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     try:
@@ -114,10 +128,8 @@ def cluster() -> Iterator[Cluster]:
                         "--node-manager-port", str(node2),
                         "--resources", json.dumps({"p2v": 1, "host:hv2": 1}), *common],
                        env=env, check=True, capture_output=True, timeout=180)
-        yield Cluster(token, temp, port, node2)
+        yield Cluster(token, temp, port, node2, env)
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
         _stop(_marked(token))
         assert not [p for p in _marked(token) if _running(p)], "Ray processes left"
         subprocess.run(["rm", "-rf", str(temp)], check=False)
@@ -125,12 +137,26 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.mark.slow
 def test_refusals_need_no_conversion(cluster: Cluster, tmp_path: Path) -> None:
+    """A host no node offers, no address, a driver without the token: exit 2, one line,
+    nothing started."""
     path = tmp_path / "fleet.yaml"
     path.write_text("machines: [{name: a, source: /x.img, output: /o/a.qcow2, host: hv9}]\n")
-    with pytest.raises(UsageError, match="no Ray node offers 'host:hv9'"):
-        batch.run(path, tmp_path / "state", engine="ray", address=cluster.address)
-    with pytest.raises(UsageError, match="--address"):
-        batch.run(path, tmp_path / "state", engine="ray", address=None)
+    cases = [
+        ([], None, "no Ray node offers 'host:hv9'"),
+        ([], {**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"},
+         f"--address {cluster.address}: cannot join the Ray cluster"),
+    ]
+    for extra, env, message in cases:
+        proc = cluster.batch_run(path, tmp_path / "state", *extra, env=env)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        assert message in err and json.loads(out)["error"]["exit_code"] == 2
+    r = subprocess.run([str(P2VIMAGE), "batch", "run", str(path), "--state",
+                        str(tmp_path / "state"), "--engine", "ray"], capture_output=True,
+                       text=True, timeout=60, env={k: v for k, v in cluster.env.items()
+                                                   if k != "RAY_ADDRESS"})
+    assert r.returncode == 2 and "give --address" in r.stderr
+    assert not [e for e in Ledger(tmp_path / "state").events() if e["event"] == "started"]
 
 
 @pytest.mark.slow
@@ -144,17 +170,8 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
     path.write_text("defaults: {output-dir: out}\nmachines:\n" + rows
                     + "  - {name: bad, source: missing.img}\n")
     state = tmp_path / "state"
-    box: dict = {}
-
-    def go() -> None:
-        try:
-            box["result"] = batch.run(path, state, engine="ray", address=cluster.address,
-                                      max_in_flight=2, retries=2, retry_delay=1)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            box["error"] = exc
-
-    runner = threading.Thread(target=go)
-    runner.start()
+    driver = cluster.batch_run(path, state, "--max-in-flight", "2", "--retries", "2",
+                               "--retry-delay", "1")
     # wait until two good conversions run (one per node), well into their work
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -164,10 +181,10 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
         time.sleep(0.5)
     time.sleep(15)
     os.kill(cluster.node2_raylet(), signal.SIGKILL)
-    runner.join(1500)
-    assert not runner.is_alive() and "error" not in box, box.get("error")
-    result = box["result"]
-    by = {m.name: m for m in result.machines}
+    out, err = driver.communicate(timeout=1500)
+    assert out.strip(), (driver.returncode, err[-3000:])
+    result = json.loads(out)
+    by = {m["name"]: SimpleNamespace(**m) for m in result["machines"]}
     events = Ledger(state).events()
     finished = [e for e in events if e["event"] == "finished"]
     for n in good:
@@ -185,5 +202,5 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
     assert by["bad"].state == "failed" and by["bad"].exit_code == 3
     assert by["bad"].error_type == "SourceNotFoundError" and by["bad"].attempts == 1
     assert [e["machine"] for e in events if e["event"] == "started"].count("bad") == 1
-    assert result.exit_code == 1
+    assert result["exit_code"] == driver.returncode == 1, err
     assert not list((tmp_path / "out").glob("*.partial"))

@@ -136,13 +136,27 @@ class RayLauncher:
         address = address or os.environ.get("RAY_ADDRESS")
         if not address:
             raise UsageError("--engine ray: give --address HOST:PORT (or set RAY_ADDRESS)")
+        self._stdout: int | None = None
         self.ray = ray
         self.dry_run = dry_run
+        # Ray prints on the driver's stdout ("(raylet) Raylet is terminated…" when a node
+        # dies), which is --json's: while Ray runs here, fd 1 is stderr.
+        sys.stdout.flush()
+        self._stdout = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            self._join(address)
+        except BaseException:
+            self.close()
+            raise
+
+    def _join(self, address: str) -> None:
+        ray = self.ray
         if not ray.is_initialized():
             try:
                 ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                          configure_logging=False)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to join: bad address, token
                 raise UsageError(f"--address {address}: cannot join the Ray cluster "
                                  f"({str(exc).splitlines()[0] if str(exc) else exc})"
                                  ) from None
@@ -184,5 +198,11 @@ class RayLauncher:
         return None
 
     def close(self) -> None:
+        """Leave the cluster and give stdout back."""
         with contextlib.suppress(Exception):
             self.ray.shutdown()
+        if self._stdout is not None:
+            sys.stdout.flush()
+            os.dup2(self._stdout, 1)
+            os.close(self._stdout)
+            self._stdout = None
