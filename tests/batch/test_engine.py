@@ -260,3 +260,25 @@ def test_a_real_conversion_is_committed_and_not_redone(images, tmp_path: Path) -
     assert again.exit_code == EXIT_OK and again.machines[0].state == "done"
     assert len(events(state, "started", "demo")) == 1
     assert Path(report["outputs"][0]).stat().st_mtime_ns == mtime
+
+
+def test_done_is_the_committed_report_of_this_output(tmp_path: Path) -> None:
+    """A committed report whose disk exists is done (not run again, exit 0); one whose
+    output is not the manifest's any more (the row was moved) is run again."""
+    path = manifest(tmp_path, "- {name: a, source: /nonexistent/a.img}\n")
+    state = tmp_path / "state"
+    out = tmp_path / "out" / "a.qcow2"
+    out.parent.mkdir()
+    out.write_bytes(b"converted before")
+    ledger = Ledger(state)
+    ledger.commit_report("a", {"outputs": [str(out)], "dry_run": False}, None)
+    result = batch.run(path, state)
+    assert result.exit_code == EXIT_OK and result.machines[0].state == "done"
+    assert not events(state, "started")
+    elsewhere = tmp_path / "old" / "a.qcow2"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"converted to the old place")
+    ledger.commit_report("a", {"outputs": [str(elsewhere)], "dry_run": False}, None)
+    again = batch.run(path, state)
+    assert again.exit_code == EXIT_NOT_READY and again.machines[0].exit_code == 3
+    assert len(events(state, "started")) == 1

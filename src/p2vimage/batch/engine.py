@@ -283,6 +283,8 @@ class _Run:
         queue: deque[tuple[Machine, int]] = deque()
         for mm in self.machines:
             s, row = before[mm.name], self.rows[mm.name]
+            if s.state == DONE and _report_output(self.ledger, mm.name) != str(mm.output):
+                s = ledger_mod.MachineState(mm.name, PENDING)  # the manifest moved its output
             if s.state == DONE:
                 row.state, row.host = DONE, s.host
                 row.output = str(mm.output)
@@ -440,6 +442,11 @@ class _Run:
         finally:
             if main:
                 signal.signal(signal.SIGINT, old)
+
+
+def _report_output(ledger: Ledger, name: str) -> str | None:
+    report = ledger.committed_report(name)
+    return str((report or {}).get("outputs", [None])[0])
 
 
 def _in_main_thread() -> bool:
