@@ -59,38 +59,9 @@ def _ssh(p: argparse.ArgumentParser) -> None:
                    help="known_hosts file for ssh:// sources (default: ~/.ssh/known_hosts)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Turn a disk image of a physical Windows machine into a KVM guest, offline.",
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    p = sub.add_parser(
-        "inspect",
-        help="describe the Windows installation on a disk image (read-only)",
-        description="Describe the Windows installation on a disk image. The image is "
-        "opened read-only; its bytes never change.",
-    )
-    p.add_argument("image", metavar="IMAGE", help="disk image: raw/dd, qcow2, vmdk, vhd, vhdx")
-    p.add_argument(
-        "--source-format",
-        metavar="FMT",
-        help="format of IMAGE (default: detected; a disk with an MBR is always raw)",
-    )
-    p.add_argument("--root", metavar="DEV", help="which Windows to use when there are several")
-    _ssh(p)
-    _common(p)
-    p.set_defaults(func=cmd_inspect)
-
-    c = sub.add_parser(
-        "convert",
-        help="convert a captured disk image into a KVM guest (disk, libvirt XML, report)",
-        description="Convert the disk image(s) of a physical Windows machine into a KVM "
-        "guest. The sources are never written: changes go to an overlay and a new output.",
-    )
+def add_convert_arguments(c: argparse.ArgumentParser) -> None:
+    """``convert``'s own arguments (not --json/--debug/--verbose).  Batch manifests take
+    their columns from here too, so a new convert option is a manifest key at once."""
     c.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="disk image(s); several = one machine with several disks")
     c.add_argument("-o", "--output", metavar="OUT",
@@ -153,6 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the outputs even when the check of the converted guest finds "
                    "it not ready (the findings go in the report)")
     c.add_argument("--root", metavar="DEV")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Turn a disk image of a physical Windows machine into a KVM guest, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "inspect",
+        help="describe the Windows installation on a disk image (read-only)",
+        description="Describe the Windows installation on a disk image. The image is "
+        "opened read-only; its bytes never change.",
+    )
+    p.add_argument("image", metavar="IMAGE", help="disk image: raw/dd, qcow2, vmdk, vhd, vhdx")
+    p.add_argument(
+        "--source-format",
+        metavar="FMT",
+        help="format of IMAGE (default: detected; a disk with an MBR is always raw)",
+    )
+    p.add_argument("--root", metavar="DEV", help="which Windows to use when there are several")
+    _ssh(p)
+    _common(p)
+    p.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser(
+        "convert",
+        help="convert a captured disk image into a KVM guest (disk, libvirt XML, report)",
+        description="Convert the disk image(s) of a physical Windows machine into a KVM "
+        "guest. The sources are never written: changes go to an overlay and a new output.",
+    )
+    add_convert_arguments(c)
     _common(c)
     c.set_defaults(func=cmd_convert)
 
@@ -195,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     _common(r)
     r.set_defaults(func=cmd_restore_clonezilla)
+
+    from .batch import command as batch_command  # (here: batch's modules import this one)
+
+    batch_command.add_parser(sub, _common)
     return parser
 
 
@@ -203,21 +213,27 @@ _NOT_YET: dict[str, tuple[str, str]] = {}
 
 
 def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
-    from . import libvirt_xml
     from .convert import convert
-    from .options import parse_size
 
     for attr, (flag, topic) in _NOT_YET.items():
         if getattr(args, attr):
             raise UsageError(f"{flag}: not available yet in this version ({topic} step)")
-    target = target_of(args)
-    if args.output is None and target.kind != "libvirt":
-        raise UsageError(f"-o/--output is needed for --to {target.kind}")
-    report = convert(
-        args.sources,
-        args.output,
-        target=target,
-        progress=_bar(args),
+    kwargs = convert_kwargs(args)
+    if args.output is None and kwargs["target"].kind != "libvirt":
+        raise UsageError(f"-o/--output is needed for --to {kwargs['target'].kind}")
+    report = convert(args.sources, args.output, progress=_bar(args), **kwargs)
+    return EXIT_OK, report.to_dict(), report.summary_lines()
+
+
+def convert_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of :func:`p2vimage.convert` from parsed ``convert`` arguments
+    (sizes and memory parsed, ``--to`` and its options as a typed target): one mapping
+    for the command and for batch manifests."""
+    from . import libvirt_xml
+    from .options import parse_size
+
+    return dict(
+        target=target_of(args),
         format=args.format,
         size=parse_size(args.size) if args.size else None,
         source_format=args.source_format,
@@ -245,7 +261,6 @@ def cmd_convert(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
         disable_vendor_services=args.disable_vendor_services,
         force=args.force,
     )
-    return EXIT_OK, report.to_dict(), report.summary_lines()
 
 
 def target_of(args: argparse.Namespace) -> Any:

@@ -1,0 +1,206 @@
+"""``batch run --engine ray`` on a real 2-node Ray cluster on this machine.
+
+Two ``ray start`` nodes (the head and one joined to it), token authentication on, each
+offering ``p2v=1`` and its own ``host:NAME``; four machines: three real conversions of
+the demo capture and one missing capture; two in flight, so one conversion runs on each
+node.  While both run, the second node's raylet is killed: its conversion is lost,
+retried on the head by the driver, and every good machine is converted exactly once
+(one ``done`` each, no ``.partial`` left, each output a valid qcow2 whose report names
+it), the bad one failed once with its reason, and afterwards no process of the cluster
+is left (each found by a marker in its environment and ended by pid).
+
+The refusals that need a cluster but no conversion are checked on the same cluster
+(slow too: starting it takes ~20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from p2vimage.batch.ledger import Ledger
+from tests.conftest import P2VIMAGE
+
+pytest.importorskip("ray")
+RAY = Path(sys.executable).with_name("ray")
+MARKER = "P2VIMAGE_RAY_TEST"
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _marked(token: str) -> list[int]:
+    """Pids of every process whose environment carries our marker."""
+    pids = []
+    needle = f"{MARKER}={token}".encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if needle in (d / "environ").read_bytes().split(b"\0"):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _stop(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists()
+                                                  and _running(p) for p in pids):
+            time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+class Cluster:
+    def __init__(self, token: str, temp: Path, port: int, node2_port: int,
+                 env: dict[str, str]) -> None:
+        self.token, self.temp, self.port, self.node2_port = token, temp, port, node2_port
+        self.address = f"127.0.0.1:{port}"
+        self.env = env  # a driver's environment: the token, the marker
+
+    def batch_run(self, manifest: Path, state: Path, *extra: str,
+                  env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """A driver: ``p2vimage batch run --engine ray --json`` in a process of its own."""
+        return subprocess.Popen([str(P2VIMAGE), "batch", "run", str(manifest), "--state",
+                                 str(state), "--engine", "ray", "--address", self.address,
+                                 "--json", *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env or self.env)
+
+    def node2_raylet(self) -> int:
+        for pid in _marked(self.token):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"/raylet") and \
+                    f"--node_manager_port={self.node2_port}".encode() in cmd:
+                return pid
+        raise AssertionError("the second node's raylet is not running")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    token = uuid.uuid4().hex
+    temp = Path(tempfile.mkdtemp(prefix="p2vray-", dir="/tmp"))  # (socket paths are short)
+    # Token authentication on, as docs/batch.md asks (and as newer Rays do by default):
+    # the nodes and the drivers (`p2vimage batch run` processes) get it from their
+    # environment.  (Not this process's: Ray reads the token once, when first imported.)
+    env = {**os.environ, MARKER: token, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    port, node2 = _free_port(), _free_port()
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--temp-dir",
+                        str(temp), "--include-dashboard=false",
+                        "--resources", json.dumps({"p2v": 1, "host:hv1": 1}), *common],
+                       env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run([str(RAY), "start", "--address", f"127.0.0.1:{port}",
+                        "--node-manager-port", str(node2),
+                        "--resources", json.dumps({"p2v": 1, "host:hv2": 1}), *common],
+                       env=env, check=True, capture_output=True, timeout=180)
+        yield Cluster(token, temp, port, node2, env)
+    finally:
+        _stop(_marked(token))
+        assert not [p for p in _marked(token) if _running(p)], "Ray processes left"
+        subprocess.run(["rm", "-rf", str(temp)], check=False)
+
+
+@pytest.mark.slow
+def test_refusals_need_no_conversion(cluster: Cluster, tmp_path: Path) -> None:
+    """A host no node offers, no address, a driver without the token: exit 2, one line,
+    nothing started."""
+    path = tmp_path / "fleet.yaml"
+    path.write_text("machines: [{name: a, source: /x.img, output: /o/a.qcow2, host: hv9}]\n")
+    cases = [
+        ([], None, "no Ray node offers 'host:hv9'"),
+        ([], {**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"},
+         f"--address {cluster.address}: cannot join the Ray cluster"),
+    ]
+    for extra, env, message in cases:
+        proc = cluster.batch_run(path, tmp_path / "state", *extra, env=env)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        assert message in err and json.loads(out)["error"]["exit_code"] == 2
+    r = subprocess.run([str(P2VIMAGE), "batch", "run", str(path), "--state",
+                        str(tmp_path / "state"), "--engine", "ray"], capture_output=True,
+                       text=True, timeout=60, env={k: v for k, v in cluster.env.items()
+                                                   if k != "RAY_ADDRESS"})
+    assert r.returncode == 2 and "give --address" in r.stderr
+    assert not [e for e in Ledger(tmp_path / "state").events() if e["event"] == "started"]
+
+
+@pytest.mark.slow
+@pytest.mark.appliance
+def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None:
+    from fixtures.images import DEMO
+
+    good = ["m0", "m1", "m2"]
+    rows = "".join(f"  - {{name: {n}, source: \"{images[DEMO]}\"}}\n" for n in good)
+    path = tmp_path / "fleet.yaml"
+    path.write_text("defaults: {output-dir: out}\nmachines:\n" + rows
+                    + "  - {name: bad, source: missing.img}\n")
+    state = tmp_path / "state"
+    driver = cluster.batch_run(path, state, "--max-in-flight", "2", "--retries", "2",
+                               "--retry-delay", "1")
+    # wait until two good conversions run (one per node), well into their work
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        started = {e["machine"] for e in Ledger(state).events() if e["event"] == "started"}
+        if len(started & set(good)) >= 2:
+            break
+        time.sleep(0.5)
+    time.sleep(15)
+    os.kill(cluster.node2_raylet(), signal.SIGKILL)
+    out, err = driver.communicate(timeout=1500)
+    assert out.strip(), (driver.returncode, err[-3000:])
+    result = json.loads(out)
+    by = {m["name"]: SimpleNamespace(**m) for m in result["machines"]}
+    events = Ledger(state).events()
+    finished = [e for e in events if e["event"] == "finished"]
+    for n in good:
+        assert by[n].state == "done", (n, by[n])
+        assert [e["outcome"] for e in finished if e["machine"] == n].count("done") == 1
+        report = json.loads((state / "machines" / n / "report.json").read_text())
+        out = Path(report["outputs"][0])
+        assert out == tmp_path / "out" / f"{n}.qcow2"
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(out)],
+                                         capture_output=True, check=True).stdout)
+        assert info["format"] == "qcow2"
+    lost = [e for e in finished if e["outcome"] == "retry"]
+    assert lost, "the killed node's conversion was retried"
+    assert all(e["message"].startswith("worker lost") for e in lost)
+    assert by["bad"].state == "failed" and by["bad"].exit_code == 3
+    assert by["bad"].error_type == "SourceNotFoundError" and by["bad"].attempts == 1
+    assert [e["machine"] for e in events if e["event"] == "started"].count("bad") == 1
+    assert result["exit_code"] == driver.returncode == 1, err
+    assert not list((tmp_path / "out").glob("*.partial"))
