@@ -51,6 +51,8 @@ CASES = {
     "win7-x64": ("current", "rr+joliet", ("w7", "amd64")),
     "win2019-x64": ("current", "rr+joliet", ("2k19", "amd64")),
 }
+# XP boots on IDE (virtio staged for Plug and Play only): the --bus ide path
+EXTRA = {"winxp-x86": {"bus": "ide"}}
 VARIANT = {"rr+joliet": (True, True), "joliet": (True, False), "iso9660": (False, False)}
 PNP_SUFFIXES = (".inf", ".sys", ".cat", ".dll")
 
@@ -105,9 +107,7 @@ def results(images, isos, tmp_path_factory) -> dict:
     dmi.write_text("BIOS Information\n\tVendor: HP\n\tVersion: P56\n\tRelease Date: "
                    "01/24/2008\nSystem Information\n\tManufacturer: HP\n\tProduct Name: "
                    "ProLiant DL380 G5\n\tSerial Number: CZC8123XYZ\n")
-    extra = {"win2003r2-x64": {"smbios": dmi, "disable_vendor_services": True},
-             # XP boots on IDE (virtio staged for Plug and Play only): the --bus ide path
-             "winxp-x86": {"bus": "ide"}}
+    extra = {"win2003r2-x64": {"smbios": dmi, "disable_vendor_services": True}, **EXTRA}
     reports = {
         n: p2vimage.convert(images[n], out / f"{n}.qcow2",
                             virtio_win=isos[(CASES[n][0], CASES[n][1])], **extra.get(n, {}))
@@ -675,3 +675,39 @@ def test_check_converted_outputs(results, name: str) -> None:
     # read-only: the outputs (and, by the session guard, the sources) are unchanged
     before, after = results["hashes"]
     assert before[name] == after[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_proxmox_and_kubevirt_documents(results, name: str, tmp_path: Path) -> None:
+    """Every profile's conversion, rendered for Proxmox VE and KubeVirt (issue 21) from its
+    typed report, as ``--to proxmox|kubevirt`` renders it: valid against the published
+    schemas, with the bus, NIC, machine, firmware and clock of the domain XML written.
+    (No appliance: the documents come from the inspection and the plan.)"""
+    from lxml import etree
+
+    from p2vimage.domain import domain_spec
+    from p2vimage.errors import UsageError
+    from p2vimage.options import make_options
+    from p2vimage.targets.kubevirt import DiskSource, kubevirt_vm
+    from p2vimage.targets.proxmox import proxmox_vm
+    from tests.targets.k8s_schema import CDI, KUBEVIRT, OpenApi
+    from tests.targets.pve_schema import PveSchema
+    from tests.targets.same_choices import pve_config, same_choices_as_xml
+
+    report = results["reports"][name]
+    out = results["dir"] / f"{name}.qcow2"
+    spec = domain_spec(report.inspection, report.plan, make_options(out, **EXTRA.get(name, {})),
+                       [out])
+    dom = etree.parse(report.xml).getroot()
+    pve = proxmox_vm(spec, report.inspection, vmid=4242, storage="local-lvm")
+    assert PveSchema().config_errors(pve.config_text()) == []
+    same_choices_as_xml(dom, pve_config(pve.config_text()), None)
+    sources = [DiskSource(url=f"https://img.example.org/{name}.qcow2", size=out.stat().st_size)]
+    if report.devices.bus == "ide":
+        with pytest.raises(UsageError, match="KubeVirt has no IDE bus"):
+            kubevirt_vm(spec, report.inspection, sources=sources)
+        return
+    kv = kubevirt_vm(spec, report.inspection, sources=sources)
+    assert OpenApi(KUBEVIRT).errors(kv.vm, "v1.VirtualMachine") == []
+    assert all(OpenApi(CDI).errors(dv, "v1beta1.DataVolume") == [] for dv in kv.data_volumes)
+    same_choices_as_xml(dom, None, kv.vm)

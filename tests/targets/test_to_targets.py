@@ -30,8 +30,8 @@ from tests.conftest import run_cli
 from tests.targets import fake_pve
 from tests.targets.k8s_schema import CDI, KUBEVIRT, OpenApi
 from tests.targets.pve_schema import PveSchema
+from tests.targets.same_choices import pve_config, same_choices_as_xml
 
-PVE_BUS = {"ide": "ide", "sata": "sata", "virtio": "virtio", "scsi": "scsi"}
 # The report's bus (convert's word) as the libvirt XML, PVE and KubeVirt name it.
 XML_BUS = {"virtio-blk": "virtio", "virtio-scsi": "scsi", "ide": "ide", "sata": "sata"}
 
@@ -96,33 +96,6 @@ def test_an_output_path_is_needed_except_for_libvirt(tmp_path: Path) -> None:
 
 
 # -- what the targets get, against the schemas and the libvirt XML ------------------------
-
-
-def same_choices_as_xml(dom: etree._Element, pve: dict[str, str] | None,
-                        kv: dict | None) -> None:
-    """The target's bus, NIC, machine, firmware and clock are the domain XML's."""
-    bus = dom.find("devices/disk[@device='disk']/target").get("bus")
-    nic = dom.find("devices/interface/model")
-    nic = nic.get("type").removesuffix("-transitional") if nic is not None else None
-    machine = dom.find("os/type").get("machine")
-    efi = dom.find("os").get("firmware") == "efi"
-    localtime = dom.find("clock").get("offset") == "localtime"
-    if pve is not None:
-        assert pve["boot"] == f"order={PVE_BUS[bus]}0" and f"{PVE_BUS[bus]}0" in pve
-        assert pve["net0"].split("=")[0].split(",")[0] == nic
-        assert pve["machine"] == machine
-        assert pve["bios"] == ("ovmf" if efi else "seabios")
-        assert pve["localtime"] == ("1" if localtime else "0")
-    if kv is not None:
-        domain = kv["spec"]["template"]["spec"]["domain"]
-        assert domain["devices"]["disks"][0]["disk"]["bus"] == bus
-        assert domain["devices"]["interfaces"][0]["model"] == nic
-        assert ("efi" in domain["firmware"]["bootloader"]) == efi
-        assert domain["machine"]["type"] == "q35"  # KubeVirt's, whatever the XML's
-
-
-def pve_config(text: str) -> dict[str, str]:
-    return dict(line.split(": ", 1) for line in text.splitlines())
 
 
 @pytest.mark.slow
