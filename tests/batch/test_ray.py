@@ -9,6 +9,14 @@ retried on the head by the driver, and every good machine is converted exactly o
 it), the bad one failed once with its reason, and afterwards no process of the cluster
 is left (each found by a marker in its environment and ended by pid).
 
+Each output equals a single conversion of the same source with the same options (the
+manifest row's, through ``p2vimage.convert``; it runs in a thread of this process once the
+node is killed, on the CPU the lost node leaves idle): one read-only appliance reads the
+reference and the three outputs (``tests/readback.py``) and compares the SHA-256 of every
+file of the system volume (among them the staged drivers and every file the plan wrote,
+each also equal to the plan's digest), the full registry exports of SYSTEM and SOFTWARE,
+and the boot sectors (the MBR's boot code and the system volume's first sector).
+
 The refusals that need a cluster but no conversion are checked on the same cluster
 (slow too: starting it takes ~20 s).
 """
@@ -25,13 +33,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+import p2vimage
+from p2vimage import cli
+from p2vimage.batch import manifest
 from p2vimage.batch.ledger import Ledger
 from tests.conftest import P2VIMAGE
+from tests.readback import read_back
 
 pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
@@ -181,7 +194,13 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
         time.sleep(0.5)
     time.sleep(15)
     os.kill(cluster.node2_raylet(), signal.SIGKILL)
-    out, err = driver.communicate(timeout=1500)
+    # the reference, converted while the head alone runs the rest (one conversion at a time)
+    with ThreadPoolExecutor(1) as pool:
+        single = pool.submit(_single, path, "m0", tmp_path / "single" / "m0.qcow2")
+        out, err = driver.communicate(timeout=1500)
+        waited = time.monotonic()
+        single_out, single_plan = single.result()
+        waited = time.monotonic() - waited
     assert out.strip(), (driver.returncode, err[-3000:])
     result = json.loads(out)
     by = {m["name"]: SimpleNamespace(**m) for m in result["machines"]}
@@ -204,3 +223,29 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
     assert [e["machine"] for e in events if e["event"] == "started"].count("bad") == 1
     assert result["exit_code"] == driver.returncode == 1, err
     assert not list((tmp_path / "out").glob("*.partial"))
+    # every output reads back as the single conversion does
+    t0 = time.monotonic()
+    ref, *got = read_back([single_out, *(tmp_path / "out" / f"{n}.qcow2" for n in good)],
+                          tmp_path)
+    print(f"\nreference conversion: {waited:.1f} s waited for after the batch; read-back of "
+          f"4 disks ({len(ref.files)} files each): {time.monotonic() - t0:.1f} s")
+    for n, back in zip(good, got, strict=True):
+        assert back.boot == ref.boot, n
+        assert back.hives == ref.hives, n
+        assert back.files == ref.files, n
+    written = {f["guest_path"]: f["sha256"] for f in single_plan["files"]
+               if f["action"] == "write"}
+    assert any("/system32/drivers/" in f.lower() for f in written), written
+    assert {f: ref.file(f) for f in written} == written  # compared, and as planned
+    assert len(ref.files) > 10 and set(ref.hives) == {"system", "software"}
+    assert len(ref.boot["mbr"]) == 446 and ref.boot["volume"][510:] == b"\x55\xaa"
+
+
+def _single(path: Path, name: str, output: Path) -> tuple[Path, dict]:
+    """Machine ``name`` of the manifest at ``path`` converted alone with its row's
+    options, by the API: (the output, the report's plan)."""
+    m = manifest.load(path).by_name()[name]
+    args = manifest.convert_parser().parse_args([*m.sources, "-o", str(output), *m.options])
+    output.parent.mkdir()
+    report = p2vimage.convert(list(m.sources), output, **cli.convert_kwargs(args))
+    return output, json.loads(json.dumps(report.to_dict(), default=str))["plan"]
