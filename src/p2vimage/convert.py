@@ -289,7 +289,8 @@ def _convert(opts: ConvertOptions, source_set: SourceSet, sources: list[SourceIm
         landing.finish(atomic, outs, [*outs, xml_path, report_path] if keep_local
                        else [report_path] if opts.report else [], progress)
         try:
-            phases["target"] = time.monotonic() - t0 - sum(phases.values())
+            if landing.report.kind != "local":  # (local: the files are the outputs)
+                phases["target"] = time.monotonic() - t0 - sum(phases.values())
             result = report(outputs=[str(o) for o in outs] if keep_local else [],
                             xml=str(xml_path) if keep_local else None,
                             report=str(report_path) if keep_local or opts.report else None,

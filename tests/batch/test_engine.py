@@ -237,6 +237,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.appliance
+@pytest.mark.slow
 def test_a_real_conversion_is_committed_and_not_redone(images, tmp_path: Path) -> None:
     from fixtures.images import DEMO
 

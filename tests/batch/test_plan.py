@@ -18,6 +18,7 @@ from tests.conftest import P2VIMAGE
 pytestmark = pytest.mark.appliance
 
 
+@pytest.mark.slow
 def test_plan_names_what_would_fail_and_adds_up_space(images, tmp_path: Path) -> None:
     from fixtures.images import DEMO
 
