@@ -336,7 +336,8 @@ def _first_passes(opts: ConvertOptions, sources: list[SourceImage], in_place: se
     copied = [j for j in range(len(sources)) if j not in in_place]
     if opts.dry_run or atomic is None or by_inspection or not copied:
         return contextlib.nullcontext()
-    disks = [(j, sources[j].path, sources[j].format, device_name(j), atomic.partial(outs[j]),
+    disks = [(j, sources[j].copy_path or sources[j].path, sources[j].format, device_name(j),
+              atomic.partial(outs[j]),
               opts.size if j == 0 else None) for j in copied]
     return hostcopy.BackgroundCopy(disks, opts.format, job.scratch(), progress)
 

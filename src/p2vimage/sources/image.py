@@ -49,6 +49,10 @@ class SourceImage:
     # them would change the source while it is being read.
     backing_files: tuple[Path, ...] = ()
     disk: str | None = None  # the disk of a Clonezilla directory (``sdb``) this source is
+    # What the host copy reads, when not ``path``: a network source's handle without the
+    # appliance's read cache in front (the cache serializes reads; the copy reads each
+    # used cluster once anyway).
+    copy_path: Path | None = None
 
     def describe(self, several_from_origin: bool = False) -> str:
         """What the user named, with the Clonezilla disk when the directory holds several."""

@@ -5,11 +5,13 @@ directory, always read-only (``-r``), with the ``retry`` filter (a dropped conne
 is reopened, :data:`RETRIES` times with exponential backoff from :data:`RETRY_DELAY`
 seconds, without restarting the job) and the ``log`` filter inside it (every read that
 reaches the source, retries included, is counted: :meth:`NetworkSource.bytes_read`).
-Outermost sits nbdkit's ``cache`` filter reading into a cache file in the work
-directory (at most :data:`CACHE_MAX` bytes, least recently used blocks dropped first):
-the appliance and the host copy are two clients of the same server, and the clusters
-the appliance reads (MFT, hives, cabinets) are used clusters the copy reads too, so
-without it they would cross the network twice.
+The host copy reads that server directly.  The appliance reads it through a second,
+local ``nbdkit`` with the ``cache`` filter (a cache file in the work directory, at most
+:data:`CACHE_MAX` bytes): the kernel in the appliance drops and re-reads the same
+metadata (MFT, hives, cabinets) as the inspection mounts and unmounts, and without the
+cache those re-reads would cross the network again.  The copy does not go through it:
+nbdkit 1.32's cache filter serializes every read under one lock (even with
+``cache-on-read`` off), which halved the copy's throughput over ssh when both shared it.
 The plugin depends on the scheme:
 
 - ``ssh://``: the OpenSSH client, through the Python plugin :mod:`.nbdkit_ssh_dd` (one
@@ -67,8 +69,8 @@ SSH_CONNECT_TIMEOUT = 20  # seconds
 READ_TIMEOUT = 120  # seconds without a byte before an ssh channel is given up
 START_TIMEOUT = 30.0
 GONE_MARGIN = 5.0  # seconds past the retry schedule before a failing source is gone
-# The shared read cache: bytes of host disk at most, and its block size (NTFS's cluster:
-# the appliance's scattered 4 KiB reads then fetch no more than they ask for).
+# The appliance's read cache: bytes of host disk at most, and its block size (NTFS's
+# cluster: the appliance's scattered 4 KiB reads then fetch no more than they ask for).
 CACHE_MAX = 1 << 30
 CACHE_BLOCK = 4096
 
@@ -120,9 +122,11 @@ class NetworkSource:
                 raise UsageError(f"{flag} {f}: no such file")
         self._parent = workdir
         self.workdir: Path | None = None
-        self.socket = Path()
+        self.socket = Path()  # the source's nbdkit: the host copy reads here
+        self.cache_socket = Path()  # the appliance's read cache in front of it
         self.command: list[str] = []  # nbdkit's command line (tests check -r)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cache_proc: subprocess.Popen[bytes] | None = None
         self.remote_kind = ""  # ssh: "block" or "file"
         self._log = Path()
         self._err = Path()
@@ -194,6 +198,7 @@ class NetworkSource:
         (exit 3) or an unreachable host (exit 5)."""
         self.workdir = _short_dir(self._parent)
         self.socket = self.workdir / "nbdkit.sock"
+        self.cache_socket = self.workdir / "cache.sock"
         self._log = self.workdir / "requests.log"
         self._err = self.workdir / "nbdkit.err"
         size = self._probe_ssh() if self.spec.scheme == "ssh" else None
@@ -213,17 +218,26 @@ class NetworkSource:
         virtual = size
         if fmt != "raw":
             virtual = self._image_info(nbd_uri, fmt)
-        handle = self.workdir / "source.qcow2"
+        self._start_cache()
+        handle = self._handle("source.qcow2", self.cache_socket, fmt, virtual)
+        direct = self._handle("copy.qcow2", self.socket, fmt, virtual)
+        log.info("network source %s: %s, %d bytes, served by nbdkit on %s", self.display,
+                 fmt, virtual, self.socket)
+        return SourceImage(handle, "qcow2", virtual, 0, detected, origin=self.display,
+                           copy_path=direct)
+
+    def _handle(self, name: str, socket: Path, fmt: str, virtual: int) -> Path:
+        """A local qcow2 with no data of its own, backed by the NBD export on ``socket``."""
+        assert self.workdir is not None
+        handle = self.workdir / name
         qemu_img = deps.require_program("qemu-img")
         proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-u", "-F", fmt,
-                               "-b", nbd_uri, str(handle), str(virtual)],
-                              capture_output=True, text=True, check=False)
+                               "-b", f"nbd+unix:///?socket={socket}", str(handle),
+                               str(virtual)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise UnsupportedFormatError(f"{self.display}: cannot make its local handle: "
                                          f"{proc.stderr.strip()}")
-        log.info("network source %s: %s, %d bytes, served by nbdkit on %s", self.display,
-                 fmt, virtual, self.socket)
-        return SourceImage(handle, "qcow2", virtual, 0, detected, origin=self.display)
+        return handle
 
     def _image_info(self, nbd_uri: str, fmt: str) -> int:
         """A container format read over NBD: its virtual size; one with a backing file
@@ -345,26 +359,39 @@ class NetworkSource:
         nbdkit = deps.require_program("nbdkit")
         assert self.workdir is not None
         self.command = [nbdkit, "-r", "-f", "--exit-with-parent", "-U", str(self.socket),
-                        "--filter=cache", "--filter=retry", "--filter=log",
-                        *self._plugin_args(size),
-                        "cache-on-read=true", f"cache-max-size={CACHE_MAX}",
-                        f"cache-min-block-size={CACHE_BLOCK}",
+                        "--filter=retry", "--filter=log", *self._plugin_args(size),
                         f"retries={RETRIES}", f"retry-delay={RETRY_DELAY}",
                         f"logfile={self._log}"]
+        self.proc = self._spawn(self.command, self.socket, {})
+
+    def _start_cache(self) -> None:
+        """The appliance's read cache: a second nbdkit, reading the first over NBD."""
+        assert self.workdir is not None
+        command = [deps.require_program("nbdkit"), "-r", "-f", "--exit-with-parent",
+                   "-U", str(self.cache_socket), "--filter=cache", "nbd",
+                   f"socket={self.socket}", "cache-on-read=true",
+                   f"cache-max-size={CACHE_MAX}", f"cache-min-block-size={CACHE_BLOCK}"]
         # The cache file goes where TMPDIR says: the work directory, removed by close().
-        env = {**os.environ, "TMPDIR": str(self.workdir)}
-        with open(self._err, "wb") as err:
-            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, start_new_session=True, env=env,
-                                         preexec_fn=_die_with_parent(os.getpid()))
+        self.cache_proc = self._spawn(command, self.cache_socket, {"TMPDIR": str(self.workdir)})
+
+    def _spawn(self, command: list[str], socket: Path, env: dict[str, str]
+               ) -> subprocess.Popen[bytes]:
+        """Start one nbdkit and wait for its socket (its errors go to the job's log file)."""
+        with open(self._err, "ab") as err:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
+                                    stderr=err, start_new_session=True,
+                                    env={**os.environ, **env},
+                                    preexec_fn=_die_with_parent(os.getpid()))
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.socket.exists():
-            if self.proc.poll() is not None:
+        while not socket.exists():
+            if proc.poll() is not None:
                 raise self._error_from_log("nbdkit did not start")
             if time.monotonic() > deadline:
+                proc.kill()
                 raise SourceUnreachableError(f"{self.display}: nbdkit did not start in "
                                              f"{START_TIMEOUT:.0f} s")
             time.sleep(0.01)
+        return proc
 
     def _connect(self, nbd: Any) -> Any:
         deadline = time.monotonic() + START_TIMEOUT
@@ -412,15 +439,17 @@ class NetworkSource:
     # -- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc = None
+        for attr in ("cache_proc", "proc"):  # the cache first: it reads the other
+            proc = getattr(self, attr)
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                setattr(self, attr, None)
         self._scan()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
