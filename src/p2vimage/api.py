@@ -35,7 +35,7 @@ def inspect(
     (:class:`~p2vimage.errors.Interrupted`)."""
     with interrupt.job(cancel), opened(path, source_format, ssh_identity=ssh_identity,
                                        ssh_known_hosts=ssh_known_hosts) as src, \
-            Job([src], writable=False, root=root) as job:
+            Job([src.source], writable=False, root=root) as job, src.watch(job.abort):
         insp = inspect_job(job)
         interrupt.check()
     insp.appliance_launches = job.stats.appliance_launches

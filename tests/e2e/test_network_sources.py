@@ -166,3 +166,34 @@ def test_source_gone_while_the_job_runs_is_exit_5_and_leaves_nothing(
     assert sorted(p.name for p in out.parent.iterdir()) == []  # no output, no .partial
     assert nbdkit_processes(os.getpid()) == []
     assert server_processes({os.getpid()}) == []  # no qemu-nbd of the host copy either
+
+
+def test_source_gone_during_an_inspection_stops_its_appliance(
+        http: RangeHTTPServer, images, monkeypatch) -> None:
+    """``inspect`` (and ``check``, the same watchdog) of a source that dies once the
+    appliance starts: the watchdog stops the appliance after the retry schedule, so
+    the call ends with exit 5 at once instead of after the appliance's kernel has
+    retried each failed sector read."""
+    monkeypatch.setattr(network, "RETRIES", 1)
+    monkeypatch.setattr(network, "RETRY_DELAY", 1)
+    cut = _FailOn(http, "phase: launch the appliance")
+    logger = logging.getLogger("p2vimage")
+    records: list[str] = []
+    seen = logging.Handler()
+    seen.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    old_level = logger.level
+    for h in (cut, seen):
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(SourceUnreachableError) as e:
+            p2vimage.inspect(http.url(images[DEMO].name))
+    finally:
+        for h in (cut, seen):
+            logger.removeHandler(h)
+        logger.setLevel(old_level)
+        http.fail_always = False
+    assert cut.fired and e.value.exit_code == 5
+    assert "stopped answering" in str(e.value) and "\n" not in str(e.value)
+    assert any(m.startswith("stopping the appliance (qemu pid") for m in records), records
+    assert nbdkit_processes(os.getpid()) == []

@@ -65,7 +65,7 @@ def check(
     with interrupt.job(cancel), opened(image, source_format, ssh_identity=ssh_identity,
                                        ssh_known_hosts=ssh_known_hosts) as src:
         try:
-            with Job([src], writable=False, root=root) as job:
+            with Job([src.source], writable=False, root=root) as job, src.watch(job.abort):
                 steps.next()
                 job.launch()
                 interrupt.check()

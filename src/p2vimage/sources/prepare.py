@@ -19,6 +19,7 @@ output paths, options) runs before the minutes a restore may take.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -233,15 +234,33 @@ class SourceSet:
             raise gone[0].unreachable_error(exc) from exc
 
 
+@dataclass
+class Opened:
+    """The one source of a read-only job (``inspect``, ``check``), and its network
+    source's watchdog, when it has one."""
+
+    source: SourceImage
+    sources: SourceSet | None = None  # a network source's set; None for a file
+
+    def watch(self, abort: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, call ``abort(reason)`` once if the network source is
+        gone for good (see :meth:`SourceSet.watch`): the job's ``Job.abort``, so an
+        inspection of a source that died ends in seconds, not after the appliance's
+        kernel has given up on each sector."""
+        if self.sources is None:
+            return contextlib.nullcontext()
+        return self.sources.watch(lambda ns: abort(f"{ns.display} stopped answering"))
+
+
 @contextmanager
 def opened(path: str | os.PathLike[str], source_format: str | None = None, *,
            ssh_identity: str | os.PathLike[str] | None = None,
-           ssh_known_hosts: str | os.PathLike[str] | None = None) -> Iterator[SourceImage]:
+           ssh_known_hosts: str | os.PathLike[str] | None = None) -> Iterator[Opened]:
     """One source for a read-only job (``inspect``, ``check``): an image file, or a
     network URI whose server runs for the duration of the ``with`` block."""
     if not is_uri(path):
-        yield open_source(path, source_format)
+        yield Opened(open_source(path, source_format))
         return
     with SourceSet([path], source_format, ssh_identity=ssh_identity,
                    ssh_known_hosts=ssh_known_hosts) as sources:
-        yield sources.sources[0]
+        yield Opened(sources.sources[0], sources)
