@@ -143,13 +143,16 @@ def test_ssh_file_reads_exactly_and_read_only(sshd: Sshd, served: Path, tmp_path
         # A write request is refused by nbdkit itself, before any plugin sees it.
         import nbd
 
-        h = nbd.NBD()
-        h.connect_unix(str(ns.socket))
-        assert h.is_read_only()
-        with pytest.raises(nbd.Error, match="write"):
-            h.pwrite(b"x" * 512, 0)
-        h.shutdown()
+        for sock in (ns.socket, ns.cache_socket):  # the copy's, and the appliance's cache
+            h = nbd.NBD()
+            h.connect_unix(str(sock))
+            assert h.is_read_only()
+            with pytest.raises(nbd.Error, match="write"):
+                h.pwrite(b"x" * 512, 0)
+            h.shutdown()
         assert ss.network_bytes_read()[0] >= served.stat().st_size
+        # The host copy reads the direct export, the appliance the cached one.
+        assert src.copy_path is not None and src.copy_path != src.path
     assert (_digest(served), served.stat().st_mtime_ns) == (before, mtime)
     assert ss.network_bytes_read()[0] >= served.stat().st_size  # kept after close
 
@@ -246,6 +249,22 @@ def test_nbd_unix_from_qemu_nbd(served: Path, tmp_path: Path) -> None:
             SourceSet([f"nbd+unix:///nope?socket={sock}"], None)
     with pytest.raises(p2vimage.SourceNotFoundError, match="no NBD server socket"):
         SourceSet([f"nbd+unix:///disk?socket={sock}"], None)
+
+
+def test_no_room_for_the_appliance_cache_is_refused_before_any_appliance(
+        served: Path, tmp_path: Path, monkeypatch) -> None:
+    """The read cache lives under TMPDIR: a filesystem without room for it is a
+    one-line InsufficientSpaceError (exit 5), not I/O errors in the appliance later."""
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(network, "CACHE_MIN", free + (1 << 30))
+    sock = tmp_path / "q.sock"
+    with qemu_nbd(served, sock), pytest.raises(p2vimage.InsufficientSpaceError,
+                                               match="read cache") as e:
+        SourceSet([f"nbd+unix:///disk?socket={sock}"], None)
+    assert e.value.exit_code == 5 and "\n" not in str(e.value)
+    assert nbdkit_processes(os.getpid()) == []
 
 
 # -- http ------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from typing import Any
 from .. import deps
 from ..blockio.nbd import _die_with_parent, libnbd
 from ..errors import (
+    InsufficientSpaceError,
     MissingDependencyError,
     SourceNotFoundError,
     SourceUnreachableError,
@@ -73,6 +74,7 @@ GONE_MARGIN = 5.0  # seconds past the retry schedule before a failing source is 
 # cluster: the appliance's scattered 4 KiB reads then fetch no more than they ask for).
 CACHE_MAX = 1 << 30
 CACHE_BLOCK = 4096
+CACHE_MIN = 64 << 20  # less free space than this where the cache would live: refused
 
 PLUGIN = Path(__file__).with_name("nbdkit_ssh_dd.py")
 
@@ -365,12 +367,23 @@ class NetworkSource:
         self.proc = self._spawn(self.command, self.socket, {})
 
     def _start_cache(self) -> None:
-        """The appliance's read cache: a second nbdkit, reading the first over NBD."""
+        """The appliance's read cache: a second nbdkit, reading the first over NBD.
+
+        Its file grows to :data:`CACHE_MAX`, or half the free space of the work
+        directory's filesystem if less (a full filesystem would fail the appliance's
+        reads with I/O errors that look like a bad source)."""
         assert self.workdir is not None
+        free = shutil.disk_usage(self.workdir).free
+        if free < CACHE_MIN:
+            raise InsufficientSpaceError(
+                f"{self.display}: {free >> 20} MiB free in {self.workdir.parent} for the "
+                f"appliance's read cache, {CACHE_MIN >> 20} MiB needed (set TMPDIR to a "
+                "filesystem with room)")
+        limit = min(CACHE_MAX, free // 2)
         command = [deps.require_program("nbdkit"), "-r", "-f", "--exit-with-parent",
                    "-U", str(self.cache_socket), "--filter=cache", "nbd",
                    f"socket={self.socket}", "cache-on-read=true",
-                   f"cache-max-size={CACHE_MAX}", f"cache-min-block-size={CACHE_BLOCK}"]
+                   f"cache-max-size={limit}", f"cache-min-block-size={CACHE_BLOCK}"]
         # The cache file goes where TMPDIR says: the work directory, removed by close().
         self.cache_proc = self._spawn(command, self.cache_socket, {"TMPDIR": str(self.workdir)})
 
