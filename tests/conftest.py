@@ -60,6 +60,11 @@ def sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def plan_of(report) -> dict:
+    """The plan as the JSON report has it (what --json users read)."""
+    return report.to_dict()["plan"]
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
     """Run the installed console script, as a user would."""
     return subprocess.run(

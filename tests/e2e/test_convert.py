@@ -27,14 +27,9 @@ from p2vimage.formats.pe import read_pe, version_str
 from p2vimage.guest.appliance import Job
 from p2vimage.sources.image import open_source
 from p2vimage.windows.geometry import seabios_heads
-from tests.conftest import P2VIMAGE, origin_bytes, private_tmpdir, run_cli, sha256
+from tests.conftest import P2VIMAGE, origin_bytes, plan_of, private_tmpdir, run_cli, sha256
 
 SIZE = 2 << 30  # grown from the 1 GiB capture, as the 2012 procedure grows the disk
-
-
-def plan_of(report) -> dict:
-    """The plan as the JSON report has it (what --json users read)."""
-    return report.to_dict()["plan"]
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from p2vimage.sources.image import open_source
 from p2vimage.virtio.media import open_media
 from p2vimage.windows import firstboot, mergeide
 from p2vimage.windows.geometry import seabios_heads
-from tests.conftest import origin_bytes, sha256
+from tests.conftest import origin_bytes, plan_of, sha256
 
 # Five conversions and a read-back appliance: CI runs these with the other slow cases.
 pytestmark = pytest.mark.slow
@@ -55,11 +55,6 @@ CASES = {
 EXTRA = {"winxp-x86": {"bus": "ide"}}
 VARIANT = {"rr+joliet": (True, True), "joliet": (True, False), "iso9660": (False, False)}
 PNP_SUFFIXES = (".inf", ".sys", ".cat", ".dll")
-
-
-def plan_of(report) -> dict:
-    """The plan as the JSON report has it (what --json users read)."""
-    return report.to_dict()["plan"]
 
 
 @pytest.fixture(scope="module")
