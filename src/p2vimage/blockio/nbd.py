@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,30 @@ START_TIMEOUT = 30.0
 
 def libnbd() -> Any:
     return deps.require_module("nbd")
+
+
+def connect_started(nbd: Any, socket: Path, proc: subprocess.Popen[bytes], name: str, *,
+                    allocation: bool = False,
+                    retry: Callable[[Any], bool] = lambda exc: True) -> Any:
+    """A libnbd handle connected to the server ``proc`` just started on ``socket``.
+
+    The socket file appears when the server binds it, a moment before it listens: a
+    refused connection is tried again (with a fresh handle; a failed one is not
+    reusable) while ``retry(error)`` says so, the server runs and
+    :data:`START_TIMEOUT` has not passed; then the last ``nbd.Error`` is raised."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        h = nbd.NBD()
+        h.set_handle_name(name)
+        if allocation:
+            h.add_meta_context("base:allocation")
+        try:
+            h.connect_unix(str(socket))
+            return h
+        except nbd.Error as exc:
+            if not retry(exc) or proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class NbdExport:
@@ -77,24 +102,15 @@ class NbdExport:
         return h
 
     def _connect(self, nbd: Any, errlog: Path) -> Any:
-        """Connect, retrying while the server has bound its socket but is not listening
-        yet (ECONNREFUSED just after the file appears); a failed handle is not reused."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            h = nbd.NBD()
-            h.set_handle_name(f"p2vimage:{self.label}")
-            h.add_meta_context("base:allocation")
-            try:
-                h.connect_unix(str(self.socket))
-                return h
-            except nbd.Error as exc:
-                assert self.proc is not None
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    text = errlog.read_text(errors="replace").strip().splitlines()
-                    raise ConversionError(
-                        f"cannot connect to qemu-nbd for {self.label}: "
-                        f"{text[-1] if text else str(exc).splitlines()[0]}") from None
-                time.sleep(0.02)
+        assert self.proc is not None
+        try:
+            return connect_started(nbd, self.socket, self.proc, f"p2vimage:{self.label}",
+                                   allocation=True)
+        except nbd.Error as exc:
+            text = errlog.read_text(errors="replace").strip().splitlines()
+            raise ConversionError(
+                f"cannot connect to qemu-nbd for {self.label}: "
+                f"{text[-1] if text else str(exc).splitlines()[0]}") from None
 
     def _wait_for_socket(self, errlog: Path) -> None:
         assert self.proc is not None

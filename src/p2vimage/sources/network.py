@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps
-from ..blockio.nbd import _die_with_parent, libnbd
+from ..blockio.nbd import _die_with_parent, connect_started, libnbd
 from ..errors import (
     InsufficientSpaceError,
     MissingDependencyError,
@@ -407,19 +407,12 @@ class NetworkSource:
         return proc
 
     def _connect(self, nbd: Any) -> Any:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            h = nbd.NBD()
-            h.set_handle_name("p2vimage-probe")
-            try:
-                h.connect_unix(str(self.socket))
-                return h
-            except nbd.Error as exc:
-                assert self.proc is not None
-                refused = exc.errno == errno.ECONNREFUSED
-                if not refused or self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise self._error_from_log(str(exc).splitlines()[0]) from None
-                time.sleep(0.02)
+        assert self.proc is not None
+        try:  # only a refused connection is worth another try: the server is starting
+            return connect_started(nbd, self.socket, self.proc, "p2vimage-probe",
+                                   retry=lambda exc: exc.errno == errno.ECONNREFUSED)
+        except nbd.Error as exc:
+            raise self._error_from_log(str(exc).splitlines()[0]) from None
 
     def _error_from_log(self, fallback: str) -> Exception:
         """The error nbdkit's plugin reported, as the right class, credentials removed."""
