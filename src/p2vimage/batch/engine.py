@@ -311,6 +311,7 @@ class _Run:
                     self._start(*queue.popleft())
                 for name, a in list(self.in_flight.items()):
                     code = a.proc.poll()
+                    self._placed(a)
                     if code is not None:
                         del self.in_flight[name]
                         self._finish(a, code)
@@ -357,8 +358,9 @@ class _Run:
         # output-dir is the batch's: made here, where convert would refuse a missing one
         m.output.parent.mkdir(parents=True, exist_ok=True)
         log, stdout = d / "convert.log", d / f"attempt-{attempt}.json"
-        # where it runs: this host, or (Ray) the manifest's host or "any" until it ends
-        host = getattr(self.launch, "host_of", lambda _m: self.host)(m)
+        # where it runs: this host, or (Ray) where it is asked to run until it reports
+        # its node (the manifest's host, any node, or for a retry another node)
+        host = getattr(self.launch, "host_of", lambda _m, _a: self.host)(m, attempt)
         with open(log, "ab") as f:
             f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} attempt "
                     f"{attempt} on {host}\n".encode())
@@ -369,7 +371,17 @@ class _Run:
         row.state, row.host, row.attempts, row.phase = RUNNING, host, attempt, "starting"
         self.ledger.append("started", m.name, host=host, attempt=attempt, pid=proc.pid)
 
+    def _placed(self, a: _Attempt) -> None:
+        """A Ray task reported the node it runs on: the ledger says so at once (a
+        ``placed`` event), so even an attempt lost with its node has its host."""
+        where = getattr(a.proc, "host", None)
+        if where is None or where == a.host:
+            return
+        a.host = self.rows[a.machine.name].host = where
+        self.ledger.append("placed", a.machine.name, host=where, attempt=a.number)
+
     def _finish(self, a: _Attempt, code: int, stopped: bool = False) -> None:
+        self._placed(a)
         m, row = a.machine, self.rows[a.machine.name]
         elapsed = time.monotonic() - a.started
         row.elapsed, row.exit_code, row.phase = elapsed, code, ""
@@ -377,8 +389,7 @@ class _Run:
         doc = _read_json(a.stdout)
         with contextlib.suppress(FileNotFoundError):
             a.stdout.unlink()
-        a.host = getattr(a.proc, "host", None) or a.host  # (Ray: where it really ran)
-        row.host = a.host
+        row.host = a.host  # (Ray: where it really ran, when the task said so)
         kind = classify(code)
         if kind == "done" and (doc is None or "outputs" not in doc):
             kind = "lost"  # exit 0 without a report: not work we can count
