@@ -229,26 +229,37 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
 
 
 def run_index(manifest: str | os.PathLike[str], state: str | os.PathLike[str],
-              index: int | None = None, *, python: str = sys.executable,
+              index: int | None = None, *, machines: list[str] | None = None,
+              python: str = sys.executable,
               stop_wait: float = STOP_WAIT) -> tuple[int, MachineResult]:
-    """Convert the manifest's row ``index`` (default: ``$JOB_COMPLETION_INDEX``), once,
-    and return the conversion's own exit code and its row (0 done, 1-4 permanent, 5 temporary or a
-    lost worker, 130 interrupted): the pod's exit code, which the Job's podFailurePolicy
-    reads.  The Job retries; this records each attempt in the shared ledger."""
+    """Convert the manifest's row ``index`` (default: ``$JOB_COMPLETION_INDEX``), or
+    with ``machines`` (a host's Job) the machine named ``machines[index]``, once, and
+    return the conversion's own exit code and its row (0 done, 1-4 permanent, 5
+    temporary or a lost worker, 130 interrupted): the pod's exit code, which the Job's
+    podFailurePolicy reads.  The Job retries; this records each attempt in the shared
+    ledger, with ``$P2VIMAGE_HOST`` (the pod's node) as its host when set."""
     if index is None:
         raw = os.environ.get("JOB_COMPLETION_INDEX")
         if raw is None or not raw.isdigit():
             raise UsageError("run-index: no index given and JOB_COMPLETION_INDEX is not set")
         index = int(raw)
     m = load(manifest)
-    if not 0 <= index < len(m.machines):
-        raise UsageError(f"run-index: index {index} is not a row of {m.path} "
-                         f"(0 to {len(m.machines) - 1})")
-    machine = m.machines[index]
+    if machines is not None:
+        if not 0 <= index < len(machines):
+            raise UsageError(f"run-index: index {index} is not one of the {len(machines)} "
+                             "machines of --machines")
+        (machine,) = m.select([machines[index]])
+    else:
+        if not 0 <= index < len(m.machines):
+            raise UsageError(f"run-index: index {index} is not a row of {m.path} "
+                             f"(0 to {len(m.machines) - 1})")
+        machine = m.machines[index]
     ledger = Ledger(state)
     with ledger_mod.run_lock(ledger.machine_dir(machine.name)):  # pods share the state
-        result = _Run(ledger, [machine], 1, 0, True, 0.0, local_launcher(python), None,
-                      stop_wait).go(None, summary=False)
+        run = _Run(ledger, [machine], 1, 0, True, 0.0, local_launcher(python), None,
+                   stop_wait)
+        run.host = os.environ.get("P2VIMAGE_HOST") or run.host  # the node, not the pod
+        result = run.go(None, summary=False)
     row = result.machines[0]
     if result.interrupted:
         return EXIT_INTERRUPTED, row
