@@ -212,7 +212,8 @@ def test_a_retry_prefers_another_node(cluster: Cluster, tmp_path: Path) -> None:
     assert hosts("roam", "placed") == ran  # known while it ran, not only at its end
     assert hosts("roam", "started") == ["ray (any node)", f"ray (prefer {ran[1]})",
                                         f"ray (prefer {ran[2]})"]
-    assert hosts("pinned", "started") == hosts("pinned", "finished") == ["hv1"] * 3
+    assert hosts("pinned", "started") == hosts("pinned", "placed") == ["hv1"] * 3
+    assert hosts("pinned", "finished") == ["hv1"] * 3
     assert held == ["pinned.qcow2.partial", "roam.qcow2.partial"]  # the holder's, intact
     assert not list(outs[0].parent.iterdir())
 

@@ -154,6 +154,7 @@ class _Attempt:
     log: Path
     host: str
     files: list[IO[bytes]] = field(default_factory=list)
+    placed: bool = False  # (Ray) the task reported its node, and the ledger has it
 
 
 Launcher = Callable[[Machine, int, Path, Path], subprocess.Popen[bytes]]
@@ -386,8 +387,9 @@ class _Run:
         """A Ray task reported the node it runs on: the ledger says so at once (a
         ``placed`` event), so even an attempt lost with its node has its host."""
         where = getattr(a.proc, "host", None)
-        if where is None or where == a.host:
+        if where is None or a.placed:
             return
+        a.placed = True
         a.host = self.rows[a.machine.name].host = where
         self.ledger.append("placed", a.machine.name, host=where, attempt=a.number)
 
