@@ -139,6 +139,9 @@ def test_a_busy_output_is_retried_then_fails(tmp_path: Path) -> None:
     assert [e["attempt"] for e in events(state, "retried")] == [2, 3]
     outcomes = [e["outcome"] for e in events(state, "finished")]
     assert outcomes == ["retry", "retry", "failed"]
+    # every attempt's host is in the ledger: this one, the local engine's only host
+    assert {e["host"] for e in events(state) if e["event"] in ("started", "finished")} == {
+        socket.gethostname()}
     assert sorted(p.name for p in out.parent.iterdir()) == []
 
 

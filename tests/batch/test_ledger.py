@@ -52,6 +52,19 @@ def test_a_crash_between_started_and_finished_is_interrupted(tmp_path: Path) -> 
     assert s["b"].state == PENDING and s["b"].attempts == 0
 
 
+def test_a_placed_attempt_has_its_node_even_if_the_driver_dies(tmp_path: Path) -> None:
+    """Ray: ``started`` says where the attempt was asked to run, ``placed`` where it
+    runs; a driver that dies before ``finished`` still leaves the node in the state."""
+    ledger = Ledger(tmp_path)
+    ledger.append("started", "a", host="ray (any node)", attempt=1)
+    assert ledger.states(["a"])["a"].host == "ray (any node)"
+    ledger.append("placed", "a", host="hv2", attempt=1)
+    ledger.append("placed", "b", host="hv1", attempt=1)  # no started: not an attempt
+    s = ledger.states(["a", "b"])
+    assert (s["a"].state, s["a"].host, s["a"].attempts) == (INTERRUPTED, "hv2", 1)
+    assert (s["b"].state, s["b"].host) == (PENDING, None)
+
+
 def test_done_comes_from_the_committed_report_not_the_ledger(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "state")
     out = tmp_path / "a.qcow2"

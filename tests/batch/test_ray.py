@@ -18,7 +18,9 @@ each also equal to the plan's digest), the full registry exports of SYSTEM and S
 and the boot sectors (the MBR's boot code and the system volume's first sector).
 
 The refusals that need a cluster but no conversion are checked on the same cluster
-(slow too: starting it takes ~20 s).
+(slow too: starting it takes ~20 s), and so is where retries run (before the node is
+killed): machines whose outputs this process holds end each attempt in exit 5 within
+seconds, and the ledger shows each retry of an unpinned one on the other node.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import p2vimage
 from p2vimage import cli
 from p2vimage.batch import manifest
 from p2vimage.batch.ledger import Ledger
+from p2vimage.targets.atomic import AtomicOutputs
 from tests.conftest import P2VIMAGE
 from tests.readback import read_back
 
@@ -173,6 +176,49 @@ def test_refusals_need_no_conversion(cluster: Cluster, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_retry_prefers_another_node(cluster: Cluster, tmp_path: Path) -> None:
+    """Two machines whose outputs this process holds (their ``.partial`` claimed, as a
+    conversion running elsewhere would): each attempt ends in exit 5 within seconds and
+    is retried.  The unpinned one alternates between the two nodes, each retry steered
+    away from where the last attempt ran; the one pinned to hv1 stays there.  The ledger
+    names every attempt's node, and the holder's files are never touched.  One in flight:
+    left to itself, Ray puts every attempt on the driver's own node (hv1, free again), so
+    the alternation is the preference's doing (without it this test fails)."""
+    (tmp_path / "zero.img").write_bytes(bytes(1 << 20))
+    path = tmp_path / "fleet.yaml"
+    path.write_text("defaults: {output-dir: out}\nmachines:\n"
+                    "  - {name: roam, source: zero.img}\n"
+                    "  - {name: pinned, source: zero.img, host: hv1}\n")
+    outs = [tmp_path / "out" / "roam.qcow2", tmp_path / "out" / "pinned.qcow2"]
+    outs[0].parent.mkdir()
+    state = tmp_path / "state"
+    with AtomicOutputs(outs, overwrite=False):
+        driver = cluster.batch_run(path, state, "--max-in-flight", "1", "--retries", "2",
+                                   "--retry-delay", "0")
+        out, err = driver.communicate(timeout=300)
+        held = sorted(p.name for p in outs[0].parent.iterdir())
+    assert driver.returncode == 1, err[-3000:]
+    by = {m["name"]: m for m in json.loads(out)["machines"]}
+    for name in by:
+        assert (by[name]["state"], by[name]["attempts"], by[name]["error_type"]) == (
+            "failed", 3, "OutputBusyError"), by[name]
+    events = Ledger(state).events()
+
+    def hosts(name: str, kind: str) -> list[str]:
+        return [e["host"] for e in events if e["event"] == kind and e["machine"] == name]
+
+    ran = hosts("roam", "finished")
+    assert ran[0] != ran[1] != ran[2] and set(ran) == {"hv1", "hv2"}, ran
+    assert hosts("roam", "placed") == ran  # known while it ran, not only at its end
+    assert hosts("roam", "started") == ["ray (any node)", f"ray (prefer {ran[1]})",
+                                        f"ray (prefer {ran[2]})"]
+    assert hosts("pinned", "started") == hosts("pinned", "placed") == ["hv1"] * 3
+    assert hosts("pinned", "finished") == ["hv1"] * 3
+    assert held == ["pinned.qcow2.partial", "roam.qcow2.partial"]  # the holder's, intact
+    assert not list(outs[0].parent.iterdir())
+
+
+@pytest.mark.slow
 @pytest.mark.appliance
 def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None:
     from fixtures.images import DEMO
@@ -218,6 +264,13 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
     lost = [e for e in finished if e["outcome"] == "retry"]
     assert lost, "the killed node's conversion was retried"
     assert all(e["message"].startswith("worker lost") for e in lost)
+    # the lost attempt is known to have run on the killed node; with no other node
+    # left, its retry (no preference possible) ran on the head
+    assert {e["host"] for e in lost} == {"hv2"}, lost
+    for e in lost:
+        after = [f for f in finished if f["machine"] == e["machine"]
+                 and f["attempt"] > e["attempt"]]
+        assert [f["host"] for f in after] == ["hv1"], after
     assert by["bad"].state == "failed" and by["bad"].exit_code == 3
     assert by["bad"].error_type == "SourceNotFoundError" and by["bad"].attempts == 1
     assert [e["machine"] for e in events if e["event"] == "started"].count("bad") == 1

@@ -63,13 +63,15 @@ def add_parser(sub: Any, common: Any) -> None:
     common(p)
     p.set_defaults(func=cmd_plan)
 
-    k = bs.add_parser("emit-k8s", help="the fleet as a Kubernetes Indexed Job (YAML on "
+    k = bs.add_parser("emit-k8s", help="the fleet as Kubernetes Indexed Jobs (YAML on "
                       "stdout)",
-                      description="Write a Kubernetes Indexed Job converting the manifest's "
-                      "machines, one completion index per row (pods run 'batch run-index'), "
-                      "with a podFailurePolicy failing an index on the permanent exit codes "
-                      "1-4. The manifest, the state directory, captures and outputs must be "
-                      "on the shared PVC, mounted at --mount in every pod.")
+                      description="Write Kubernetes Indexed Jobs converting the manifest's "
+                      "machines, one completion index per machine (pods run 'batch "
+                      "run-index'), with a podFailurePolicy failing an index on the "
+                      "permanent exit codes 1-4: one Job for the machines without a host, "
+                      "and one per host with a nodeSelector on kubernetes.io/hostname. The "
+                      "manifest, the state directory, captures and outputs must be on the "
+                      "shared PVC, mounted at --mount in every pod.")
     k.add_argument("manifest", metavar="MANIFEST", help="YAML or CSV manifest")
     k.add_argument("--state", required=True, metavar="DIR", help="state directory")
     k.add_argument("--image", default="p2vimage:latest", help="container image (built from "
@@ -78,10 +80,11 @@ def add_parser(sub: Any, common: Any) -> None:
                    help="ReadWriteMany PVC holding captures, outputs, manifest and state")
     k.add_argument("--mount", default="/srv", metavar="PATH",
                    help="where pods mount the PVC (the manifest's paths are under it)")
-    k.add_argument("--name", default="p2vimage-batch", help="the Job's name")
+    k.add_argument("--name", default="p2vimage-batch",
+                   help="the Job's name (a host's Job: NAME-HOST)")
     k.add_argument("--namespace", help="the Job's namespace")
     k.add_argument("--max-in-flight", type=int, default=4, metavar="N",
-                   help="pods at once (parallelism, default 4)")
+                   help="pods at once per Job (parallelism, default 4)")
     k.add_argument("--retries", type=int, default=2, metavar="N",
                    help="retries of an index after exit 5 or a lost pod (default 2)")
     k.add_argument("--memory", default="3Gi", help="memory per pod (default 3Gi)")
@@ -90,11 +93,14 @@ def add_parser(sub: Any, common: Any) -> None:
 
     x = bs.add_parser("run-index", help="convert one manifest row (a pod of emit-k8s's Job)",
                       description="Convert the manifest row JOB_COMPLETION_INDEX (or "
-                      "--index) once, recording it in the state directory's ledger; exit "
-                      "with the conversion's exit code (0, 1-4 permanent, 5 retry, 130).")
+                      "--index; with --machines, the machine at that position of the list) "
+                      "once, recording it in the state directory's ledger; exit with the "
+                      "conversion's exit code (0, 1-4 permanent, 5 retry, 130).")
     x.add_argument("manifest", metavar="MANIFEST")
     x.add_argument("--state", required=True, metavar="DIR")
     x.add_argument("--index", type=int, help="row (default: $JOB_COMPLETION_INDEX)")
+    x.add_argument("--machines", metavar="NAME,...",
+                   help="the Job's machines: index i converts the i-th (a host's Job)")
     x.add_argument("--debug", action="store_true", help="show tracebacks")
     x.set_defaults(func=cmd_run_index, json=False, verbose=False)
 
@@ -142,16 +148,17 @@ def cmd_emit_k8s(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     from .manifest import load
 
     m = load(args.manifest)
-    obj = k8s.job(m, Path(args.state), image=args.image, pvc=args.pvc, mount=Path(args.mount),
-                  name=args.name, namespace=args.namespace, parallelism=args.max_in_flight,
-                  retries=args.retries, memory=args.memory)
-    return EXIT_OK, obj, k8s.dump(obj, m).splitlines()
+    objs = k8s.jobs(m, Path(args.state), image=args.image, pvc=args.pvc,
+                    mount=Path(args.mount), name=args.name, namespace=args.namespace,
+                    parallelism=args.max_in_flight, retries=args.retries, memory=args.memory)
+    return EXIT_OK, objs, k8s.dump(objs, m).splitlines()
 
 
 def cmd_run_index(args: argparse.Namespace) -> tuple[int, Any, list[str]]:
     from .engine import run_index
 
-    code, row = run_index(args.manifest, args.state, args.index)
+    machines = args.machines.split(",") if args.machines else None
+    code, row = run_index(args.manifest, args.state, args.index, machines=machines)
     why = f" (exit {row.exit_code}): {row.message}" if row.message else ""
     return code, row.to_dict(), [f"{row.name}: {row.state}{why}"]
 

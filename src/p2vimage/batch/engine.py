@@ -154,6 +154,7 @@ class _Attempt:
     log: Path
     host: str
     files: list[IO[bytes]] = field(default_factory=list)
+    placed: bool = False  # (Ray) the task reported its node, and the ledger has it
 
 
 Launcher = Callable[[Machine, int, Path, Path], subprocess.Popen[bytes]]
@@ -229,26 +230,37 @@ def run(manifest: str | os.PathLike[str] | Manifest, state: str | os.PathLike[st
 
 
 def run_index(manifest: str | os.PathLike[str], state: str | os.PathLike[str],
-              index: int | None = None, *, python: str = sys.executable,
+              index: int | None = None, *, machines: list[str] | None = None,
+              python: str = sys.executable,
               stop_wait: float = STOP_WAIT) -> tuple[int, MachineResult]:
-    """Convert the manifest's row ``index`` (default: ``$JOB_COMPLETION_INDEX``), once,
-    and return the conversion's own exit code and its row (0 done, 1-4 permanent, 5 temporary or a
-    lost worker, 130 interrupted): the pod's exit code, which the Job's podFailurePolicy
-    reads.  The Job retries; this records each attempt in the shared ledger."""
+    """Convert the manifest's row ``index`` (default: ``$JOB_COMPLETION_INDEX``), or
+    with ``machines`` (a host's Job) the machine named ``machines[index]``, once, and
+    return the conversion's own exit code and its row (0 done, 1-4 permanent, 5
+    temporary or a lost worker, 130 interrupted): the pod's exit code, which the Job's
+    podFailurePolicy reads.  The Job retries; this records each attempt in the shared
+    ledger, with ``$P2VIMAGE_HOST`` (the pod's node) as its host when set."""
     if index is None:
         raw = os.environ.get("JOB_COMPLETION_INDEX")
         if raw is None or not raw.isdigit():
             raise UsageError("run-index: no index given and JOB_COMPLETION_INDEX is not set")
         index = int(raw)
     m = load(manifest)
-    if not 0 <= index < len(m.machines):
-        raise UsageError(f"run-index: index {index} is not a row of {m.path} "
-                         f"(0 to {len(m.machines) - 1})")
-    machine = m.machines[index]
+    if machines is not None:
+        if not 0 <= index < len(machines):
+            raise UsageError(f"run-index: index {index} is not one of the {len(machines)} "
+                             "machines of --machines")
+        (machine,) = m.select([machines[index]])
+    else:
+        if not 0 <= index < len(m.machines):
+            raise UsageError(f"run-index: index {index} is not a row of {m.path} "
+                             f"(0 to {len(m.machines) - 1})")
+        machine = m.machines[index]
     ledger = Ledger(state)
     with ledger_mod.run_lock(ledger.machine_dir(machine.name)):  # pods share the state
-        result = _Run(ledger, [machine], 1, 0, True, 0.0, local_launcher(python), None,
-                      stop_wait).go(None, summary=False)
+        run = _Run(ledger, [machine], 1, 0, True, 0.0, local_launcher(python), None,
+                   stop_wait)
+        run.host = os.environ.get("P2VIMAGE_HOST") or run.host  # the node, not the pod
+        result = run.go(None, summary=False)
     row = result.machines[0]
     if result.interrupted:
         return EXIT_INTERRUPTED, row
@@ -311,6 +323,7 @@ class _Run:
                     self._start(*queue.popleft())
                 for name, a in list(self.in_flight.items()):
                     code = a.proc.poll()
+                    self._placed(a)
                     if code is not None:
                         del self.in_flight[name]
                         self._finish(a, code)
@@ -357,8 +370,9 @@ class _Run:
         # output-dir is the batch's: made here, where convert would refuse a missing one
         m.output.parent.mkdir(parents=True, exist_ok=True)
         log, stdout = d / "convert.log", d / f"attempt-{attempt}.json"
-        # where it runs: this host, or (Ray) the manifest's host or "any" until it ends
-        host = getattr(self.launch, "host_of", lambda _m: self.host)(m)
+        # where it runs: this host, or (Ray) where it is asked to run until it reports
+        # its node (the manifest's host, any node, or for a retry another node)
+        host = getattr(self.launch, "host_of", lambda _m, _a: self.host)(m, attempt)
         with open(log, "ab") as f:
             f.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} attempt "
                     f"{attempt} on {host}\n".encode())
@@ -369,7 +383,18 @@ class _Run:
         row.state, row.host, row.attempts, row.phase = RUNNING, host, attempt, "starting"
         self.ledger.append("started", m.name, host=host, attempt=attempt, pid=proc.pid)
 
+    def _placed(self, a: _Attempt) -> None:
+        """A Ray task reported the node it runs on: the ledger says so at once (a
+        ``placed`` event), so even an attempt lost with its node has its host."""
+        where = getattr(a.proc, "host", None)
+        if where is None or a.placed:
+            return
+        a.placed = True
+        a.host = self.rows[a.machine.name].host = where
+        self.ledger.append("placed", a.machine.name, host=where, attempt=a.number)
+
     def _finish(self, a: _Attempt, code: int, stopped: bool = False) -> None:
+        self._placed(a)
         m, row = a.machine, self.rows[a.machine.name]
         elapsed = time.monotonic() - a.started
         row.elapsed, row.exit_code, row.phase = elapsed, code, ""
@@ -377,8 +402,7 @@ class _Run:
         doc = _read_json(a.stdout)
         with contextlib.suppress(FileNotFoundError):
             a.stdout.unlink()
-        a.host = getattr(a.proc, "host", None) or a.host  # (Ray: where it really ran)
-        row.host = a.host
+        row.host = a.host  # (Ray: where it really ran, when the task said so)
         kind = classify(code)
         if kind == "done" and (doc is None or "outputs" not in doc):
             kind = "lost"  # exit 0 without a report: not work we can count

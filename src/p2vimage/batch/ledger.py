@@ -154,6 +154,8 @@ class Ledger:
                 last[m] = e
             elif e["event"] == "finished":
                 last[m] = e
+            elif e["event"] == "placed" and m in last:  # (Ray) the node it runs on
+                last[m] = {**last[m], "host": e.get("host")}
         out = {}
         for n in names:
             e = last.get(n) or {}
