@@ -47,7 +47,9 @@ def test_every_documented_command_line_parses_to_its_target() -> None:
         target = target_of(args)
         assert args.output is not None or target.kind == "libvirt", line
         targets.append(target)
-    assert [t.kind for t in targets] == ["local", "libvirt", "libvirt", "proxmox", "kubevirt"]
-    pve, kv = targets[3], targets[4]
+    assert [t.kind for t in targets] == ["local", "libvirt", "libvirt", "proxmox", "kubevirt",
+                                         "libvirt"]
+    pve, kv, remote = targets[3], targets[4], targets[5]
     assert pve.iso == "local:iso/virtio-win.iso" and pve.agent is True
     assert kv.storage_class == "ceph-rbd"
+    assert remote.uri.startswith("qemu+ssh://root@kvm1/system?keyfile=")
