@@ -13,6 +13,7 @@ APT_PACKAGES=(
   nbdkit-plugin-python openssh-client openssh-server
   python3-yaml
   python3-libvirt libvirt-daemon-system libvirt-daemon qemu-system-x86 ovmf
+  netcat-openbsd
 )
 
 missing=()

@@ -81,11 +81,20 @@ def add_convert_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--storage", metavar="ID",
                    help="proxmox: storage to import the disks into (default: local-lvm)")
     c.add_argument("--bridge", metavar="NAME", help="proxmox: bridge (default: vmbr0)")
+    c.add_argument("--iso", metavar="VOLID",
+                   help="proxmox: an ISO already on the node, as a PVE volume ID (e.g. "
+                   "local:iso/virtio-win.iso), attached as a CD-ROM")
+    c.add_argument("--agent", action="store_true",
+                   help="proxmox: enable the QEMU guest agent channel (p2vimage installs "
+                   "no agent)")
     c.add_argument("--namespace", metavar="NS", help="kubevirt: namespace of the objects")
     c.add_argument("--image-url", metavar="URL",
                    help="kubevirt: where the output disk will be served (a URL ending in '/' "
                    "gets the file name appended)")
     c.add_argument("--pvc", metavar="NAME", help="kubevirt: clone the disk from this PVC")
+    c.add_argument("--storage-class", metavar="NAME",
+                   help="kubevirt: storage class of the DataVolumes' PVCs (default: the "
+                   "cluster's)")
     c.add_argument("--timezone", metavar="ZONE",
                    help="kubevirt: IANA time zone of a guest whose clock keeps local time")
     c.add_argument("--format", default="qcow2", choices=choices.FORMATS)
@@ -270,8 +279,9 @@ def target_of(args: argparse.Namespace) -> Any:
 
     return parse_to(args.to, pool=args.pool, start=args.start, domain_type=args.domain_type,
                     vmid=args.vmid, storage=args.storage, bridge=args.bridge,
-                    namespace=args.namespace, image_url=args.image_url, pvc=args.pvc,
-                    timezone=args.timezone)
+                    iso=args.iso, agent=args.agent, namespace=args.namespace,
+                    image_url=args.image_url, pvc=args.pvc,
+                    storage_class=args.storage_class, timezone=args.timezone)
 
 
 def _bar(args: argparse.Namespace) -> TerminalProgress | None:

@@ -27,6 +27,7 @@ from .destinations import (
     LibvirtTarget,
     ProxmoxTarget,
     TargetReport,
+    display_uri,
 )
 from .domain import domain_spec
 from .errors import UsageError
@@ -91,7 +92,7 @@ class Landing:
             kubevirt_vm(_STAND_IN, WindowsVersion(), sources=self._sources([1 << 30]),
                         **self._kubevirt_args())
         elif isinstance(t, LibvirtTarget):
-            self.report.where = f"{t.uri} pool {t.pool}"
+            self.report.where = f"{display_uri(t.uri)} pool {t.pool}"
             self.host = LibvirtHost(t.uri)
             try:
                 self.pool = self.host.pool(t.pool)
@@ -212,7 +213,9 @@ class Landing:
         spec = self._spec
         cdrom = spec.cdrom
         if cdrom is not None and not self.host.has_file(cdrom):
-            note = f"the ISO {cdrom} is not on {self.host.uri}: the domain has no CD-ROM"
+            where = "on" if self.host.is_local else "in a storage pool at"
+            note = (f"the ISO {cdrom} is not {where} {self.host.display}: the domain has "
+                    "no CD-ROM")
             if note not in self.report.warnings:
                 self.report.warnings.append(note)
             cdrom = None

@@ -85,8 +85,31 @@ def test_every_convert_option_is_a_key() -> None:
     """The keys come from convert's parser: its long options, without --dry-run."""
     keys = set(manifest.option_keys())
     assert {"virtio-win", "memory", "bus", "nic", "keep-nics", "driver-file", "ip",
-            "ssh-identity", "force", "overwrite"} <= keys
+            "ssh-identity", "force", "overwrite", "to", "vmid", "iso", "agent", "pvc",
+            "storage-class"} <= keys
     assert "dry-run" not in keys and "json" not in keys and "help" not in keys
+
+
+def test_target_options_are_keys_checked_per_row(tmp_path: Path) -> None:
+    """``--to`` and its options, as convert takes them: proxmox's iso and agent,
+    kubevirt's storage-class (CSV too)."""
+    path = write(tmp_path, """\
+        defaults: {output-dir: /o}
+        machines:
+          - {name: a, source: /x.img, to: proxmox, vmid: 120, iso: "local:iso/v.iso",
+             agent: true}
+          - {name: b, source: /y.img, to: kubevirt, pvc: caps, storage-class: ceph-rbd,
+             bus: sata}
+        """)
+    a, b = manifest.load(path).machines
+    assert {"--to=proxmox", "--vmid=120", "--iso=local:iso/v.iso", "--agent"} <= set(a.options)
+    assert {"--to=kubevirt", "--pvc=caps", "--storage-class=ceph-rbd"} <= set(b.options)
+    csv = write(tmp_path, """\
+        name,source,output,to,vmid,agent,iso
+        c,/x.img,/o/c.qcow2,proxmox,121,yes,local:iso/v.iso
+        """, "fleet.csv")
+    (c,) = manifest.load(csv).machines
+    assert "--agent" in c.options and "--iso=local:iso/v.iso" in c.options
 
 
 # (manifest text, file suffix, fragments every one of which must be in the error)
@@ -154,6 +177,15 @@ BAD = {
         machines:
           - {name: a, source: "ftp://u:hunter2secret@h/x.img", output: /o/a.qcow2}
         """, ".yaml", ["machines[0] (a): ftp://u:…@h/x.img: unsupported source URI"]),
+    "target option of another target": ("""\
+        defaults: {output-dir: /o}
+        machines:
+          - {name: a, source: /x.img, to: proxmox, vmid: 120, storage-class: fast}
+          - {name: b, source: /y.img, to: kubevirt, pvc: p, agent: true}
+          - {name: c, source: /z.img, iso: "local:iso/v.iso"}
+        """, ".yaml", ["machines[0] (a): --storage-class: not an option of --to proxmox",
+                       "machines[1] (b): --agent: not an option of --to kubevirt",
+                       "machines[2] (c): --iso: not an option of --to local"]),
     "not yaml": ("machines: [\n", ".yaml", ["not valid YAML at line 2"]),
     "no machines": ("defaults: {}\n", ".yaml", ["machines: expected a non-empty list"]),
     "row not a mapping": ("machines: [a.img]\n", ".yaml", ["machines[0]: expected a mapping"]),

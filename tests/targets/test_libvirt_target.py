@@ -1,9 +1,10 @@
 """``convert --to libvirt`` against a real libvirtd of the tests' own (tests/targets/libvirtd.py).
 
 One daemon and one ``dir`` pool for the module.  The cases that need no appliance (the
-target's checks before any work, an upload that fills the pool) run in ``make test``; the
-real conversion (volume read back, ``virsh dumpxml`` through ``virt-xml-validate`` and
-``check``, ``--start`` under TCG) is slow.
+target's checks before any work, an upload that fills the pool, a qemu+ssh connection and
+its host-key check) run in ``make test``; the real conversions (volume read back, ``virsh
+dumpxml`` through ``virt-xml-validate`` and ``check``, ``--start`` under TCG; the same
+image landed again over qemu+ssh, through a loopback sshd, and compared) are slow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
@@ -20,10 +23,12 @@ from lxml import etree
 
 import p2vimage
 from p2vimage import interrupt
-from p2vimage.destinations import LibvirtTarget
-from p2vimage.errors import InsufficientSpaceError, UsageError
+from p2vimage.destinations import LibvirtTarget, display_uri
+from p2vimage.errors import InsufficientSpaceError, TargetUnreachableError, UsageError
 from p2vimage.targets.libvirt_pool import LibvirtHost, VolumeUpload, kvm_starts
 from tests.conftest import run_cli
+from tests.readback import read_back
+from tests.sources.netservers import Sshd, free_port
 from tests.targets import libvirtd
 
 POOL = "p2v"
@@ -288,11 +293,20 @@ def _tiny_domain(name: str, path: str) -> str:
 # -- a real conversion ---------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_convert_to_libvirt_lands_the_guest(
-        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path,
-        images: dict[str, Path]) -> None:
-    out = tmp_path / "local.qcow2"
+@dataclass(frozen=True)
+class Landing:
+    """A conversion landed on the module's daemon: its local output and its report."""
+
+    out: Path
+    doc: dict
+
+
+@pytest.fixture(scope="module")
+def landed_locally(daemon: libvirtd.Daemon, tmp_path_factory: pytest.TempPathFactory,
+                   images: dict[str, Path]) -> Landing:
+    """The demo image converted ``--to libvirt`` (local URI), started under TCG and
+    stopped again: one conversion for the module, the reference of the qemu+ssh one."""
+    out = tmp_path_factory.mktemp("landed") / "local.qcow2"
     r = run_cli("convert", str(source(images)), "-o", str(out), "--to",
                 f"libvirt:{daemon.uri}", "--pool", POOL, "--name", "landed",
                 "--domain-type", "qemu", "--start", "--json")
@@ -300,24 +314,44 @@ def test_convert_to_libvirt_lands_the_guest(
     # Started under TCG: running now; stopped before anything reads its disk.
     assert daemon.virsh("domstate", "landed").stdout.strip() == "running"
     daemon.virsh("destroy", "landed")
-    doc = json.loads(r.stdout)
+    return Landing(out, json.loads(r.stdout))
+
+
+def same_disk(a: str | Path, b: str | Path) -> None:
+    """``a`` and ``b`` hold the same guest-visible bytes."""
+    cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(a), str(b)],
+                         capture_output=True, text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+
+
+def dumped_domain(virsh: Callable[..., subprocess.CompletedProcess], name: str,
+                  tmp_path: Path) -> tuple[Path, etree._Element]:
+    """The domain as libvirt holds it (``virsh dumpxml --inactive``), checked by
+    ``virt-xml-validate`` against libvirt's schema."""
+    dumped = tmp_path / f"{name}.dumped.xml"
+    dumped.write_text(virsh("dumpxml", name, "--inactive").stdout)
+    subprocess.run(["virt-xml-validate", str(dumped), "domain"], check=True,
+                   capture_output=True)
+    return dumped, etree.parse(str(dumped)).getroot()
+
+
+@pytest.mark.slow
+def test_convert_to_libvirt_lands_the_guest(
+        daemon: libvirtd.Daemon, conn: libvirt.virConnect, tmp_path: Path,
+        images: dict[str, Path], landed_locally: Landing) -> None:
+    out, doc = landed_locally.out, landed_locally.doc
     target = doc["target"]
     vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName("landed.qcow2")
     assert target["kind"] == "libvirt" and target["started"] is True
     assert target["domain_type"] == "qemu"
+    assert target["where"] == f"{daemon.uri} pool {POOL}"
     assert target["created"] == [f"file {out}", f"file {out.with_suffix('.xml')}",
                                  f"file {out.with_suffix('.json')}",
                                  f"volume {POOL}/landed.qcow2 {vol.path()}", "domain landed"]
     # The volume holds what the local output holds (guest-visible bytes).
-    cmp = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(out),
-                          vol.path()], capture_output=True, text=True)
-    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    same_disk(out, vol.path())
     # The domain as libvirt holds it: valid, on the volume, TCG, the devices convert chose.
-    dumped = tmp_path / "dumped.xml"
-    dumped.write_text(daemon.virsh("dumpxml", "landed", "--inactive").stdout)
-    subprocess.run(["virt-xml-validate", str(dumped), "domain"], check=True,
-                   capture_output=True)
-    dom = etree.parse(str(dumped)).getroot()
+    dumped, dom = dumped_domain(daemon.virsh, "landed", tmp_path)
     assert dom.get("type") == "qemu"
     assert dom.find("devices/disk/source").get("file") == vol.path()
     local = etree.parse(str(out.with_suffix(".xml"))).getroot()
@@ -348,3 +382,153 @@ def test_dry_run_to_libvirt_checks_the_host_and_creates_nothing(
     assert dom.findtext("name") == "dry" and dom.get("type") == "qemu"
     assert dom.find("cpu").get("mode") is None  # no host CPU model under TCG
     assert (volumes(conn), domains(conn)) == before
+
+
+# -- a remote host: qemu+ssh -----------------------------------------------------------------
+#
+# The "remote" host is the module's daemon reached through a loopback sshd (the network
+# sources' tests/sources/netservers.py): ssh runs ``nc -U SOCKET`` there (proxy=netcat,
+# Debian's netcat-openbsd) to the daemon's own socket (socket=; virt-ssh-helper, the
+# other proxy, only knows the default sockets).  libvirt 9.0's plain ssh transport has
+# no known_hosts= (only its libssh/libssh2 transports do) and relaxes host-key checking
+# only when the URI says no_verify=1: ssh checks the host key against the user's
+# known_hosts.  The tests, which must not touch ~/.ssh, name their own ssh (command=)
+# reading a known_hosts made at test time.
+
+REMOTE_POOL = "remote"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def ssh_uri(daemon: libvirtd.Daemon, sshd: Sshd, known_hosts: Path | None = None, *,
+            port: int | None = None) -> str:
+    """``qemu+ssh://root@127.0.0.1:PORT/system?...`` to the module's daemon, the host key
+    checked against ``known_hosts`` (default: the one naming the sshd's key)."""
+    known_hosts = known_hosts or sshd.known_hosts
+    ssh = sshd.dir / f"ssh-{known_hosts.name}"
+    ssh.write_text("#!/bin/sh\nexec ssh -o GlobalKnownHostsFile=/dev/null "
+                   f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+                   '"$@"\n')
+    ssh.chmod(0o755)
+    return (f"qemu+ssh://root@127.0.0.1:{port or sshd.port}/system"
+            f"?socket={daemon.root}/sock/libvirt-sock&proxy=netcat"
+            f"&keyfile={sshd.client_key}&command={ssh}")
+
+
+def test_qemu_ssh_reaches_the_daemon_only_with_its_host_key(
+        daemon: libvirtd.Daemon, sshd: Sshd) -> None:
+    with LibvirtHost(ssh_uri(daemon, sshd)) as host:
+        assert not host.is_local
+        assert host.pool(POOL).name() == POOL
+    for known_hosts in (sshd.wrong_known_hosts, sshd.empty_known_hosts):
+        with pytest.raises(TargetUnreachableError) as e:
+            LibvirtHost(ssh_uri(daemon, sshd, known_hosts))
+        assert "Host key verification failed" in str(e.value), known_hosts.name
+        assert "\n" not in str(e.value)
+
+
+def test_unreachable_ssh_host_is_exit_5_in_one_line_at_once(
+        daemon: libvirtd.Daemon, sshd: Sshd, tmp_path: Path) -> None:
+    img = tmp_path / "src.img"
+    img.write_bytes(b"\0" * 1024 * 1024)
+    uri = ssh_uri(daemon, sshd, port=free_port())  # nothing listens there
+    started = time.monotonic()
+    r = run_cli("convert", str(img), "-o", str(tmp_path / "g.qcow2"), "--to",
+                f"libvirt:{uri}", "--json")
+    took = time.monotonic() - started
+    assert r.returncode == 5, r.stderr
+    assert r.stderr.count("\n") == 1 and f"cannot connect to libvirt at {uri}" in r.stderr
+    assert "Connection refused" in r.stderr
+    assert json.loads(r.stdout)["error"]["type"] == "TargetUnreachableError"
+    assert took < 15, took
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.img"]
+
+
+def test_a_password_in_the_uri_is_refused_and_never_shown(tmp_path: Path) -> None:
+    img = tmp_path / "src.img"
+    img.write_bytes(b"\0" * 1024)
+    r = run_cli("convert", str(img), "--to",
+                "libvirt:qemu+ssh://root:hunter2@kvm1.example/system?keyfile=/k", "--json")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "passwords in libvirt URIs" in r.stderr
+    assert "qemu+ssh://root:…@kvm1.example/system?keyfile=/k" in r.stderr
+    assert "hunter2" not in r.stdout + r.stderr
+    assert display_uri("qemu+ssh://u:p:w@h:22/system") == "qemu+ssh://u:…@h:22/system"
+    for plain in ("qemu:///system", "qemu+ssh://root@h/system?keyfile=/a:b@c",
+                  "qemu+ssh://h/system"):
+        assert display_uri(plain) == plain
+
+
+def test_a_remote_host_has_a_file_only_in_a_pool(
+        daemon: libvirtd.Daemon, sshd: Sshd, conn: libvirt.virConnect, tmp_path: Path) -> None:
+    """Over qemu+ssh the ISO is looked for in the host's pools (the API sees no other
+    file there), also one copied in after the pool was last refreshed."""
+    isos = tmp_path / "isos"
+    pool = libvirtd.dir_pool(conn, "isos", isos)
+    try:
+        iso = isos / "virtio-win.iso"
+        iso.write_bytes(b"\0" * 2048)  # after the pool's start: libvirt does not know it yet
+        elsewhere = tmp_path / "elsewhere.iso"
+        elsewhere.write_bytes(b"\0" * 2048)
+        with LibvirtHost(ssh_uri(daemon, sshd)) as host:
+            assert host.has_file(str(iso))
+            assert not host.has_file(str(elsewhere))  # on that filesystem, in no pool
+    finally:
+        pool.destroy()
+        pool.undefine()
+
+
+@pytest.mark.slow
+def test_convert_to_libvirt_over_ssh_lands_the_guest(
+        daemon: libvirtd.Daemon, sshd: Sshd, conn: libvirt.virConnect, tmp_path: Path,
+        images: dict[str, Path], landed_locally: Landing) -> None:
+    """The demo image ``--to libvirt:qemu+ssh://...``: the volume in the remote pool holds
+    the conversion's output and reads back as the local landing's guest; the domain
+    libvirt defined there is on it."""
+    pool = libvirtd.dir_pool(conn, REMOTE_POOL, tmp_path / "remote-pool")
+    uri = ssh_uri(daemon, sshd)
+    try:
+        out = tmp_path / "viassh.qcow2"
+        r = run_cli("convert", str(source(images)), "-o", str(out), "--to", f"libvirt:{uri}",
+                    "--pool", REMOTE_POOL, "--name", "viassh", "--domain-type", "qemu",
+                    "--json")
+        assert r.returncode == 0, r.stderr
+        target = json.loads(r.stdout)["target"]
+        with LibvirtHost(uri) as remote:  # read back over the same transport
+            vol = remote.pool(REMOTE_POOL).storageVolLookupByName("viassh.qcow2")
+            path = vol.path()
+            assert vol.info()[1] == 1 << 30  # the guest's 1 GiB disk
+        assert target["kind"] == "libvirt" and target["domain_type"] == "qemu"
+        assert display_uri(uri) == uri and target["where"] == f"{uri} pool {REMOTE_POOL}"
+        assert target["created"][-2:] == [f"volume {REMOTE_POOL}/viassh.qcow2 {path}",
+                                          "domain viassh"]
+        assert volumes(conn, REMOTE_POOL) == ["viassh.qcow2"]
+        same_disk(out, path)  # the upload over ssh is exact
+        # ... and the guest is the one the local landing converted (two conversions
+        # differ in NTFS metadata, not in what the guest reads).
+        ours, reference = read_back([Path(path), landed_locally.out], tmp_path)
+        assert ours == reference
+
+        def virsh(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["virsh", "-c", uri, *args], capture_output=True,
+                                  text=True, check=True, timeout=120)
+
+        _, dom = dumped_domain(virsh, "viassh", tmp_path)
+        assert dom.get("type") == "qemu"
+        assert dom.find("devices/disk/source").get("file") == path
+        assert etree.fromstring(target["documents"]["viassh.xml"].encode()).find(
+            "devices/disk/source").get("file") == path
+    finally:
+        if "viassh" in domains(conn):
+            conn.lookupByName("viassh").undefine()
+        for name in volumes(conn, REMOTE_POOL):
+            pool.storageVolLookupByName(name).delete(0)
+        pool.destroy()
+        pool.undefine()

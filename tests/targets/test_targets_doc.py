@@ -41,10 +41,15 @@ def test_every_documented_command_line_parses_to_its_target() -> None:
 
     blocks = re.findall(r"^```sh\n(.*?)^```", DOC.read_text(), re.S | re.M)
     lines = [ln for b in blocks for ln in b.splitlines() if ln.startswith("p2vimage ")]
-    kinds = []
+    targets = []
     for line in lines:
         args = build_parser().parse_args(shlex.split(line)[1:])
         target = target_of(args)
         assert args.output is not None or target.kind == "libvirt", line
-        kinds.append(target.kind)
-    assert kinds == ["local", "libvirt", "libvirt", "proxmox", "kubevirt"]
+        targets.append(target)
+    assert [t.kind for t in targets] == ["local", "libvirt", "libvirt", "proxmox", "kubevirt",
+                                         "libvirt"]
+    pve, kv, remote = targets[3], targets[4], targets[5]
+    assert pve.iso == "local:iso/virtio-win.iso" and pve.agent is True
+    assert kv.storage_class == "ceph-rbd"
+    assert remote.uri.startswith("qemu+ssh://root@kvm1/system?keyfile=")

@@ -47,6 +47,10 @@ def test_parse_to_gives_typed_targets() -> None:
     assert parse_to("proxmox", vmid=120, storage="tank") == ProxmoxTarget(120, "tank")
     assert parse_to("kubevirt", pvc="img", namespace="vms") == KubevirtTarget(
         namespace="vms", pvc="img")
+    assert parse_to("proxmox", vmid=120, iso="local:iso/v.iso", agent=True) == ProxmoxTarget(
+        120, iso="local:iso/v.iso", agent=True)
+    assert parse_to("kubevirt", pvc="img", storage_class="ceph-rbd") == KubevirtTarget(
+        pvc="img", storage_class="ceph-rbd")
     assert as_target("local") == LocalTarget() and as_target(None) == LocalTarget()
 
 
@@ -60,6 +64,10 @@ def test_parse_to_gives_typed_targets() -> None:
     ("kubevirt", {"pvc": "a", "image_url": "http://x/"}, "--image-url URL .* or --pvc"),
     ("libvirt:nouri", {}, "not a libvirt URI"),
     ("libvirt", {"domain_type": "xen"}, "--domain-type 'xen'"),
+    ("kubevirt", {"pvc": "a", "iso": "local:iso/v.iso"}, "--iso: not an option of --to kub"),
+    ("local", {"agent": True}, "--agent: not an option of --to local"),
+    ("proxmox", {"vmid": 120, "storage_class": "fast"},
+     "--storage-class: not an option of --to proxmox"),
 ])
 def test_parse_to_refuses(to: str, kw: dict, match: str) -> None:
     with pytest.raises(UsageError, match=match):
@@ -74,6 +82,15 @@ def test_parse_to_refuses(to: str, kw: dict, match: str) -> None:
     (["--to", "kubevirt", "--pvc", "a", "--namespace", "Bad_NS"], "bad namespace"),
     (["--to", "kubevirt", "--pvc", "a", "--bus", "ide"], "KubeVirt has no IDE bus"),
     (["--to", "kubevirt", "--pvc", "a", "--timezone", "not a zone"], "bad time zone"),
+    # --iso/--agent are proxmox's, --storage-class kubevirt's; their values are checked too
+    (["--to", "kubevirt", "--pvc", "a", "--iso", "local:iso/v.iso"],
+     "--iso: not an option of --to kubevirt"),
+    (["--to", "libvirt:qemu:///system", "--agent"], "--agent: not an option of --to libvirt"),
+    (["--agent"], "--agent: not an option of --to local"),
+    (["--to", "proxmox", "--vmid", "120", "--storage-class", "fast"],
+     "--storage-class: not an option of --to proxmox"),
+    (["--to", "proxmox", "--vmid", "120", "--iso", "/srv/virtio-win.iso"], "bad ISO volume"),
+    (["--to", "kubevirt", "--pvc", "a", "--storage-class", "Fast_SSD"], "bad storage class"),
 ])
 def test_bad_target_values_are_exit_2_before_any_work(
         tmp_path: Path, args: list[str], message: str) -> None:
@@ -119,16 +136,40 @@ def test_dry_run_to_proxmox_of_fixture_profiles(images: dict[str, Path], tmp_pat
 
 
 @pytest.mark.slow
+def test_dry_run_cli_to_proxmox_with_an_iso_and_the_agent(images: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """``--iso`` and ``--agent`` from the command line reach the VM config."""
+    from fixtures.images import DEMO
+
+    r = run_cli("convert", str(images[DEMO]), "-o", str(tmp_path / "vm.qcow2"), "--to",
+                "proxmox", "--vmid", "4243", "--iso", "local:iso/virtio-win-0.1.271.iso",
+                "--agent", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    text = doc["target"]["documents"]["4243.conf"]
+    assert PveSchema().config_errors(text) == []
+    conf = pve_config(text)
+    assert conf["agent"] == "1"
+    (cdrom,) = [k for k, v in conf.items() if v.endswith(",media=cdrom")]
+    assert conf[cdrom] == "local:iso/virtio-win-0.1.271.iso,media=cdrom"
+    script = doc["target"]["documents"]["4243.qm.sh"]  # qm create gets them too
+    assert "--agent 1" in script and f"--{cdrom} local:iso/virtio-win-0.1.271.iso" in script
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 def test_dry_run_to_kubevirt_of_a_uefi_profile(images: dict[str, Path], tmp_path: Path) -> None:
     r = run_cli("convert", str(images["win2019-x64"]), "-o", str(tmp_path / "vm.qcow2"),
                 "--to", "kubevirt", "--image-url", "https://img.example.org/p2v/",
-                "--namespace", "migrated", "--timezone", "Europe/Berlin", "--dry-run", "--json")
+                "--namespace", "migrated", "--timezone", "Europe/Berlin",
+                "--storage-class", "ceph-rbd", "--dry-run", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     dv, vm = yaml.safe_load_all(doc["target"]["documents"]["vm.kubevirt.yaml"])
     assert OpenApi(KUBEVIRT).errors(vm, "v1.VirtualMachine") == []
     assert OpenApi(CDI).errors(dv, "v1beta1.DataVolume") == []
     assert dv["spec"]["source"]["http"]["url"] == "https://img.example.org/p2v/vm.qcow2"
+    assert dv["spec"]["storage"]["storageClassName"] == "ceph-rbd"
     dev = doc["devices"]
     domain = vm["spec"]["template"]["spec"]["domain"]
     assert domain["devices"]["disks"][0]["disk"]["bus"] == XML_BUS[dev["bus"]]

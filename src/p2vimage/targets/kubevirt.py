@@ -51,6 +51,9 @@ RUN_STRATEGIES = ("Halted", "Always", "Manual", "RerunOnFailure", "Once")
 _BUSES = {"virtio": "virtio", "sata": "sata", "scsi": "scsi"}
 _NICS = ("virtio", "e1000", "rtl8139")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label (DNS_LABEL)
+# RFC 1123 subdomain (DNS_SUBDOMAIN): what a StorageClass's name must be.
+_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                        r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*")
 _MACHINE = re.compile(r"q35|pc|pc-(q35|i440fx)-[a-z0-9][a-z0-9.+_-]*")
 _NAME_FALLBACK = "p2v-windows"
@@ -126,7 +129,8 @@ def kubevirt_vm(
     the QEMU machine type (``q35``; ``pc`` only where the cluster allows i440fx).
     ``network``: a Multus NetworkAttachmentDefinition (``NAME`` or ``NAMESPACE/NAME``)
     instead of the pod network.  ``timezone``: the IANA zone of a local-time RTC.
-    ``run_strategy``: ``Halted`` (start it with ``virtctl start``) or another of
+    ``storage_class``: the StorageClass of the DataVolumes' PVCs (else the cluster's
+    default).  ``run_strategy``: ``Halted`` (start it with ``virtctl start``) or another of
     KubeVirt's.  Raises UsageError for what KubeVirt cannot run or would refuse.
     """
     warnings: list[str] = []
@@ -145,6 +149,9 @@ def kubevirt_vm(
     if run_strategy not in RUN_STRATEGIES:
         raise UsageError(f"bad run strategy {run_strategy!r}: expected one of "
                          f"{', '.join(RUN_STRATEGIES)}")
+    if storage_class is not None and not _SUBDOMAIN.fullmatch(storage_class):
+        raise UsageError(f"bad storage class {storage_class!r}: a Kubernetes object name "
+                         "(lower-case letters, digits, '-', '.', at most 253)")
     if timezone is not None and not _TIMEZONE.fullmatch(timezone):
         raise UsageError(f"bad time zone {timezone!r}: expected an IANA name like "
                          "Europe/Berlin")

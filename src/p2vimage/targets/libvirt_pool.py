@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from .. import deps, interrupt
+from ..destinations import display_uri
 from ..errors import (
     ConversionError,
     InsufficientSpaceError,
@@ -87,11 +88,13 @@ class LibvirtHost:
     def __init__(self, uri: str) -> None:
         self.libvirt = deps.libvirt()
         self.uri = uri
+        self.display = display_uri(uri)  # for messages: no password
+        self.conn = None
         try:
             self.conn = self.libvirt.open(uri)
         except self.libvirt.libvirtError as exc:
             raise TargetUnreachableError(
-                f"cannot connect to libvirt at {uri}: {_message(exc)}") from None
+                f"cannot connect to libvirt at {self.display}: {_message(exc)}") from None
 
     def close(self) -> None:
         if self.conn is not None:
@@ -122,10 +125,10 @@ class LibvirtHost:
             pool = self.conn.storagePoolLookupByName(name)
         except self.libvirt.libvirtError:
             names = sorted(self.conn.listStoragePools() + self.conn.listDefinedStoragePools())
-            raise UsageError(f"--pool {name}: no such storage pool at {self.uri} (pools: "
+            raise UsageError(f"--pool {name}: no such storage pool at {self.display} (pools: "
                              f"{', '.join(names) or 'none'})") from None
         if not pool.isActive():
-            raise UsageError(f"--pool {name}: the storage pool is not running at {self.uri} "
+            raise UsageError(f"--pool {name}: the storage pool is not running at {self.display} "
                              f"(virsh pool-start {name})")
         pool.refresh(0)
         return pool
@@ -136,7 +139,7 @@ class LibvirtHost:
         if overwrite:
             return
         if self._domain(domain) is not None:
-            raise UsageError(f"a domain named {domain!r} already exists at {self.uri} (choose "
+            raise UsageError(f"a domain named {domain!r} already exists at {self.display} (choose "
                              "another --name, or --overwrite to replace it)")
         for name in volumes:
             if self._volume(pool, name) is not None:
@@ -148,7 +151,7 @@ class LibvirtHost:
         available = int(pool.info()[3])
         if available < needed:
             raise InsufficientSpaceError(
-                f"storage pool {pool.name()} at {self.uri} has {available >> 20} MiB free, "
+                f"storage pool {pool.name()} at {self.display} has {available >> 20} MiB free, "
                 f"the converted disks may need up to {needed >> 20} MiB",
                 filesystem=f"pool {pool.name()}", needed=needed, available=available)
 
@@ -172,14 +175,32 @@ class LibvirtHost:
 
     def has_file(self, path: str) -> bool:
         """Is ``path`` a file on the host: for a local URI the file exists, for a remote
-        one a storage pool there holds it as a volume."""
+        one a storage pool there holds it as a volume (libvirt's API sees no other file
+        there).  A pool learns of a file copied into it only when refreshed, so a miss
+        refreshes the running pools once and looks again."""
         if self.is_local:
             return os.path.isfile(path)
-        try:
-            self.conn.storageVolLookupByPath(path)
+        lv = self.libvirt
+
+        def in_a_pool() -> bool:
+            try:
+                self.conn.storageVolLookupByPath(path)
+                return True
+            except lv.libvirtError:
+                return False
+
+        if in_a_pool():
             return True
-        except self.libvirt.libvirtError:
+        try:
+            pools = self.conn.listAllStoragePools(lv.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        except lv.libvirtError:
             return False
+        for pool in pools:
+            try:
+                pool.refresh(0)
+            except lv.libvirtError:  # busy (an upload under way): it stays as it was
+                pass
+        return in_a_pool()
 
     # -- the landing ------------------------------------------------------------------
 
