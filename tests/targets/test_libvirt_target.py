@@ -24,7 +24,7 @@ from lxml import etree
 import p2vimage
 from p2vimage import interrupt
 from p2vimage.destinations import LibvirtTarget, display_uri
-from p2vimage.errors import InsufficientSpaceError, TargetUnreachableError, UsageError
+from p2vimage.errors import InsufficientSpaceError, UsageError
 from p2vimage.targets.libvirt_pool import LibvirtHost, VolumeUpload, kvm_starts
 from tests.conftest import run_cli
 from tests.readback import read_back
@@ -428,9 +428,10 @@ def test_qemu_ssh_reaches_the_daemon_only_with_its_host_key(
         assert not host.is_local
         assert host.pool(POOL).name() == POOL
     for known_hosts in (sshd.wrong_known_hosts, sshd.empty_known_hosts):
-        with pytest.raises(TargetUnreachableError) as e:
+        with pytest.raises(UsageError) as e:  # not temporary: a fleet must not retry it
             LibvirtHost(ssh_uri(daemon, sshd, known_hosts))
         assert "Host key verification failed" in str(e.value), known_hosts.name
+        assert e.value.exit_code == 2
         assert "\n" not in str(e.value)
 
 

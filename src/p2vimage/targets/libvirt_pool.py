@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import struct
 import subprocess
 from collections.abc import Callable
@@ -38,6 +39,10 @@ from ..errors import (
 from ..progress import Meter, ProgressCallback
 
 log = logging.getLogger("p2vimage")
+# An ssh connection turned away for good (host key, our key): a usage error, not a
+# temporary one a fleet would retry.
+_REFUSED = re.compile(r"host key verification failed|remote host identification has "
+                      r"changed|permission denied \(publickey", re.I)
 
 __all__ = ["Landed", "LibvirtHost", "VolumeUpload", "virtual_size"]
 
@@ -93,8 +98,12 @@ class LibvirtHost:
         try:
             self.conn = self.libvirt.open(uri)
         except self.libvirt.libvirtError as exc:
+            msg = _message(exc)
+            if _REFUSED.search(msg):  # retrying would not help: the user must act
+                raise UsageError(f"libvirt at {self.display} refused us: {msg} (check the "
+                                 "host key in known_hosts and the ssh key)") from None
             raise TargetUnreachableError(
-                f"cannot connect to libvirt at {self.display}: {_message(exc)}") from None
+                f"cannot connect to libvirt at {self.display}: {msg}") from None
 
     def close(self) -> None:
         if self.conn is not None:
