@@ -42,7 +42,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # (layer name, top-level names of the package in it), bottom to top; "top" is the rest.
 LAYERS: list[tuple[str, frozenset[str]]] = [
     ("base", frozenset({"errors", "plan", "options", "choices", "deps", "interrupt",
-                        "progress", "formats", "blockio", "destinations"})),
+                        "progress", "formats", "blockio", "destinations", "uris"})),
     ("sources", frozenset({"sources"})),
     ("guest", frozenset({"guest"})),
     ("inspection", frozenset({"inspection"})),

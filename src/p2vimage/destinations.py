@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UsageError
+from .uris import has_password, redact
 
 __all__ = ["KINDS", "KubevirtTarget", "LibvirtTarget", "LocalTarget", "ProxmoxTarget",
-           "Target", "TargetReport", "as_target", "display_uri", "parse_to"]
+           "Target", "TargetReport", "as_target", "parse_to"]
 
 KINDS = ("local", "libvirt", "proxmox", "kubevirt")
 DEFAULT_LIBVIRT_URI = "qemu:///system"
@@ -70,10 +71,10 @@ class LibvirtTarget:
         if not isinstance(self.uri, str) or "://" not in self.uri:
             raise UsageError(f"--to libvirt:{self.uri}: not a libvirt URI (e.g. "
                              "qemu:///system, qemu+ssh://host/system)")
-        if _has_password(self.uri):
+        if has_password(self.uri):
             # libvirt would pass "user:password" on as the ssh login name; refused here
             # so that a password never reaches a message, a log line or the report.
-            raise UsageError(f"--to libvirt:{display_uri(self.uri)}: passwords in libvirt "
+            raise UsageError(f"--to libvirt:{redact(self.uri)}: passwords in libvirt "
                              "URIs are not supported; use an SSH key (keyfile=, the agent "
                              "or ~/.ssh)")
         if not isinstance(self.pool, str) or not _LIBVIRT_NAME.fullmatch(self.pool):
@@ -147,22 +148,6 @@ class KubevirtTarget:
         if (self.image_url is None) == (self.pvc is None):
             raise UsageError("--to kubevirt needs one import source for the disks: "
                              "--image-url URL (where the output will be served) or --pvc NAME")
-
-
-def display_uri(uri: str) -> str:
-    """``uri`` as messages and reports show it: the password of a ``user:password@``
-    replaced by ``…``, as the network sources' URIs are (a libvirt URI has no other
-    secret: its query names files, such as ``keyfile=``, not their contents)."""
-    scheme, sep, rest = uri.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return uri
-    return f"{scheme}://{userinfo.partition(':')[0]}:…@{hostport}{slash}{tail}"
-
-
-def _has_password(uri: str) -> bool:
-    return display_uri(uri) != uri
 
 
 def _strings(target: object, *names: str) -> None:

@@ -27,7 +27,6 @@ from .destinations import (
     LibvirtTarget,
     ProxmoxTarget,
     TargetReport,
-    display_uri,
 )
 from .domain import domain_spec
 from .errors import UsageError
@@ -41,6 +40,7 @@ from .targets.kubevirt import DiskSource, kubevirt_vm
 from .targets.libvirt_pool import Landed, LibvirtHost, VolumeUpload
 from .targets.proxmox import proxmox_vm
 from .targets.vmspec import DiskSpec, DomainSpec
+from .uris import redact
 
 __all__ = ["Landing", "extra_outputs"]
 
@@ -92,7 +92,7 @@ class Landing:
             kubevirt_vm(_STAND_IN, WindowsVersion(), sources=self._sources([1 << 30]),
                         **self._kubevirt_args())
         elif isinstance(t, LibvirtTarget):
-            self.report.where = f"{display_uri(t.uri)} pool {t.pool}"
+            self.report.where = f"{redact(t.uri)} pool {t.pool}"
             self.host = LibvirtHost(t.uri)
             try:
                 self.pool = self.host.pool(t.pool)

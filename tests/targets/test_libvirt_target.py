@@ -23,9 +23,10 @@ from lxml import etree
 
 import p2vimage
 from p2vimage import interrupt
-from p2vimage.destinations import LibvirtTarget, display_uri
+from p2vimage.destinations import LibvirtTarget
 from p2vimage.errors import InsufficientSpaceError, UsageError
 from p2vimage.targets.libvirt_pool import LibvirtHost, VolumeUpload, kvm_starts
+from p2vimage.uris import redact
 from tests.conftest import run_cli
 from tests.readback import read_back
 from tests.sources.netservers import Sshd, free_port
@@ -461,10 +462,10 @@ def test_a_password_in_the_uri_is_refused_and_never_shown(tmp_path: Path) -> Non
     assert r.stderr.count("\n") == 1 and "passwords in libvirt URIs" in r.stderr
     assert "qemu+ssh://root:…@kvm1.example/system?keyfile=/k" in r.stderr
     assert "hunter2" not in r.stdout + r.stderr
-    assert display_uri("qemu+ssh://u:p:w@h:22/system") == "qemu+ssh://u:…@h:22/system"
+    assert redact("qemu+ssh://u:p:w@h:22/system") == "qemu+ssh://u:…@h:22/system"
     for plain in ("qemu:///system", "qemu+ssh://root@h/system?keyfile=/a:b@c",
                   "qemu+ssh://h/system"):
-        assert display_uri(plain) == plain
+        assert redact(plain) == plain
 
 
 def test_a_remote_host_has_a_file_only_in_a_pool(
@@ -507,7 +508,7 @@ def test_convert_to_libvirt_over_ssh_lands_the_guest(
             path = vol.path()
             assert vol.info()[1] == 1 << 30  # the guest's 1 GiB disk
         assert target["kind"] == "libvirt" and target["domain_type"] == "qemu"
-        assert display_uri(uri) == uri and target["where"] == f"{uri} pool {REMOTE_POOL}"
+        assert redact(uri) == uri and target["where"] == f"{uri} pool {REMOTE_POOL}"
         assert target["created"][-2:] == [f"volume {REMOTE_POOL}/viassh.qcow2 {path}",
                                           "domain viassh"]
         assert volumes(conn, REMOTE_POOL) == ["viassh.qcow2"]

@@ -16,19 +16,18 @@ is the URI without its password and, for HTTP, without its query string.
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 
 from ..errors import UnsupportedFormatError, UsageError
+from ..uris import URI_SCHEME, redact
 
 SCHEMES = ("ssh", "nbd", "nbd+unix", "http", "https")
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_uri(arg: object) -> bool:
     """Whether a source argument is a URI (``scheme://…``) rather than a path."""
-    return isinstance(arg, str) and _URI.match(arg) is not None
+    return isinstance(arg, str) and URI_SCHEME.match(arg) is not None
 
 
 @dataclass(frozen=True)
@@ -62,30 +61,10 @@ class RemoteSpec:
         return text
 
 
-def redact(uri: str) -> str:
-    """A URI fit for a message: the password of ``user:password@`` and an HTTP query
-    (pre-signed URL signatures) replaced by ``…``; never raises."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        m = _URI.match(uri)
-        return f"{m.group(1)}://…" if m else "…"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, hostport = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}{':…' if ':' in userinfo else ''}@{hostport}"
-    query = parts.query
-    if query and parts.scheme.lower() in ("http", "https"):
-        query = "…"
-    # (not urlunsplit: it turns nbd+unix:///export into nbd+unix:/export)
-    return f"{parts.scheme}://{netloc}{parts.path}{'?' + query if query else ''}"
-
-
 def parse(uri: str) -> RemoteSpec:
     """Parse a source URI; a malformed or unknown one is a one-line BadInputError."""
     display = redact(uri)
-    m = _URI.match(uri)
+    m = URI_SCHEME.match(uri)
     if m is None:
         raise UsageError(f"{display}: not a URI")
     scheme = m.group(1).lower()

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from .. import deps, interrupt
-from ..destinations import display_uri
 from ..errors import (
     ConversionError,
     InsufficientSpaceError,
@@ -37,6 +36,7 @@ from ..errors import (
     UsageError,
 )
 from ..progress import Meter, ProgressCallback
+from ..uris import redact
 
 log = logging.getLogger("p2vimage")
 # An ssh connection turned away for good (host key, our key): a usage error, not a
@@ -93,7 +93,7 @@ class LibvirtHost:
     def __init__(self, uri: str) -> None:
         self.libvirt = deps.libvirt()
         self.uri = uri
-        self.display = display_uri(uri)  # for messages: no password
+        self.display = redact(uri)  # for messages: no password
         self.conn = None
         try:
             self.conn = self.libvirt.open(uri)
