@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import deps
 from ..errors import ConversionError, write_error
+from .nbd import errno_of
 
 
 class NbdDisk:
@@ -30,7 +31,7 @@ class NbdDisk:
         try:
             call(*args)
         except nbd.Error as exc:
-            raise write_error(f"{what}: {reason(exc)}", _errno(exc)) from None
+            raise write_error(f"{what}: {reason(exc)}", errno_of(exc)) from None
 
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         self._write("writing the output through its NBD server", self.h.pwrite, data, offset)
@@ -74,14 +75,9 @@ def pread(disk: Disk, n: int, offset: int) -> bytes:
     return os.pread(disk, n, offset) if isinstance(disk, int) else disk.pread(n, offset)
 
 
-def _errno(exc: Exception) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[1] if len(args) > 1 and isinstance(args[1], int) else None
-
-
 def reason(exc: Exception) -> str:
     """A libnbd error in a user's words: the server's errno when there is one."""
-    err = _errno(exc)
+    err = errno_of(exc)
     if err:
         return os.strerror(err)
     return str(getattr(exc, "string", exc)).strip().splitlines()[0]

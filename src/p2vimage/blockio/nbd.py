@@ -36,6 +36,15 @@ def libnbd() -> Any:
     return deps.require_module("nbd")
 
 
+def errno_of(exc: BaseException) -> int | None:
+    """The errno of a libnbd error, as a number.
+
+    ``nbd.Error.errno`` is the errno's *name* (``'ECONNREFUSED'``), never equal to
+    :data:`errno.ECONNREFUSED`; the number is the exception's second argument."""
+    args = getattr(exc, "args", ())
+    return args[1] if len(args) > 1 and isinstance(args[1], int) else None
+
+
 def connect_started(nbd: Any, socket: Path, proc: subprocess.Popen[bytes], name: str, *,
                     allocation: bool = False,
                     retry: Callable[[Any], bool] = lambda exc: True) -> Any:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps
-from ..blockio.nbd import _die_with_parent, connect_started, libnbd
+from ..blockio.nbd import _die_with_parent, connect_started, errno_of, libnbd
 from ..errors import (
     InsufficientSpaceError,
     MissingDependencyError,
@@ -410,7 +410,7 @@ class NetworkSource:
         assert self.proc is not None
         try:  # only a refused connection is worth another try: the server is starting
             return connect_started(nbd, self.socket, self.proc, "p2vimage-probe",
-                                   retry=lambda exc: exc.errno == errno.ECONNREFUSED)
+                                   retry=lambda exc: errno_of(exc) == errno.ECONNREFUSED)
         except nbd.Error as exc:
             raise self._error_from_log(str(exc).splitlines()[0]) from None
 
