@@ -173,3 +173,37 @@ def test_bad_values_are_usage_errors_before_any_work(tmp_path: Path, kw: dict,
 def test_source_must_be_a_path(tmp_path: Path) -> None:
     with pytest.raises(p2vimage.UsageError, match="source: a path"):
         p2vimage.convert(42, tmp_path / "out.qcow2")  # type: ignore[arg-type]
+
+
+def _hinted_types(tp: object, seen: set[type]) -> None:
+    """Every p2vimage class reachable from ``tp`` through type hints, into ``seen``."""
+    import inspect
+    import typing
+
+    for arg in typing.get_args(tp):
+        _hinted_types(arg, seen)
+    if inspect.isclass(tp) and tp.__module__.startswith("p2vimage.") and tp not in seen:
+        seen.add(tp)
+        for hint in typing.get_type_hints(tp).values():  # raises on an unresolvable name
+            _hinted_types(hint, seen)
+
+
+def test_every_public_type_resolves_its_type_hints() -> None:
+    """Serializers and schema generators call typing.get_type_hints on the report's
+    dataclasses, all the way down: every name in every annotation must resolve (the
+    plan names its upper layers' types under TYPE_CHECKING only; the package binds
+    them)."""
+    import inspect
+    import typing
+
+    seen: set[type] = set()
+    for name in p2vimage.__all__:
+        obj = getattr(p2vimage, name)
+        if inspect.isfunction(obj):
+            for hint in typing.get_type_hints(obj).values():
+                _hinted_types(hint, seen)
+        else:
+            _hinted_types(obj, seen)
+    names = {t.__name__ for t in seen}
+    assert {"ConversionReport", "Plan", "NetworkSummary", "PlanContext", "Nic",
+            "VendorService", "VirtioMedia", "Inspection", "CheckReport"} <= names

@@ -47,6 +47,26 @@ from .report import Devices
 
 __version__ = "0.1.0"
 
+
+def _bind_plan_annotations() -> None:
+    """Give the plan's module the names its annotations use from the layers above.
+
+    The plan is base-layer data; it names the inspection's and the steps' types only
+    under ``TYPE_CHECKING`` so its imports point down.  Once every layer is loaded
+    (here), binding those names lets ``typing.get_type_hints`` (and the dataclass
+    tools built on it: serializers, schema generators) resolve every public type."""
+    from . import plan
+    from .inspection.nics import Nic
+    from .virtio.media import VirtioMedia
+    from .virtio.select import Selection
+    from .windows.leftovers import VendorService
+
+    for cls in (Nic, VirtioMedia, Selection, VendorService):
+        vars(plan).setdefault(cls.__name__, cls)
+
+
+_bind_plan_annotations()
+
 # The library logs to the "p2vimage" logger and never prints: without this, an
 # application that configured no logging would get warnings on stderr (logging.lastResort).
 _logging.getLogger("p2vimage").addHandler(_logging.NullHandler())
