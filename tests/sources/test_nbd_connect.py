@@ -61,3 +61,11 @@ def test_a_refused_connection_to_a_starting_server_is_tried_again(tmp_path: Path
         early.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_how_a_server_ended_is_said_in_words() -> None:
+    from p2vimage.sources.network import _ended
+
+    assert _ended(-9) == "killed by SIGKILL"
+    assert _ended(1) == "exited with status 1"
+    assert _ended(-200) == "killed by signal 200"

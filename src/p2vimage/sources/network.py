@@ -42,6 +42,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -412,7 +413,11 @@ class NetworkSource:
             return connect_started(nbd, self.socket, self.proc, "p2vimage-probe",
                                    retry=lambda exc: errno_of(exc) == errno.ECONNREFUSED)
         except nbd.Error as exc:
-            raise self._error_from_log(str(exc).splitlines()[0]) from None
+            why = str(exc).splitlines()[0]
+            code = self.proc.poll()
+            if code is not None:  # say how it ended when its log is silent (a signal)
+                why += f" (nbdkit {_ended(code)})"
+            raise self._error_from_log(why) from None
 
     def _error_from_log(self, fallback: str) -> Exception:
         """The error nbdkit's plugin reported, as the right class, credentials removed."""
@@ -479,6 +484,16 @@ def _shutdown(h: Any) -> None:
         h.shutdown()
     except Exception:  # noqa: BLE001 - the server may be gone already
         pass
+
+
+def _ended(code: int) -> str:
+    """How a process ended, from its Popen return code, in words."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _short_dir(parent: Path | None) -> Path:
