@@ -29,6 +29,16 @@ from tests.fuzz.harness import register_profiles  # noqa: E402
 
 register_profiles()
 
+# Every other hypothesis test runs under this default: no wall-clock deadline (200 ms by
+# default, which a descheduled xdist worker beside a TCG appliance can exceed), the same
+# examples in every run and no example database, so a CI failure reproduces anywhere.
+# A test's own @settings still overrides what it names.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("p2vimage-tests", deadline=None, derandomize=True,
+                                      database=None, print_blob=True)
+_hypothesis_settings.load_profile("p2vimage-tests")
+
 
 def sha256(path: Path, block: int = 1 << 20) -> str:
     """Digest of a (sparse) image's *content*, independent of how it is laid out on disk.
@@ -103,6 +113,22 @@ def images() -> dict[str, Path]:
     from fixtures.images import ensure
 
     return ensure(log=lambda m: print(m, file=sys.stderr))
+
+
+@pytest.fixture(scope="session")
+def _launch_wrapper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.launchwatch import wrapper
+
+    return wrapper(tmp_path_factory.mktemp("hv"))
+
+
+@pytest.fixture
+def launch_watch(_launch_wrapper: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Counts the appliance launches of commands run with ``env=launch_watch.env()``:
+    "refused before any appliance" is ``launch_watch.count == 0``, not a stopwatch."""
+    from tests.launchwatch import LaunchWatch
+
+    return LaunchWatch(_launch_wrapper, tmp_path_factory.mktemp("launches"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,6 +9,7 @@ stops the job (the exception propagates).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class Meter:
         self.done = 0
         self.interval = interval
         self.t0 = time.monotonic()
-        self._last = 0.0
+        self._last = -math.inf  # the first add() reports, however long the host has been up
 
     def add(self, n: int) -> None:
         self.done += n

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -89,11 +88,12 @@ def test_demo_drivers_and_cabinets(demo_inspection, demo_job) -> None:
     assert demo_inspection.real_time_is_universal is PROFILE.real_time_is_universal
 
 
-def test_cli_inspect_json_and_unchanged_source(images) -> None:
+def test_cli_inspect_json_and_unchanged_source(images, launch_watch) -> None:
     img = images[DEMO]
     before = sha256(img)
-    r = run_cli("inspect", "--json", str(img))
+    r = run_cli("inspect", "--json", str(img), env=launch_watch.env())
     assert r.returncode == 0, r.stderr
+    assert launch_watch.count >= 1  # what "no appliance" tests rely on sees a real launch
     doc = json.loads(r.stdout)
     assert doc["product_name"] == PROFILE.product_name
     assert doc["nics"][0]["ip_addresses"] == list(PROFILE.nics[0].ip)
@@ -136,18 +136,26 @@ def test_root_option_chooses(images) -> None:
 
 
 def test_interrupt_exits_130(images) -> None:
-    """SIGINT mid-launch: exit 130, one line, no traceback, source unchanged."""
+    """SIGINT mid-launch: exit 130, one line, no traceback, source unchanged.  The signal
+    goes when ``-v`` says the launch began (a fixed sleep could land before the handlers
+    exist on a slow machine, or after the end on a fast one)."""
     img = images[DEMO]
     before = sha256(img)
     for sig in (signal.SIGINT, signal.SIGTERM):
         proc = subprocess.Popen(
-            [str(P2VIMAGE), "inspect", str(img)],
+            [str(P2VIMAGE), "inspect", "-v", str(img)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ},
         )
-        time.sleep(3)
+        assert proc.stderr is not None
+        seen = []
+        while not any("phase: launch" in line for line in seen):
+            line = proc.stderr.readline()
+            assert line, f"ended before the launch: {''.join(seen)}"
+            seen.append(line)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
+        out, rest = proc.communicate(timeout=120)
+        err = "".join(seen) + rest
         assert proc.returncode == 130, err
         assert err.strip().splitlines()[-1] == (
             f"p2vimage: error: interrupted by {sig.name}; nothing was written"

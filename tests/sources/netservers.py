@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from p2vimage.blockio.nbd import server_processes
+from p2vimage.blockio.nbd import listening, server_processes
 
 SSHD = "/usr/sbin/sshd"
 
@@ -236,7 +236,7 @@ def qemu_nbd(image: Path, sock: Path, export: str = "disk") -> Iterator[subproce
                             stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while not listening(sock):
             assert proc.poll() is None, "qemu-nbd did not start"
             assert time.monotonic() < deadline, "qemu-nbd did not start in 10 s"
             time.sleep(0.02)

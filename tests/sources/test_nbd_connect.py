@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2vimage.blockio.blockdev import reason
-from p2vimage.blockio.nbd import connect_started, errno_of, libnbd
+from p2vimage.blockio.nbd import connect_started, errno_of, libnbd, listening
 
 
 def test_errno_of_a_refused_connection_is_the_number(tmp_path: Path) -> None:
@@ -69,3 +69,29 @@ def test_how_a_server_ended_is_said_in_words() -> None:
     assert _ended(-9) == "killed by SIGKILL"
     assert _ended(1) == "exited with status 1"
     assert _ended(-200) == "killed by signal 200"
+
+
+def test_a_socket_is_listening_only_after_listen(tmp_path: Path) -> None:
+    """What the servers' start waits for: bound is not enough, listen() is."""
+    sock = tmp_path / "s.sock"
+    assert not listening(sock)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock))
+        assert sock.exists() and not listening(sock)
+        s.listen()
+        assert listening(sock)
+        assert not listening(tmp_path / "other.sock")
+    proc = subprocess.Popen(["nbdkit", "-f", "-r", "-U", str(tmp_path / "n.sock"), "memory",
+                             "1M"], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not listening(tmp_path / "n.sock"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        h = libnbd().NBD()
+        h.connect_unix(str(tmp_path / "n.sock"))  # no retry needed once it listens
+        assert h.get_size() == 1 << 20
+        h.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -313,7 +313,7 @@ class _Run:
                                    output=str(mm.output), resumed=s.state != PENDING)
         interrupted = False
         try:
-            last = 0.0
+            last = float("-inf")  # the first pass shows the table
             while queue or self.in_flight or self.waiting:
                 now = time.monotonic()
                 for item in [w for w in self.waiting if w[0] <= now]:

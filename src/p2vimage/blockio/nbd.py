@@ -36,6 +36,29 @@ def libnbd() -> Any:
     return deps.require_module("nbd")
 
 
+_ACCEPTCON = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags column: listen() done
+
+
+def listening(socket: Path) -> bool:
+    """Whether a server listens on the Unix socket ``socket``.
+
+    Its file appears at ``bind()``, a moment before ``listen()``; a client that
+    connects in between is refused (CI met it about once in fifty starts).  The
+    kernel's table of Unix sockets says which bound ones listen, under the path
+    exactly as the server gave it; without procfs the file's existence has to do."""
+    want = str(socket)
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+            next(table, None)  # the header
+            for line in table:
+                cols = line.rstrip("\n").split(None, 7)
+                if len(cols) == 8 and cols[7] == want and int(cols[3], 16) & _ACCEPTCON:
+                    return True
+    except OSError:
+        return socket.exists()
+    return False
+
+
 def errno_of(exc: BaseException) -> int | None:
     """The errno of a libnbd error, as a number.
 
@@ -124,7 +147,7 @@ class NbdExport:
     def _wait_for_socket(self, errlog: Path) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.socket.exists():
+        while not listening(self.socket):
             if self.proc.poll() is not None:
                 text = errlog.read_text(errors="replace").strip().splitlines()
                 raise ConversionError(f"qemu-nbd could not open {self.label}: "

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import deps
-from ..blockio.nbd import _die_with_parent, connect_started, errno_of, libnbd
+from ..blockio.nbd import _die_with_parent, connect_started, errno_of, libnbd, listening
 from ..errors import (
     InsufficientSpaceError,
     MissingDependencyError,
@@ -390,14 +390,14 @@ class NetworkSource:
 
     def _spawn(self, command: list[str], socket: Path, env: dict[str, str]
                ) -> subprocess.Popen[bytes]:
-        """Start one nbdkit and wait for its socket (its errors go to the job's log file)."""
+        """Start one nbdkit and wait until it listens (its errors go to the job's log file)."""
         with open(self._err, "ab") as err:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
                                     stderr=err, start_new_session=True,
                                     env={**os.environ, **env},
                                     preexec_fn=_die_with_parent(os.getpid()))
         deadline = time.monotonic() + START_TIMEOUT
-        while not socket.exists():
+        while not listening(socket):
             if proc.poll() is not None:
                 raise self._error_from_log("nbdkit did not start")
             if time.monotonic() > deadline:
