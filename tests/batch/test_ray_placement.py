@@ -19,10 +19,20 @@ def node(node_id: str, p2v: float = 1, alive: bool = True) -> dict[str, Any]:
 def test_another_live_p2v_node_the_least_loaded_first() -> None:
     nodes = [node("a"), node("b", 2), node("c"), node("d", p2v=0), node("e", alive=False)]
     assert pick_node(nodes, "a", {}) == "b"  # ties: by node id, stable across calls
-    assert pick_node(nodes, "a", {"b": 2, "c": 1}) == "c"
-    assert pick_node(nodes, "c", {"a": 1, "b": 1}) == "a"
+    assert pick_node(nodes, "a", {"b": 1}) == "c"
+    assert pick_node(nodes, "c", {"b": 1}) == "a"
     # never the node it failed on, a dead node or one that offers no p2v
-    assert pick_node(nodes, "b", {"a": 5, "c": 5, "d": 0, "e": 0}) in {"a", "c"}
+    assert pick_node(nodes, "b", {"d": 0, "e": 0}) in {"a", "c"}
+
+
+def test_a_full_node_is_not_waited_for() -> None:
+    """Ray's soft affinity waits for a busy live node: only a node with a free p2v slot
+    (by this driver's own count) is preferred; none free, no preference."""
+    nodes = [node("a"), node("b", 2), node("c")]
+    assert pick_node(nodes, "a", {"b": 2, "c": 0}) == "c"
+    assert pick_node(nodes, "a", {"b": 1, "c": 1}) == "b"  # one of its two slots free
+    assert pick_node(nodes, "a", {"b": 2, "c": 1}) is None
+    assert pick_node(nodes, "a", {"b": 5, "c": 5}) is None
 
 
 def test_no_other_node_no_preference() -> None:

@@ -73,12 +73,16 @@ def convert_task(argv: list[str], cwd: str) -> Iterator[dict[str, Any]]:
 def pick_node(nodes: list[dict[str, Any]], avoid: str | None,
               load: dict[str, int]) -> str | None:
     """The node a retry should prefer: a live node offering ``p2v`` other than
-    ``avoid`` (where the last attempt ran), the one with the fewest of this driver's
-    conversions (``load``: node id -> in flight), ties by node id; None when there is
-    no other (then Ray places it anywhere)."""
-    others = [n["NodeID"] for n in nodes if n.get("Alive") and n["NodeID"] != avoid
-              and n.get("Resources", {}).get(RESOURCE, 0) >= 1]
-    return min(others, key=lambda n: (load.get(n, 0), n)) if others else None
+    ``avoid`` (where the last attempt ran) with a ``p2v`` slot this driver's
+    conversions (``load``: node id -> in flight) leave free, the least loaded first,
+    ties by node id; None when there is none (then Ray places it anywhere).
+
+    A full node is never preferred: Ray's soft node affinity waits for a live node's
+    resources rather than spilling over, so a retry steered to a busy node would sit
+    idle while another node, even the one it failed on, could run it."""
+    free = [n["NodeID"] for n in nodes if n.get("Alive") and n["NodeID"] != avoid
+            and load.get(n["NodeID"], 0) < n.get("Resources", {}).get(RESOURCE, 0)]
+    return min(free, key=lambda n: (load.get(n, 0), n)) if free else None
 
 
 class RayAttempt:
