@@ -236,14 +236,18 @@ def test_a_node_killed_mid_run(cluster: Cluster, images, tmp_path: Path) -> None
     state = tmp_path / "state"
     driver = cluster.batch_run(path, state, "--max-in-flight", "2", "--retries", "2",
                                "--retry-delay", "1")
-    # wait until two good conversions run (one per node), well into their work
+    # wait until node 2 runs a good conversion, its output claimed (the .partial exists
+    # from the claim to the commit: the kill lands while that conversion works)
     deadline = time.monotonic() + 300
+    on2: set[str] = set()
     while time.monotonic() < deadline:
-        started = {e["machine"] for e in Ledger(state).events() if e["event"] == "started"}
-        if len(started & set(good)) >= 2:
+        on2 = {e["machine"] for e in Ledger(state).events()
+               if e["event"] == "placed" and e.get("host") == "hv2"} & set(good)
+        if any((tmp_path / "out" / f"{n}.qcow2.partial").exists() for n in on2):
             break
-        time.sleep(0.5)
-    time.sleep(15)
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no conversion was seen working on node 2 (placed there: {on2})")
     os.kill(cluster.node2_raylet(), signal.SIGKILL)
     # the reference, converted while the head alone runs the rest (one conversion at a time)
     with ThreadPoolExecutor(1) as pool:
