@@ -87,3 +87,45 @@ def test_both_launches_fail() -> None:
         launch_with_fallback(factory([True, True], made), stats, env_settings="")
     assert all(h.closed for h in made)
     assert (stats.launch_attempts, stats.appliance_launches) == (2, 0)
+
+
+def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
+    """A real libguestfs handle whose C close is followed at once by a KeyboardInterrupt
+    (what a Ctrl-C during a close does: Python runs the handler as the C call returns).
+    The object must already be marked closed, or its ``__del__`` frees the C handle a
+    second time and the process aborts (CI saw SIGABRT there).  In a child process, so a
+    regression aborts the child, not the test run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import gc
+        import guestfs
+        from p2vimage.guest.appliance import _close_quietly
+
+        real = guestfs.libguestfsmod
+
+        class InterruptedAsItReturns:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def close(self, handle):
+                real.close(handle)
+                raise KeyboardInterrupt("SIGINT")
+
+        g = guestfs.GuestFS(python_return_dict=True)
+        guestfs.libguestfsmod = InterruptedAsItReturns()
+        try:
+            _close_quietly(g)
+        except KeyboardInterrupt:
+            print("interrupted")
+        print("marked-closed" if g._o is None else "still-open")
+        del g
+        gc.collect()
+        print("survived")
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert (r.returncode, r.stdout.split()) == (0, ["interrupted", "marked-closed",
+                                                    "survived"]), r.stderr[-2000:]

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,8 +188,27 @@ def _qemu_processes() -> list[int]:
 
 
 def _close_quietly(g: Any) -> None:
+    """Close handle ``g`` exactly once, whatever interrupts it.
+
+    The binding's ``close()`` frees the C handle and *then* marks the object closed.
+    Python runs a signal's handler right after a C call returns, and closing waits
+    for qemu to exit (a long window), so a Ctrl-C during the close raised
+    KeyboardInterrupt between the two: the object stayed marked open and its
+    ``__del__`` later freed the handle a second time, aborting the process (CI met
+    it when SIGINT landed in a conversion's appliance close).  So the object is
+    marked closed first and the C handle closed after; an interrupt in between
+    leaves the handle to libguestfs' own close at exit, never to a second free."""
+    native = getattr(sys.modules.get(type(g).__module__), "libguestfsmod", None)
+    raw = getattr(g, "_o", None)
+    if native is None or raw is None:  # not the binding we know: its own close()
+        try:
+            g.close()
+        except Exception:  # noqa: BLE001 - a dead handle may refuse anything
+            pass
+        return
+    g._o = None  # from here on __del__ has nothing to close
     try:
-        g.close()
+        native.close(raw)
     except Exception:  # noqa: BLE001 - a dead handle may refuse anything
         pass
 
