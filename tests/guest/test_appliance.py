@@ -129,3 +129,42 @@ def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
                        timeout=60, check=False)
     assert (r.returncode, r.stdout.split()) == (0, ["interrupted", "marked-closed",
                                                     "survived"]), r.stderr[-2000:]
+
+
+def test_an_interrupt_as_the_handle_is_made_prints_nothing() -> None:
+    """A KeyboardInterrupt as the C create returns (a Ctrl-C just as the launch phase
+    begins): the half-made object must not print an AttributeError from ``__del__``."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import gc
+        import guestfs
+        from p2vimage.guest.appliance import new_guestfs
+
+        real = guestfs.libguestfsmod
+
+        class InterruptedAsItReturns:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def create(self, flags):
+                real.create(flags)
+                raise KeyboardInterrupt("SIGINT")
+
+        guestfs.libguestfsmod = InterruptedAsItReturns()
+        try:
+            new_guestfs(guestfs)
+        except KeyboardInterrupt:
+            print("interrupted")
+        gc.collect()
+        guestfs.libguestfsmod = real
+        g = new_guestfs(guestfs)  # and an uninterrupted one is an ordinary handle
+        print(g.get_backend() != "", g._o is not None)
+        g.close()
+    ''')
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["interrupted", "True",
+                                                              "True"], "")

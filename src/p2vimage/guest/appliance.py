@@ -187,6 +187,22 @@ def _qemu_processes() -> list[int]:
     return pids
 
 
+def new_guestfs(guestfs: Any) -> Any:
+    """A new ``guestfs.GuestFS(python_return_dict=True)`` that a Ctrl-C cannot leave
+    half-made.
+
+    The binding's constructor creates the C handle, then stores it in ``_o``; a
+    signal's KeyboardInterrupt raised as the C call returns left an object without
+    ``_o``, whose ``__del__`` then printed an AttributeError trace on the user's
+    terminal (the corpus's "SIGINT while the appliance starts" met it).  With ``_o``
+    set to None first, such an object has nothing to close (the C handle, not yet
+    launched, is closed by libguestfs at exit)."""
+    g = guestfs.GuestFS.__new__(guestfs.GuestFS)
+    g._o = None
+    g.__init__(python_return_dict=True)
+    return g
+
+
 def _close_quietly(g: Any) -> None:
     """Close handle ``g`` exactly once, whatever interrupts it.
 
@@ -312,7 +328,7 @@ class Job:
         def new_handle(extra: list[str] | None) -> Any:
             if self.aborted:  # no second launch (the TCG retry) of a job stopped already
                 raise ApplianceError(f"the appliance was stopped: {self.aborted}")
-            g = guestfs.GuestFS(python_return_dict=True)
+            g = new_guestfs(guestfs)
             _capture_launch_errors(g, guestfs)
             if extra:
                 current = [s for s in g.get_backend_settings() if s]
