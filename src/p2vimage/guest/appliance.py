@@ -12,6 +12,7 @@ logging why.  A user's ``LIBGUESTFS_BACKEND_SETTINGS`` is honoured as set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -194,13 +195,28 @@ def new_guestfs(guestfs: Any) -> Any:
     The binding's constructor creates the C handle, then stores it in ``_o``; a
     signal's KeyboardInterrupt raised as the C call returns left an object without
     ``_o``, whose ``__del__`` then printed an AttributeError trace on the user's
-    terminal (the corpus's "SIGINT while the appliance starts" met it).  With ``_o``
-    set to None first, such an object has nothing to close (the C handle, not yet
-    launched, is closed by libguestfs at exit)."""
-    g = guestfs.GuestFS.__new__(guestfs.GuestFS)
-    g._o = None
-    g.__init__(python_return_dict=True)
-    return g
+    terminal (the corpus's "SIGINT while the appliance starts" met it).  The handle
+    is made of a subclass whose class attribute ``_o = None`` stands in until the
+    constructor stores the real one, so such an object has nothing to close (the C
+    handle, not yet launched, is closed by libguestfs at exit)."""
+    return _handle_class(guestfs)(python_return_dict=True)
+
+
+@functools.cache
+def _handle_class(guestfs: Any) -> type:
+    class Handle(guestfs.GuestFS):  # type: ignore[misc,name-defined]
+        _o = None
+
+    return Handle
+
+
+def _binding(g: Any) -> Any:
+    """The C module behind handle ``g``'s class (``libguestfsmod``), or None."""
+    for cls in type(g).__mro__:
+        native = getattr(sys.modules.get(cls.__module__), "libguestfsmod", None)
+        if native is not None:
+            return native
+    return None
 
 
 def _close_quietly(g: Any) -> None:
@@ -214,7 +230,7 @@ def _close_quietly(g: Any) -> None:
     it when SIGINT landed in a conversion's appliance close).  So the object is
     marked closed first and the C handle closed after; an interrupt in between
     leaves the handle to libguestfs' own close at exit, never to a second free."""
-    native = getattr(sys.modules.get(type(g).__module__), "libguestfsmod", None)
+    native = _binding(g)
     raw = getattr(g, "_o", None)
     if native is None or raw is None:  # not the binding we know: its own close()
         try:
