@@ -89,31 +89,47 @@ def test_both_launches_fail() -> None:
     assert (stats.launch_attempts, stats.appliance_launches) == (2, 0)
 
 
-def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
-    """A real libguestfs handle whose C close is followed at once by a KeyboardInterrupt
-    (what a Ctrl-C during a close does: Python runs the handler as the C call returns).
-    The object must already be marked closed, or its ``__del__`` frees the C handle a
-    second time and the process aborts (CI saw SIGABRT there).  In a child process, so a
-    regression aborts the child, not the test run."""
+_INTERRUPTING = """
+import gc
+import guestfs
+from p2vimage.guest.appliance import _close_quietly, new_guestfs
+
+real = guestfs.libguestfsmod
+
+
+class InterruptedAsItReturns:
+    \"\"\"The binding's C module, but {call} is followed by a KeyboardInterrupt (what
+    Python does with a signal that arrived during the C call).\"\"\"
+
+    def __getattr__(self, name):
+        return getattr(real, name)
+
+    def {call}(self, *args):
+        getattr(real, "{call}")(*args)
+        raise KeyboardInterrupt("SIGINT")
+
+
+"""
+
+
+def _child(call: str, body: str):
+    """Run ``body`` in a child Python with the C ``call`` interrupted as it returns (a
+    regression may abort the child: never the test run)."""
     import subprocess
     import sys
     import textwrap
 
-    code = textwrap.dedent('''
-        import gc
-        import guestfs
-        from p2vimage.guest.appliance import _close_quietly
+    code = _INTERRUPTING.format(call=call) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
 
-        real = guestfs.libguestfsmod
 
-        class InterruptedAsItReturns:
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-            def close(self, handle):
-                real.close(handle)
-                raise KeyboardInterrupt("SIGINT")
-
+def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
+    """A real libguestfs handle whose C close is followed at once by a KeyboardInterrupt
+    (what a Ctrl-C during a close does: Python runs the handler as the C call returns).
+    The object must already be marked closed, or its ``__del__`` frees the C handle a
+    second time and the process aborts (CI saw SIGABRT there)."""
+    r = _child("close", '''
         g = guestfs.GuestFS(python_return_dict=True)
         guestfs.libguestfsmod = InterruptedAsItReturns()
         try:
@@ -125,8 +141,6 @@ def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
         gc.collect()
         print("survived")
     ''')
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60, check=False)
     assert (r.returncode, r.stdout.split()) == (0, ["interrupted", "marked-closed",
                                                     "survived"]), r.stderr[-2000:]
 
@@ -134,25 +148,7 @@ def test_an_interrupt_as_close_returns_never_frees_the_handle_twice() -> None:
 def test_an_interrupt_as_the_handle_is_made_prints_nothing() -> None:
     """A KeyboardInterrupt as the C create returns (a Ctrl-C just as the launch phase
     begins): the half-made object must not print an AttributeError from ``__del__``."""
-    import subprocess
-    import sys
-    import textwrap
-
-    code = textwrap.dedent('''
-        import gc
-        import guestfs
-        from p2vimage.guest.appliance import new_guestfs
-
-        real = guestfs.libguestfsmod
-
-        class InterruptedAsItReturns:
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-            def create(self, flags):
-                real.create(flags)
-                raise KeyboardInterrupt("SIGINT")
-
+    r = _child("create", '''
         guestfs.libguestfsmod = InterruptedAsItReturns()
         try:
             new_guestfs(guestfs)
@@ -164,7 +160,5 @@ def test_an_interrupt_as_the_handle_is_made_prints_nothing() -> None:
         print(g.get_backend() != "", g._o is not None)
         g.close()
     ''')
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=60, check=False)
     assert (r.returncode, r.stdout.split(), r.stderr) == (0, ["interrupted", "True",
                                                               "True"], "")
